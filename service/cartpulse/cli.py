@@ -1,0 +1,184 @@
+"""The ``cartpulse`` command: each operation ``make run`` strings together, on its own.
+
+    cartpulse db start|stop|status|url   the embedded PostgreSQL (when DATABASE_URL is unset)
+    cartpulse init                       create storage and the admin token
+    cartpulse build                      build the dbt models (dbt run)
+    cartpulse dbt ARGS…                  any dbt command against CartPulse's database
+    cartpulse psql [ARGS…]               psql into CartPulse's database
+    cartpulse serve                      the production server (gunicorn)
+    cartpulse run                        all of the above, in order, until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+from dataclasses import replace
+
+from . import embedded
+from .config import Settings
+
+log = logging.getLogger("cartpulse")
+
+
+def database_url(settings: Settings, start: bool = False) -> str:
+    """DATABASE_URL when set; else the embedded server's URL (started when ``start``)."""
+    if settings.database_url:
+        return settings.database_url
+    server = embedded.for_settings(settings)
+    return server.start() if start else server.url
+
+
+def cmd_db(settings: Settings, args) -> int:
+    if settings.database_url and args.action != "url":
+        print("DATABASE_URL is set: CartPulse uses that server, not the embedded one.", file=sys.stderr)
+        return 1
+    server = embedded.for_settings(settings)
+    if args.action == "start":
+        print(server.start())
+    elif args.action == "stop":
+        server.stop()
+    elif args.action == "status":
+        running = server.initialized() and server.running()
+        print("running" if running else "stopped")
+        return 0 if running else 3
+    else:
+        print(database_url(settings))
+    return 0
+
+
+def init(settings: Settings, url: str) -> str:
+    """Create storage; return the admin token."""
+    from .auth import ensure_admin_token
+    from .storage import create_storage
+
+    create_storage(url)
+    return ensure_admin_token(url, settings.state_dir, settings.admin_token)
+
+
+def cmd_init(settings: Settings, args) -> int:
+    init(settings, database_url(settings, start=True))
+    print("storage ready")
+    return 0
+
+
+def cmd_build(settings: Settings, args) -> int:
+    from .dbt_cli import run_dbt
+
+    return run_dbt(settings, database_url(settings), "run", *args.rest, check=False).returncode
+
+
+def cmd_dbt(settings: Settings, args) -> int:
+    from .dbt_cli import run_dbt
+
+    return run_dbt(settings, database_url(settings), *args.rest, check=False).returncode
+
+
+def cmd_psql(settings: Settings, args) -> int:
+    try:
+        psql = str(embedded.bin_dir() / "psql")  # the same version as the embedded server
+    except RuntimeError:
+        psql = shutil.which("psql") or "psql"
+    os.execvp(psql, [psql, database_url(settings), *args.rest])
+
+
+def serve(settings: Settings) -> None:
+    """Run gunicorn in this process; each worker builds its own app (and pool) after fork."""
+    from gunicorn.app.base import BaseApplication
+
+    from .app import create_app
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("workers", settings.workers)
+            self.cfg.set("threads", settings.threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("timeout", 120)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("accesslog", os.environ.get("ACCESS_LOG") or None)
+            self.cfg.set("control_socket_disable", True)
+
+        def load(self):
+            return create_app(settings)
+
+    Server().run()
+
+
+def cmd_serve(settings: Settings, args) -> int:
+    serve(replace(settings, database_url=database_url(settings)))
+    return 0
+
+
+def banner(settings: Settings, token: str) -> str:
+    host = f"http://{settings.host}:{settings.port}"
+    return f"""
+CartPulse is serving on {host}
+
+  Admin token: {token}
+
+  export TB_ADMIN_TOKEN={token} HOST={host}
+  curl -X POST "$HOST/v0/events?name=ecommerce_events" -H "Authorization: Bearer $TB_ADMIN_TOKEN" \\
+       -d '{{"event_time":"2024-05-01 10:15:00","event_type":"purchase","user_id":"u1","product_id":"p1","category":"shoes","price":59.9,"quantity":1,"session_id":"s1","country":"France"}}'
+  curl "$HOST/v0/pipes/top_products.json?token=$TB_ADMIN_TOKEN"
+
+Ctrl-C stops the API{'' if settings.database_url else ' and the embedded database'}.
+"""
+
+
+def cmd_run(settings: Settings, args) -> int:
+    """Start the database, create storage, build the models, serve; stop all on Ctrl-C."""
+    from .dbt_cli import run_dbt
+
+    server = None if settings.database_url else embedded.for_settings(settings)
+    started_here = server is not None and not (server.initialized() and server.running())
+    main_pid = os.getpid()  # gunicorn forks workers inside serve(): only we stop the database
+    # SIGTERM behaves as Ctrl-C until gunicorn installs its own handlers.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        url = database_url(settings, start=True)
+        token = init(settings, url)
+        run_dbt(settings, url, "run")
+        print(banner(settings, token), flush=True)
+        serve(replace(settings, database_url=url))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None and started_here and os.getpid() == main_pid:
+            print("stopping the embedded database…", flush=True)
+            server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="cartpulse", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="the embedded PostgreSQL")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    sub.add_parser("init", help="create storage and the admin token")
+    # These pass their arguments through untouched (options included) to dbt or psql.
+    passthrough = {"build": "dbt run (extra arguments go to dbt)", "dbt": "run any dbt command",
+                   "psql": "psql into the database (extra arguments go to psql)"}
+    for name, helptext in passthrough.items():
+        sub.add_parser(name, help=helptext, add_help=False)
+    sub.add_parser("serve", help="serve the API (gunicorn)")
+    sub.add_parser("run", help="db start + init + build + serve")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in passthrough:
+        args = argparse.Namespace(command=argv[0], rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
+    handlers = {"db": cmd_db, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
+                "psql": cmd_psql, "serve": cmd_serve, "run": cmd_run}
+    return handlers[args.command](Settings.from_env(), args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

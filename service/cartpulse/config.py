@@ -1,0 +1,65 @@
+"""Settings, read once from the environment.
+
+Every knob is an environment variable so that ``make run``, ``cartpulse serve`` under
+systemd and a container all configure CartPulse the same way; the README documents
+each one in a single table. Tests pass overrides to ``create_app`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+#: The repository root: dbt project, profiles and the local state folder live here.
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a running CartPulse needs to know; defaults suit ``make run`` on a laptop."""
+
+    database_url: str | None = None
+    project_dir: Path = PROJECT_DIR
+    state_dir: Path = PROJECT_DIR / ".cartpulse"
+    target_dir: Path = PROJECT_DIR / "target"
+    admin_token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 2
+    threads: int = 4
+    max_body_bytes: int = 100 * 1024 * 1024
+    max_rows_per_request: int = 1_000_000
+    statement_timeout_ms: int = 30_000
+    dbt_schema: str = "analytics"
+    raw_schema: str = "raw"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        """Defaults, then the environment, then explicit overrides (tests)."""
+        project_dir = Path(os.environ.get("CARTPULSE_PROJECT_DIR") or PROJECT_DIR)
+        base = cls(
+            database_url=os.environ.get("DATABASE_URL") or None,
+            project_dir=project_dir,
+            state_dir=Path(os.environ.get("CARTPULSE_STATE_DIR") or project_dir / ".cartpulse"),
+            target_dir=Path(os.environ.get("DBT_TARGET_PATH") or project_dir / "target"),
+            admin_token=os.environ.get("TB_ADMIN_TOKEN") or None,
+            host=os.environ.get("HOST", "127.0.0.1"),
+            port=_env_int("PORT", 8000),
+            workers=_env_int("WEB_WORKERS", 2),
+            threads=_env_int("WEB_THREADS", 4),
+            max_body_bytes=_env_int("MAX_BODY_BYTES", 100 * 1024 * 1024),
+            max_rows_per_request=_env_int("MAX_ROWS_PER_REQUEST", 1_000_000),
+            statement_timeout_ms=_env_int("STATEMENT_TIMEOUT_MS", 30_000),
+            dbt_schema=os.environ.get("DBT_SCHEMA", "analytics"),
+        )
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        return replace(base, **overrides)

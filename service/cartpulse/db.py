@@ -1,0 +1,79 @@
+"""The database connection for the web service: one SQLAlchemy engine per process.
+
+SQLAlchemy earns its place here as the connection pool (sized to the worker's
+threads, with pre-ping so a restarted PostgreSQL is survived) and for composing
+endpoint queries with bound parameters. The bulk path borrows the pooled connection's
+underlying psycopg connection for ``COPY``.
+
+The engine is created lazily, in the process that uses it: gunicorn forks workers
+after the app is built, and a pool must never be shared across a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+
+import psycopg
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 8, statement_timeout_ms: int = 30_000):
+        self.url = url
+        self.pool_size = pool_size
+        self.statement_timeout_ms = statement_timeout_ms
+        self._engine: Engine | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            with self._lock:
+                if self._engine is None or self._pid != os.getpid():
+                    # libpq parses the URL (either form: postgresql://… or key=value).
+                    self._engine = create_engine(
+                        "postgresql+psycopg://",
+                        creator=self._connect,
+                        pool_size=self.pool_size,
+                        max_overflow=self.pool_size,
+                        pool_pre_ping=True,
+                        pool_timeout=10,
+                    )
+                    self._pid = os.getpid()
+        return self._engine
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(
+            self.url,
+            options=f"-c TimeZone=UTC -c statement_timeout={self.statement_timeout_ms}",
+            connect_timeout=5,
+            application_name="cartpulse",
+        )
+
+    @contextmanager
+    def psycopg(self):
+        """A pooled psycopg connection inside a transaction, committed on success.
+
+        Used where psycopg itself is needed: COPY, and queries whose statistics are
+        read in the same transaction.
+        """
+        raw = self.engine.raw_connection()
+        conn: psycopg.Connection = raw.driver_connection
+        try:
+            yield conn
+            conn.commit()  # the caller acknowledges only after this returns
+        except BaseException:
+            if not conn.closed:
+                conn.rollback()
+            raise
+        finally:
+            raw.close()
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

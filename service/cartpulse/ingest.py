@@ -1,0 +1,102 @@
+"""The Events API: ``POST /v0/events?name=<data source>`` with NDJSON or one JSON object.
+
+A request is answered only after its rows are committed, so an acknowledgement means
+the events are durable (``synchronous_commit`` is left on). Valid rows and quarantined
+rows of one request are written in one transaction: a request is stored whole or not
+at all, never half.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import zlib
+from datetime import datetime, timezone
+
+from flask import Blueprint, current_app, jsonify, request
+
+from .auth import require_scope
+from .errors import ApiError
+from .events import COLUMNS, Batch, parse_body
+
+bp = Blueprint("ingest", __name__)
+
+#: Data sources that accept events, and the table each lands in.
+DATA_SOURCES = {"ecommerce_events": "raw.ecommerce_events"}
+QUARANTINE_COLUMNS = COLUMNS + ("c__error_column", "c__error", "c__import_id", "c__line", "c__raw")
+
+
+def _body(max_bytes: int) -> bytes:
+    body = request.get_data(cache=False)
+    if request.headers.get("Content-Encoding", "").lower() == "gzip":
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            body = inflater.decompress(body, max_bytes + 1)
+        except zlib.error as err:
+            raise ApiError(400, f"body is not valid gzip: {err}") from None
+        if len(body) > max_bytes or inflater.unconsumed_tail:
+            raise ApiError(413, f"decompressed body over the limit of {max_bytes} bytes")
+        if not inflater.eof:
+            raise ApiError(400, "body is not valid gzip: truncated stream")
+    return body
+
+
+class PartitionCache:
+    """Months whose partition is known to exist, so the common case costs no query."""
+
+    def __init__(self):
+        self.months: set[tuple[int, int]] = set()
+        self.lock = threading.Lock()
+
+    def missing(self, rows) -> list[datetime]:
+        months = {(r[0].year, r[0].month) for r in rows}
+        return [datetime(y, m, 1, tzinfo=timezone.utc) for (y, m) in sorted(months - self.months)]
+
+    def ensure(self, db, rows) -> None:
+        missing = self.missing(rows)
+        if missing:
+            # Its own committed transaction: DDL must not hold locks for the batch's life.
+            with db.psycopg() as conn:
+                conn.execute("select cartpulse.ensure_event_partitions(%s::timestamptz[])", [missing])
+            with self.lock:
+                self.months.update((m.year, m.month) for m in missing)
+
+
+def write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import_id: str) -> None:
+    """COPY the batch's valid rows and its quarantined rows in one transaction."""
+    partitions.ensure(db, batch.rows)
+    with db.psycopg() as conn, conn.cursor() as cur:
+        if batch.rows:
+            with cur.copy(f"copy {table} ({', '.join(COLUMNS)}) from stdin") as copy:
+                for row in batch.rows:
+                    copy.write_row(row)
+        if batch.quarantined:
+            with cur.copy(f"copy {table}_quarantine ({', '.join(QUARANTINE_COLUMNS)}) from stdin") as copy:
+                for q in batch.quarantined:
+                    copy.write_row([q.values[c] for c in COLUMNS]
+                                   + [q.columns, q.errors, import_id, q.line, q.raw])
+
+
+@bp.post("/v0/events")
+def post_events():
+    name = request.args.get("name")
+    if not name:
+        raise ApiError(400, "missing the 'name' parameter (the data source to append to)")
+    if name not in DATA_SOURCES:
+        raise ApiError(404, f"data source '{name}' not found")
+    require_scope(f"DATASOURCES:APPEND:{name}")
+    state = current_app.extensions["cartpulse"]
+    body = _body(state.settings.max_body_bytes)
+    if not body.strip():
+        raise ApiError(400, "empty body: send one JSON object, or one per line (NDJSON)")
+    batch = parse_body(body)
+    if batch.json_lines == 0:
+        line, why = batch.first_bad_line
+        raise ApiError(400, f"line {line}: {why}; nothing was stored", line=line)
+    import_id = uuid.uuid4().hex
+    write_batch(state.db, state.partitions, DATA_SOURCES[name], batch, import_id)
+    wait = request.args.get("wait", "false").lower() == "true"
+    response = jsonify(successful_rows=len(batch.rows), quarantined_rows=len(batch.quarantined),
+                       import_id=import_id)
+    response.status_code = 200 if wait else 202
+    return response

@@ -1,0 +1,114 @@
+"""The commands a user runs: `cartpulse serve` with the seed's curl commands, `cartpulse run` twice."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cartpulse.embedded import EmbeddedPostgres
+
+from support import truncate_events
+
+SEED_POST = """curl -X POST "$HOST/v0/events?name=ecommerce_events" -H "Authorization: Bearer $TB_ADMIN_TOKEN" -d '{"event_time":"2024-05-01 10:15:00","event_type":"purchase","user_id":"u123","product_id":"p456","category":"electronics","price":199.99,"quantity":2,"session_id":"s789","country":"US"}'"""
+SEED_GET = """curl "$HOST/v0/pipes/top_products.json?token=$TB_ADMIN_TOKEN\""""
+CARTPULSE = str(Path(sys.executable).parent / "cartpulse")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {seconds}s")
+
+
+def shell(command: str, env: dict) -> str:
+    return subprocess.run(["bash", "-c", command], env=env, check=True, capture_output=True, text=True).stdout
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGINT) -> str:
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def test_seed_curl_commands_verbatim(built, admin_token, tmp_path):
+    """The tutorial's two commands, with only the host changed, against the real server."""
+    truncate_events(built.database_url)
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": built.database_url, "PORT": str(port), "TB_ADMIN_TOKEN": admin_token,
+           "DBT_TARGET_PATH": str(built.target_dir), "CARTPULSE_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen([CARTPULSE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        host = f"http://127.0.0.1:{port}"
+        wait_http(f"{host}/healthz", proc)
+        env["HOST"] = host
+        assert '"successful_rows":1' in shell(SEED_POST, env).replace(" ", "")
+        body = __import__("json").loads(shell(SEED_GET, env))
+        assert body["data"] == [{"product_id": "p456", "total_quantity": 2, "total_revenue": 399.98}]
+    finally:
+        stop(proc, signal.SIGTERM)
+
+
+@pytest.mark.embedded
+def test_make_run_lifecycle(tmp_path):
+    """`cartpulse run` (what `make run` calls): serves, prints token and curls, stops cleanly, keeps data."""
+    if os.environ.get("CARTPULSE_TEST_DATABASE_URL"):
+        pytest.skip("engine-independent: exercised in the embedded-PostgreSQL pass")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TB_ADMIN_TOKEN")}
+    env.update(PORT=str(port), CARTPULSE_STATE_DIR=str(tmp_path / "state"), DBT_TARGET_PATH=str(tmp_path / "target"))
+    host = f"http://127.0.0.1:{port}"
+    server = EmbeddedPostgres(tmp_path / "state" / "pgdata")
+
+    def run_once(extra_env=None):
+        proc = subprocess.Popen([CARTPULSE, "run"], env={**env, **(extra_env or {})}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_http(f"{host}/healthz", proc)
+        except AssertionError:
+            proc.kill()
+            raise AssertionError(proc.communicate()[0][-3000:])
+        return proc
+
+    proc = run_once()
+    try:
+        token = (tmp_path / "state" / "admin_token").read_text().strip()
+        shell(SEED_POST, {**env, "HOST": host, "TB_ADMIN_TOKEN": token})
+    finally:
+        out = stop(proc, signal.SIGINT)
+    assert proc.returncode == 0, out[-2000:]
+    assert f"Admin token: {token}" in out
+    assert len(re.findall(r"^\s*curl ", out, re.M)) == 2
+    assert not server.running(), "Ctrl-C must stop the embedded database"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{host}/healthz", timeout=1)
+
+    proc = run_once({"TB_ADMIN_TOKEN": "chosen-admin-token"})
+    try:
+        body = __import__("json").loads(shell(SEED_GET, {**env, "HOST": host, "TB_ADMIN_TOKEN": "chosen-admin-token"}))
+        assert body["data"][0]["product_id"] == "p456", "the second run finds the data stored before"
+    finally:
+        out = stop(proc, signal.SIGTERM)
+    assert "Admin token: chosen-admin-token" in out
+    assert not server.running()

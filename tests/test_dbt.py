@@ -1,0 +1,98 @@
+"""The dbt project builds and its tests pass, on an empty table and on loaded data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+from cartpulse.catalog import endpoints_from_manifest
+from cartpulse.config import PROJECT_DIR
+from cartpulse.dbt_cli import run_dbt
+from cartpulse.generate import EventGenerator
+
+from support import ndjson, truncate_events
+
+
+def dbt_ok(settings, *args):
+    result = run_dbt(settings, settings.database_url, *args, check=False, capture=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_build_on_an_empty_table(built):
+    truncate_events(built.database_url)
+    out = dbt_ok(built, "build")
+    assert "ERROR=0" in out and "PASS=" in out
+
+
+def test_build_and_test_on_loaded_data(built, client, auth):
+    truncate_events(built.database_url)
+    r = client.post("/v0/events?name=ecommerce_events", data=ndjson(EventGenerator(seed=3).events(2000)), headers=auth)
+    assert r.status_code == 202
+    out = dbt_ok(built, "build")
+    assert "ERROR=0" in out
+    out = dbt_ok(built, "test")
+    assert "ERROR=0" in out and "PASS=0 " not in out
+
+
+def test_a_failing_data_test_fails_the_build(built, client, auth):
+    """The schema tests are real: a NULL-free column cannot hide a broken model."""
+    truncate_events(built.database_url)
+    import psycopg
+
+    with psycopg.connect(built.database_url) as conn:
+        conn.execute("select cartpulse.ensure_event_partitions(array[timestamptz '2026-10-01'])")
+        # Two purchases whose revenue sums to NULL cannot come through the API; write one directly.
+        conn.execute("alter table raw.ecommerce_events alter column price drop not null")
+        conn.execute("insert into raw.ecommerce_events values ('2026-10-01', 'purchase', 'u', 'p', 'c', null, 1, 's', 'X')")
+    try:
+        result = run_dbt(built, built.database_url, "test", "--select", "top_products", check=False, capture=True)
+        assert result.returncode != 0
+        assert "not_null_top_products_total_revenue" in result.stdout
+    finally:
+        truncate_events(built.database_url)
+        with psycopg.connect(built.database_url) as conn:
+            conn.execute("alter table raw.ecommerce_events alter column price set not null")
+
+
+def test_manifest_declares_the_three_endpoints(built):
+    manifest = json.loads((built.target_dir / "manifest.json").read_text())
+    assert set(endpoints_from_manifest(manifest)) == {"top_products", "events_by_country", "total_revenue"}
+
+
+def test_a_fourth_endpoint_is_one_model_and_its_yml(built, tmp_path, auth):
+    """Copy the project, add a model and its yml entry, build: the service serves it."""
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns(
+        ".venv", ".cartpulse", "target", "logs", ".git", "service", "tests", "*.pyc"))
+    (project / "models" / "marts" / "events_by_type.sql").write_text(
+        "select event_type, count(*)::bigint as event_count\n"
+        "from {{ ref('stg_raw__ecommerce_events') }}\ngroup by event_type\norder by event_type\n")
+    (project / "models" / "marts" / "events_by_type.yml").write_text(
+        "version: 2\nmodels:\n  - name: events_by_type\n    description: One row per event type.\n"
+        "    config:\n      meta:\n        endpoint: true\n")
+    settings = replace(built, project_dir=project, target_dir=tmp_path / "target", dbt_schema="fourth")
+    dbt_ok(settings, "run")
+
+    from cartpulse.app import create_app
+
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        client.post("/v0/events?name=ecommerce_events", data=ndjson(EventGenerator(seed=4).events(50)), headers=auth)
+        body = client.get("/v0/pipes/events_by_type.json", headers=auth).get_json()
+        assert sum(row["event_count"] for row in body["data"]) >= 50
+        listed = {p["name"] for p in client.get("/v0/pipes", headers=auth).get_json()["pipes"]}
+        assert listed == {"top_products", "events_by_country", "total_revenue", "events_by_type"}
+    finally:
+        app.extensions["cartpulse"].db.dispose()
+
+
+def test_time_bin_follows_the_engine(built, engine):
+    """time_bucket on TimescaleDB, date_bin on plain PostgreSQL, decided at run time."""
+    compiled = (built.target_dir / "run" / "cartpulse" / "models" / "marts" / "total_revenue.sql").read_text()
+    if engine == "timescaledb":
+        assert "time_bucket('15 minutes'::interval, event_time)" in compiled
+    else:
+        assert "date_bin('15 minutes'::interval, event_time" in compiled
