@@ -8,3 +8,10 @@
     date_bin({{ width }}::interval, {{ column }}, timestamptz '2000-01-01 00:00:00+00')
   {%- endif -%}
 {% endmacro %}
+
+{#- The first bucket boundary at or after `column`: `column` itself when it is on a
+    boundary. NULL stays NULL. -#}
+{% macro time_ceil(width, column) %}
+  case when {{ time_bin(width, column) }} = {{ column }} then {{ column }}
+       else {{ time_bin(width, column) }} + {{ width }}::interval end
+{% endmacro %}

@@ -113,3 +113,27 @@ def empty_events(settings):
     truncate_events(settings.database_url)
     return settings
 
+
+
+@pytest.fixture(scope="module")
+def live_server(built, admin_token, tmp_path_factory):
+    """The production server (`cartpulse serve`: gunicorn, 2 workers) on a free port."""
+    import subprocess
+    import sys
+
+    from support import Http, free_port, wait_http
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": built.database_url, "PORT": str(port), "TB_ADMIN_TOKEN": admin_token,
+           "DBT_TARGET_PATH": str(built.target_dir), "CARTPULSE_STATE_DIR": str(tmp_path_factory.mktemp("serve")),
+           "WEB_WORKERS": "2", "WEB_THREADS": "8"}
+    log = open(Path(env["CARTPULSE_STATE_DIR"]) / "serve.log", "w")  # read it when a test fails
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        yield Http(f"http://127.0.0.1:{port}", admin_token)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import time
+import urllib.request
 
 import psycopg
 
 
 def truncate_events(url: str) -> None:
+    """Empty the events, the pending rows, the quarantine and every rollup, consistently:
+    with everything empty, each rollup has absorbed "everything so far"."""
     with psycopg.connect(url) as conn:
-        conn.execute("truncate raw.ecommerce_events, raw.ecommerce_events_quarantine")
+        conn.execute("delete from cartpulse.rollup_state where to_regclass(rollup) is null")
+        rollups = [r for (r,) in conn.execute(
+            "select rollup from cartpulse.rollup_state where to_regclass(rollup) is not null").fetchall()]
+        conn.execute("truncate raw.ecommerce_events, raw.ecommerce_events_pending, raw.ecommerce_events_quarantine"
+                     + "".join(f", {r}" for r in rollups))
+        conn.execute("update cartpulse.rollup_state set absorbed = pg_current_snapshot()")
 
 
 def ndjson(events) -> bytes:
@@ -19,3 +30,61 @@ def ndjson(events) -> bytes:
 def count(url: str, table: str = "raw.ecommerce_events") -> int:
     with psycopg.connect(url) as conn:
         return conn.execute(f"select count(*) from {table}").fetchone()[0]
+
+
+def dbt_ok(settings, *args) -> str:
+    """Run dbt against the test database; fail the test with dbt's output if it fails."""
+    from cartpulse.dbt_cli import run_dbt
+
+    result = run_dbt(settings, settings.database_url, *args, check=False, capture=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+class Http:
+    """A minimal HTTP client for a server started by a test (thread-safe: one request per call)."""
+
+    def __init__(self, base: str, token: str):
+        self.base, self.token = base, token
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.base + path, data=body, method=method,
+                                     headers={"Authorization": f"Bearer {self.token}", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    def post_events(self, events, headers: dict | None = None):
+        return self.request("POST", "/v0/events?name=ecommerce_events", ndjson(events), headers)
+
+    def pipe(self, name: str, **params):
+        from urllib.parse import urlencode
+
+        query = ("?" + urlencode(params)) if params else ""
+        status, body = self.request("GET", f"/v0/pipes/{name}.json{query}")
+        assert status == 200, body
+        return body["data"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {seconds}s")

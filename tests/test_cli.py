@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,30 +14,11 @@ import pytest
 
 from cartpulse.embedded import EmbeddedPostgres
 
-from support import truncate_events
+from support import free_port, truncate_events, wait_http
 
 SEED_POST = """curl -X POST "$HOST/v0/events?name=ecommerce_events" -H "Authorization: Bearer $TB_ADMIN_TOKEN" -d '{"event_time":"2024-05-01 10:15:00","event_type":"purchase","user_id":"u123","product_id":"p456","category":"electronics","price":199.99,"quantity":2,"session_id":"s789","country":"US"}'"""
 SEED_GET = """curl "$HOST/v0/pipes/top_products.json?token=$TB_ADMIN_TOKEN\""""
 CARTPULSE = str(Path(sys.executable).parent / "cartpulse")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer in {seconds}s")
 
 
 def shell(command: str, env: dict) -> str:

@@ -11,13 +11,7 @@ from cartpulse.config import PROJECT_DIR
 from cartpulse.dbt_cli import run_dbt
 from cartpulse.generate import EventGenerator
 
-from support import ndjson, truncate_events
-
-
-def dbt_ok(settings, *args):
-    result = run_dbt(settings, settings.database_url, *args, check=False, capture=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+from support import dbt_ok, ndjson, truncate_events
 
 
 def test_build_on_an_empty_table(built):
@@ -43,9 +37,12 @@ def test_a_failing_data_test_fails_the_build(built, client, auth):
 
     with psycopg.connect(built.database_url) as conn:
         conn.execute("select cartpulse.ensure_event_partitions(array[timestamptz '2026-10-01'])")
-        # Two purchases whose revenue sums to NULL cannot come through the API; write one directly.
-        conn.execute("alter table raw.ecommerce_events alter column price drop not null")
-        conn.execute("insert into raw.ecommerce_events values ('2026-10-01', 'purchase', 'u', 'p', 'c', null, 1, 's', 'X')")
+        # A purchase without a price cannot come through the API; write one directly.
+        for table in ("raw.ecommerce_events", "raw.ecommerce_events_pending"):
+            conn.execute(f"alter table {table} alter column price drop not null")
+            conn.execute(f"insert into {table} (event_time, event_type, user_id, product_id, category, price,"
+                         " quantity, session_id, country) values"
+                         " ('2026-10-01', 'purchase', 'u', 'p', 'c', null, 1, 's', 'X')")
     try:
         result = run_dbt(built, built.database_url, "test", "--select", "top_products", check=False, capture=True)
         assert result.returncode != 0
@@ -53,7 +50,8 @@ def test_a_failing_data_test_fails_the_build(built, client, auth):
     finally:
         truncate_events(built.database_url)
         with psycopg.connect(built.database_url) as conn:
-            conn.execute("alter table raw.ecommerce_events alter column price set not null")
+            for table in ("raw.ecommerce_events", "raw.ecommerce_events_pending"):
+                conn.execute(f"alter table {table} alter column price set not null")
 
 
 def test_manifest_declares_the_three_endpoints(built):
@@ -71,7 +69,9 @@ def test_a_fourth_endpoint_is_one_model_and_its_yml(built, tmp_path, auth):
         "from {{ ref('stg_raw__ecommerce_events') }}\ngroup by event_type\norder by event_type\n")
     (project / "models" / "marts" / "events_by_type.yml").write_text(
         "version: 2\nmodels:\n  - name: events_by_type\n    description: One row per event type.\n"
-        "    config:\n      meta:\n        endpoint: true\n")
+        "    config:\n      meta:\n        endpoint: true\n"
+        "    columns:\n      - name: event_type\n        data_type: text\n"
+        "      - name: event_count\n        data_type: bigint\n")
     settings = replace(built, project_dir=project, target_dir=tmp_path / "target", dbt_schema="fourth")
     dbt_ok(settings, "run")
 
@@ -87,12 +87,16 @@ def test_a_fourth_endpoint_is_one_model_and_its_yml(built, tmp_path, auth):
         assert listed == {"top_products", "events_by_country", "total_revenue", "events_by_type"}
     finally:
         app.extensions["cartpulse"].db.dispose()
+        import psycopg
+
+        with psycopg.connect(built.database_url) as conn:
+            conn.execute("drop schema fourth cascade")
 
 
 def test_time_bin_follows_the_engine(built, engine):
     """time_bucket on TimescaleDB, date_bin on plain PostgreSQL, decided at run time."""
-    compiled = (built.target_dir / "run" / "cartpulse" / "models" / "marts" / "total_revenue.sql").read_text()
+    compiled = (built.target_dir / "run" / "cartpulse" / "models" / "rollups" / "rollup_events_daily.sql").read_text()
     if engine == "timescaledb":
-        assert "time_bucket('15 minutes'::interval, event_time)" in compiled
+        assert "time_bucket('1 day'::interval, event_time)" in compiled
     else:
-        assert "date_bin('15 minutes'::interval, event_time" in compiled
+        assert "date_bin('1 day'::interval, event_time" in compiled

@@ -1,13 +1,28 @@
--- How many events of any type came from each country.
+{{ config(materialized='endpoint') }}
+-- Events per country, most first, over [start_date, end_date), optionally of one type.
+-- Whole days come from the daily rollup, partial days at the ends from the events table.
+{%- set start, end = param('start_date'), param('end_date') %}
+
 with events as (
-    select * from {{ ref('stg_raw__ecommerce_events') }}
+    select country, event_type, events
+    from {{ live(ref('rollup_events_daily')) }}
+    where {{ in_whole_buckets('day', "'1 day'", start, end) }}
+
+    union all
+    select country, event_type, 1::bigint
+    from {{ ref('stg_raw__ecommerce_events') }}
+    where {{ in_leading_edge("'1 day'", start, end) }}
+
+    union all
+    select country, event_type, 1::bigint
+    from {{ ref('stg_raw__ecommerce_events') }}
+    where {{ in_trailing_edge("'1 day'", start, end) }}
 ),
 
 final as (
-    select
-        country,
-        count(*)::bigint as event_count
+    select country, sum(events)::bigint as event_count
     from events
+    where {{ param('event_type') }} is null or event_type = {{ param('event_type') }}
     group by country
     order by event_count desc, country collate "C"
 )

@@ -1,28 +1,60 @@
--- The ten products with the most purchase revenue.
-with events as (
-    select * from {{ ref('stg_raw__ecommerce_events') }}
-),
+{{ config(materialized='endpoint') }}
+-- Products by purchase revenue, best first, over [start_date, end_date), optionally for
+-- one category and one country. No range: all-time rollups. A range: daily rollups for
+-- its whole days, the events table for the partial days at its ends.
+{%- set start, end, country = param('start_date'), param('end_date'), param('country') %}
+{%- set no_range = '(' ~ start ~ ' is null and ' ~ end ~ ' is null)' %}
 
-purchases as (
-    select product_id, quantity, revenue
-    from events
-    where event_type = 'purchase'
+with purchases as (
+    select product_id, category, quantity, revenue
+    from {{ live(ref('rollup_purchases_by_product')) }}
+    where {{ no_range }} and {{ country }} is null
+
+    union all
+    select product_id, category, quantity, revenue
+    from {{ live(ref('rollup_purchases_by_product_country')) }}
+    where {{ no_range }} and country = {{ country }}
+
+    union all
+    select product_id, category, quantity, revenue
+    from {{ live(ref('rollup_purchases_daily')) }}
+    where not {{ no_range }} and {{ country }} is null
+      and {{ in_whole_buckets('day', "'1 day'", start, end) }}
+
+    union all
+    select product_id, category, quantity, revenue
+    from {{ live(ref('rollup_purchases_daily_by_country')) }}
+    where not {{ no_range }} and country = {{ country }}
+      and {{ in_whole_buckets('day', "'1 day'", start, end) }}
+
+    union all
+    select product_id, category, quantity, revenue::numeric
+    from {{ ref('stg_raw__ecommerce_events') }}
+    where event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
+      and {{ in_leading_edge("'1 day'", start, end) }}
+
+    union all
+    select product_id, category, quantity, revenue::numeric
+    from {{ ref('stg_raw__ecommerce_events') }}
+    where event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
+      and {{ in_trailing_edge("'1 day'", start, end) }}
 ),
 
 per_product as (
     select
         product_id,
         sum(quantity)::bigint as total_quantity,
-        sum(revenue)::double precision as total_revenue
+        sum(revenue) as total_revenue
     from purchases
+    where {{ param('category') }} is null or category = {{ param('category') }}
     group by product_id
 ),
 
 final as (
-    select product_id, total_quantity, total_revenue
+    select product_id, total_quantity, total_revenue::double precision as total_revenue
     from per_product
-    order by total_revenue desc, product_id collate "C"
-    limit 10
+    order by per_product.total_revenue desc, product_id collate "C"
+    limit {{ param('limit') }}
 )
 
 select * from final

@@ -13,8 +13,10 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from .params import Param
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Endpoint:
     relation: str  # identifier of the built relation, from dbt (never from a request)
     description: str = ""
     columns: tuple[Column, ...] = ()
-    declaration: dict = field(default_factory=dict, compare=False)
+    params: tuple[Param, ...] = ()
 
 
 def endpoints_from_manifest(manifest: dict) -> dict[str, Endpoint]:
@@ -50,7 +52,8 @@ def endpoints_from_manifest(manifest: dict) -> dict[str, Endpoint]:
             description=node.get("description", ""),
             columns=tuple(Column(c["name"], c.get("description", ""), c.get("data_type"))
                           for c in node.get("columns", {}).values()),
-            declaration=declared if isinstance(declared, dict) else {},
+            params=tuple(Param.declared(name, spec or {})
+                         for name, spec in (declared.get("params") or {}).items()) if isinstance(declared, dict) else (),
         )
     return endpoints
 

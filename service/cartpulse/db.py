@@ -47,12 +47,16 @@ class Database:
         return self._engine
 
     def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(
+        conn = psycopg.connect(
             self.url,
             options=f"-c TimeZone=UTC -c statement_timeout={self.statement_timeout_ms}",
             connect_timeout=5,
             application_name="cartpulse",
         )
+        # Never server-side prepared statements: each endpoint query is planned with its
+        # parameter values (a generic plan cannot prune by date range or country).
+        conn.prepare_threshold = None
+        return conn
 
     @contextmanager
     def psycopg(self):

@@ -9,10 +9,12 @@ at all, never half.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 import zlib
 from datetime import datetime, timezone
 
+import psycopg
 from flask import Blueprint, current_app, jsonify, request
 
 from .auth import require_scope
@@ -23,6 +25,7 @@ bp = Blueprint("ingest", __name__)
 
 #: Data sources that accept events, and the table each lands in.
 DATA_SOURCES = {"ecommerce_events": "raw.ecommerce_events"}
+RETRIES = 3
 QUARANTINE_COLUMNS = COLUMNS + ("c__error_column", "c__error", "c__import_id", "c__line", "c__raw")
 
 
@@ -63,13 +66,27 @@ class PartitionCache:
 
 
 def write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import_id: str) -> None:
-    """COPY the batch's valid rows and its quarantined rows in one transaction."""
+    """Write the batch; retry the transaction when PostgreSQL aborted it for a deadlock
+    (nothing of an aborted transaction is stored, so a retry cannot duplicate)."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return _write_batch(db, partitions, table, batch, import_id)
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            if attempt == RETRIES:
+                raise
+            time.sleep(0.05 * attempt)
+
+
+def _write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import_id: str) -> None:
+    """COPY the batch's valid rows (to the table and its pending twin) and its quarantined
+    rows, in one transaction: all of a request becomes visible at once, or none of it."""
     partitions.ensure(db, batch.rows)
     with db.psycopg() as conn, conn.cursor() as cur:
         if batch.rows:
-            with cur.copy(f"copy {table} ({', '.join(COLUMNS)}) from stdin") as copy:
-                for row in batch.rows:
-                    copy.write_row(row)
+            for target in (table, f"{table}_pending"):
+                with cur.copy(f"copy {target} ({', '.join(COLUMNS)}) from stdin") as copy:
+                    for row in batch.rows:
+                        copy.write_row(row)
         if batch.quarantined:
             with cur.copy(f"copy {table}_quarantine ({', '.join(QUARANTINE_COLUMNS)}) from stdin") as copy:
                 for q in batch.quarantined:

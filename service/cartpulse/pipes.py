@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from psycopg import sql
 
 from .auth import allows, request_scopes, require_scope
 from .errors import ApiError
+from .params import parse_request
 from .render import FORMATS, render, type_name
 
 bp = Blueprint("pipes", __name__)
@@ -50,15 +51,22 @@ def _state():
     return current_app.extensions["cartpulse"]
 
 
-def run_endpoint(endpoint) -> tuple[list[dict], list[tuple], dict]:
-    """Query one endpoint; return (meta, rows, statistics)."""
+def endpoint_query(endpoint, values: dict) -> sql.Composed:
+    """``select * from <schema>.<endpoint>(<param> => %(param)s, …)``: names from the
+    declarations, values bound; absent parameters take the function's defaults."""
+    args = sql.SQL(", ").join(
+        sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in values)
+    return sql.SQL("select * from {}.{}({})").format(
+        sql.Identifier(endpoint.schema), sql.Identifier(endpoint.relation), args)
+
+
+def run_endpoint(endpoint, values: dict) -> tuple[list[dict], list[tuple], dict]:
+    """Query one endpoint with validated parameter values; return (meta, rows, statistics)."""
     started = time.perf_counter()
-    query = sql.SQL("select * from {}.{}").format(sql.Identifier(endpoint.schema),
-                                                 sql.Identifier(endpoint.relation))
     with _state().db.psycopg() as conn:
         conn.execute("set local max_parallel_workers_per_gather = 0")
         before = _reads(conn)
-        cur = conn.execute(query)
+        cur = conn.execute(endpoint_query(endpoint, values), values)
         meta = [{"name": d.name, "type": type_name(d.type_code)} for d in cur.description]
         rows = cur.fetchall()
         rows_read, bytes_read = _read_statistics(conn, before)
@@ -79,7 +87,8 @@ def get_pipe(filename: str):
     if endpoint is None:
         raise ApiError(404, f"pipe '{name}' not found")
     require_scope(f"PIPES:READ:{name}")
-    meta, rows, statistics = run_endpoint(endpoint)
+    values = parse_request(endpoint.params, request.args)
+    meta, rows, statistics = run_endpoint(endpoint, values)
     return render(fmt, meta, rows, statistics)
 
 
@@ -88,7 +97,9 @@ def list_pipes():
     """The pipes this token may read, with their descriptions and columns."""
     scopes = request_scopes()
     pipes = [{"name": e.name, "description": e.description,
-              "columns": [{"name": c.name, "description": c.description} for c in e.columns],
+              "columns": [{"name": c.name, "type": c.data_type, "description": c.description} for c in e.columns],
+              "params": [{"name": p.name, "type": p.type, "default": p.default, "description": p.description}
+                         for p in e.params],
               "endpoints": [f"/v0/pipes/{e.name}.{fmt}" for fmt in FORMATS]}
              for e in sorted(_state().catalog.all().values(), key=lambda e: e.name)
              if allows(scopes, f"PIPES:READ:{e.name}")]

@@ -17,3 +17,20 @@ create table if not exists raw.ecommerce_events (
 
 create index if not exists ecommerce_events_time_product_idx
     on raw.ecommerce_events (event_time, product_id);
+
+-- Events acknowledged but not yet absorbed by every rollup (see docs/realtime.md).
+-- Written in the same transaction as the events table; each row carries the id of the
+-- transaction that wrote it, so a rollup can tell exactly which rows a snapshot of the
+-- database contained. `dbt run` absorbs these rows into the rollups, then deletes them.
+create table if not exists raw.ecommerce_events_pending (
+    event_time  timestamptz not null,
+    event_type  text not null,
+    user_id     text not null,
+    product_id  text not null,
+    category    text not null,
+    price       double precision not null,
+    quantity    bigint not null,
+    session_id  text not null,
+    country     text not null,
+    ingest_xid  xid8 not null default pg_current_xact_id()
+);

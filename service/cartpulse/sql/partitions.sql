@@ -11,13 +11,20 @@ begin
         m := date_trunc('month', m at time zone 'UTC') at time zone 'UTC';
         part := 'ecommerce_events_' || to_char(m at time zone 'UTC', 'YYYY"m"MM');
         if to_regclass('raw.' || part) is null then
-            -- Serialize creators: two batches may bring the same new month at once.
+            -- Serialize creators: two batches may bring the same new month at once. The
+            -- one that waited may still see the catalog as it was, hence the handler.
             perform pg_advisory_xact_lock(hashtext('cartpulse.partition.' || part));
-            if to_regclass('raw.' || part) is null then
+            begin
+                -- Create, then attach: ATTACH PARTITION takes only a SHARE UPDATE EXCLUSIVE
+                -- lock on the parent, so it neither waits for nor blocks readers and
+                -- writers of other months (CREATE ... PARTITION OF would lock them all out).
+                execute format('create table raw.%I (like raw.ecommerce_events including defaults)', part);
                 execute format(
-                    'create table raw.%I partition of raw.ecommerce_events for values from (%L) to (%L)',
+                    'alter table raw.ecommerce_events attach partition raw.%I for values from (%L) to (%L)',
                     part, m, m + interval '1 month');
-            end if;
+            exception when duplicate_table then
+                null;  -- another batch created it first
+            end;
         end if;
     end loop;
 end $$;

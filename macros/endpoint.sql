@@ -1,0 +1,81 @@
+{#-
+  The `endpoint` materialization: a model served as /v0/pipes/<model>.json.
+
+  Its SQL may read typed parameters with {{ param('name') }}; the parameters are
+  declared in the model's yml, under config.meta.endpoint.params, each with a `type`
+  (DateTime, Int, Float or String) and optionally `default`, `description`, `min`,
+  `max`, `enum`, `max_length`, `after`. The output columns are the yml's columns, each
+  with a `data_type`.
+
+  It builds:
+    a SQL function <model>(<params>) returning the columns: the service calls it with
+      the request's parameters bound by name (absent ones take their default). It is a
+      single STABLE SELECT, so PostgreSQL inlines it and plans with the values;
+    a view <model> = <model>() with every default, for analysts' SQL.
+-#}
+
+{% macro endpoint_params() -%}
+  {%- set declared = config.get('meta', {}).get('endpoint') -%}
+  {{ return(declared.get('params', {}) if declared is mapping else {}) }}
+{%- endmacro %}
+
+{% macro param(name) -%}
+  {#- The parameter's positional reference ($n) in the function body. -#}
+  {%- if not execute -%}{{ return('null') }}{%- endif -%}
+  {%- set names = endpoint_params().keys() | list -%}
+  {%- if name not in names -%}
+    {{ exceptions.raise_compiler_error("param('" ~ name ~ "') is not declared under config.meta.endpoint.params of " ~ this.identifier) }}
+  {%- endif -%}
+  ${{ names.index(name) + 1 }}
+{%- endmacro %}
+
+{% macro endpoint_sql_type(type) -%}
+  {%- set types = {'DateTime': 'timestamptz', 'Int': 'bigint', 'Float': 'double precision', 'String': 'text'} -%}
+  {%- if type not in types -%}
+    {{ exceptions.raise_compiler_error("unknown parameter type " ~ type ~ " (use DateTime, Int, Float or String)") }}
+  {%- endif -%}
+  {{ return(types[type]) }}
+{%- endmacro %}
+
+{% macro endpoint_default(spec) -%}
+  {%- if spec.get('default') is none -%}null
+  {%- elif spec.get('default') is number -%}{{ spec.get('default') }}
+  {%- else -%}{{ dbt.string_literal(spec.get('default') | string | replace("'", "''")) }}
+  {%- endif -%}::{{ endpoint_sql_type(spec.get('type')) }}
+{%- endmacro %}
+
+{% materialization endpoint, adapter='postgres' %}
+  {%- set target = this.incorporate(type='view') -%}
+  {%- set args = [] -%}
+  {%- for name, spec in endpoint_params().items() -%}
+    {%- do args.append(adapter.quote(name) ~ ' ' ~ endpoint_sql_type(spec.get('type')) ~ ' default ' ~ endpoint_default(spec)) -%}
+  {%- endfor -%}
+  {%- set columns = [] -%}
+  {%- for column in model.columns.values() -%}
+    {%- if not column.data_type -%}
+      {{ exceptions.raise_compiler_error("endpoint " ~ this.identifier ~ ": column " ~ column.name ~ " needs a data_type in its yml") }}
+    {%- endif -%}
+    {%- do columns.append(adapter.quote(column.name) ~ ' ' ~ column.data_type) -%}
+  {%- endfor -%}
+  {%- if not columns -%}
+    {{ exceptions.raise_compiler_error("endpoint " ~ this.identifier ~ " declares no columns in its yml") }}
+  {%- endif -%}
+
+  {{ run_hooks(pre_hooks, inside_transaction=False) }}
+  {{ run_hooks(pre_hooks, inside_transaction=True) }}
+  {% call statement('main') -%}
+    drop view if exists {{ target }};
+    drop function if exists {{ target }};
+    create function {{ target }}({{ args | join(', ') }})
+    returns table ({{ columns | join(', ') }})
+    language sql stable parallel safe
+    as $endpoint$
+{{ sql }}
+    $endpoint$;
+    create view {{ target }} as select * from {{ target }}();
+  {%- endcall %}
+  {{ run_hooks(post_hooks, inside_transaction=True) }}
+  {% do adapter.commit() %}
+  {{ run_hooks(post_hooks, inside_transaction=False) }}
+  {{ return({'relations': [target]}) }}
+{% endmaterialization %}

@@ -1,0 +1,115 @@
+{#-
+  The `rollup` materialization: pre-aggregated state that stays exact in real time.
+
+  A rollup model is one aggregate query over `{{ rollup_input() }}` (the events, with
+  the columns of stg_raw__ecommerce_events), grouped by the columns listed in its
+  `grain` config; every other column is an additive measure (count or sum).
+
+  It builds three things (docs/realtime.md gives the argument for exactness):
+    <model>          the table of aggregated rows, unique on the grain;
+    <model>_live     a view: the table UNION ALL the same aggregate over the pending
+                     rows the table has not absorbed yet. Sums by grain over it are
+                     exact for every acknowledged event, at any moment;
+    a row in cartpulse.rollup_state: the database snapshot the table has absorbed.
+
+  First build or --full-refresh: aggregate all events while holding a SHARE lock on the
+  pending table (ingest waits; nothing commits between the read and the bookkeeping).
+  Incremental run: take a new snapshot, add the pending rows visible in it but not in
+  the previous one (an upsert that adds measures), record the new snapshot; one
+  transaction, so readers see the table and its snapshot change together.
+-#}
+
+{% macro rollup_input() -%}
+  {#- Register the dependencies here so that a rollup model only names its input. -#}
+  {%- do ref('stg_raw__ecommerce_events') -%}
+  {%- do ref('stg_raw__ecommerce_events_pending') -%}
+  __rollup_input
+{%- endmacro %}
+
+{% macro live(relation) -%}
+  {{ relation.incorporate(path={"identifier": relation.identifier ~ "_live"}) }}
+{%- endmacro %}
+
+{% macro rollup_wrap(sql, input_sql) -%}
+with __rollup_input as (
+{{ input_sql }}
+)
+select * from (
+{{ sql }}
+) as aggregated
+{%- endmacro %}
+
+{% materialization rollup, adapter='postgres' %}
+  {%- set grain = config.require('grain') -%}
+  {%- set target = this.incorporate(type='table') -%}
+  {%- set live_view = this.incorporate(path={"identifier": this.identifier ~ "_live"}, type='view') -%}
+  {%- set build = this.incorporate(path={"identifier": this.identifier ~ "__build"}, type='table') -%}
+  {%- set events = ref('stg_raw__ecommerce_events') -%}
+  {%- set pending = ref('stg_raw__ecommerce_events_pending') -%}
+  {%- set pending_table = api.Relation.create(database=this.database, schema=var('raw_schema'),
+                                               identifier='ecommerce_events_pending', type='table') -%}
+  {%- set key = this.render() -%}
+  {%- set input_columns = adapter.get_columns_in_relation(events) | map(attribute='name') | join(', ') -%}
+
+  {{ run_hooks(pre_hooks, inside_transaction=False) }}
+  {{ run_hooks(pre_hooks, inside_transaction=True) }}
+
+  {#- Serialize refreshes of this rollup; read what it has absorbed (after any other run committed). -#}
+  {%- set state = run_query("select absorbed::text from cartpulse.rollup_state where rollup = " ~ dbt.string_literal(key) ~ " for update") -%}
+  {%- set existing = load_cached_relation(this) -%}
+  {%- set full = existing is none or should_full_refresh() or state.rows | length == 0 -%}
+
+  {% if full %}
+    {% call statement('main') -%}
+      lock table {{ pending_table }} in share mode;
+      drop table if exists {{ build }};
+      create table {{ build }} as
+      {{ rollup_wrap(sql, "select " ~ input_columns ~ " from " ~ events) }};
+      create unique index {{ this.identifier }}__grain_new on {{ build }} ({{ grain | join(', ') }});
+      drop view if exists {{ live_view }};
+      drop table if exists {{ target }};
+      alter table {{ build }} rename to {{ this.identifier }};
+      alter index {{ this.schema }}.{{ this.identifier }}__grain_new rename to {{ this.identifier }}__grain;
+      insert into cartpulse.rollup_state (rollup, absorbed, refreshed_at, rebuilt_at)
+      values ({{ dbt.string_literal(key) }}, pg_current_snapshot(), now(), now())
+      on conflict (rollup) do update
+        set absorbed = excluded.absorbed, refreshed_at = excluded.refreshed_at, rebuilt_at = excluded.rebuilt_at;
+    {%- endcall %}
+  {% else %}
+    {%- set previous = state.columns[0].values()[0] -%}
+    {%- set current = run_query("select pg_current_snapshot()::text").columns[0].values()[0] -%}
+    {%- set measures = [] -%}
+    {%- for column in adapter.get_columns_in_relation(target) if column.name not in grain -%}
+      {%- do measures.append(column.name) -%}
+    {%- endfor -%}
+    {% call statement('main') -%}
+      {#- Bookkeeping first, so that the run's status line shows the upsert ("INSERT 0 <rows>"). -#}
+      update cartpulse.rollup_state set absorbed = {{ dbt.string_literal(current) }}::pg_snapshot, refreshed_at = now()
+      where rollup = {{ dbt.string_literal(key) }};
+      insert into {{ target }} as t
+      {{ rollup_wrap(sql, "select " ~ input_columns ~ " from " ~ pending ~ " p"
+           ~ " where pg_visible_in_snapshot(p.ingest_xid, " ~ dbt.string_literal(current) ~ "::pg_snapshot)"
+           ~ " and not pg_visible_in_snapshot(p.ingest_xid, " ~ dbt.string_literal(previous) ~ "::pg_snapshot)") }}
+      on conflict ({{ grain | join(', ') }}) do update set
+      {%- for m in measures %}
+        {{ m }} = t.{{ m }} + excluded.{{ m }}{{ "," if not loop.last }}
+      {%- endfor %};
+    {%- endcall %}
+  {% endif %}
+
+  {% call statement('live_view') -%}
+    create or replace view {{ live_view }} as
+    select * from {{ target }}
+    union all
+    select * from (
+    {{ rollup_wrap(sql, "select " ~ input_columns ~ " from " ~ pending ~ " p"
+         ~ " where not pg_visible_in_snapshot(p.ingest_xid, (select s.absorbed from cartpulse.rollup_state s"
+         ~ " where s.rollup = " ~ dbt.string_literal(key) ~ "))") }}
+    ) as fresh
+  {%- endcall %}
+
+  {{ run_hooks(post_hooks, inside_transaction=True) }}
+  {% do adapter.commit() %}
+  {{ run_hooks(post_hooks, inside_transaction=False) }}
+  {{ return({'relations': [target]}) }}
+{% endmaterialization %}

@@ -1,0 +1,23 @@
+{#- Bookkeeping of the rollups, run by the project's on-run-start and on-run-end hooks. -#}
+
+{% macro create_rollup_state() %}
+create schema if not exists cartpulse;
+create table if not exists cartpulse.rollup_state (
+    rollup        text primary key,        -- the rollup table, schema-qualified
+    absorbed      pg_snapshot not null,    -- pending rows visible in it are in the table
+    refreshed_at  timestamptz not null,
+    rebuilt_at    timestamptz not null
+);
+{% endmacro %}
+
+{% macro clean_pending() %}
+{#- Forget rollups whose table is gone, then delete the pending rows every remaining
+    rollup has absorbed. A rollup built later starts from the events table, not from
+    pending rows, so nothing it needs is lost. -#}
+delete from cartpulse.rollup_state where to_regclass(rollup) is null;
+delete from {{ var('raw_schema') }}.ecommerce_events_pending p
+where not exists (
+    select 1 from cartpulse.rollup_state s
+    where not pg_visible_in_snapshot(p.ingest_xid, s.absorbed)
+);
+{% endmacro %}

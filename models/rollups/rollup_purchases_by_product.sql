@@ -1,0 +1,10 @@
+{{ config(grain=['product_id', 'category']) }}
+-- One row per product (and category) with its all-time purchases.
+select
+    product_id,
+    category,
+    sum(quantity)::bigint as quantity,
+    sum(revenue::numeric) as revenue
+from {{ rollup_input() }}
+where event_type = 'purchase'
+group by product_id, category

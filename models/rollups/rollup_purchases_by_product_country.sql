@@ -1,0 +1,11 @@
+{{ config(grain=['country', 'product_id', 'category']) }}
+-- One row per country and product with its all-time purchases.
+select
+    country,
+    product_id,
+    category,
+    sum(quantity)::bigint as quantity,
+    sum(revenue::numeric) as revenue
+from {{ rollup_input() }}
+where event_type = 'purchase'
+group by country, product_id, category

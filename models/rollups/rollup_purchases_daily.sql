@@ -1,0 +1,11 @@
+{{ config(grain=['day', 'product_id', 'category']) }}
+-- One row per UTC day and product with that day's purchases.
+select
+    {{ time_bin("'1 day'", 'event_time') }} as day,
+    product_id,
+    category,
+    sum(quantity)::bigint as quantity,
+    sum(revenue::numeric) as revenue
+from {{ rollup_input() }}
+where event_type = 'purchase'
+group by 1, product_id, category
