@@ -33,19 +33,36 @@ def with_database(url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url():
-    """A PostgreSQL server URL (maintenance database)."""
+def embedded_server():
+    """The tests' own embedded PostgreSQL, or None on CARTPULSE_TEST_DATABASE_URL
+    (fault tests stop and restart it; a given server is not ours to restart)."""
     if GIVEN_SERVER:
-        yield GIVEN_SERVER
+        yield None
         return
     folder = Path(tempfile.mkdtemp(prefix="cartpulse-test-"))
     server = EmbeddedPostgres(folder / "pgdata")
     server.start()
     try:
-        yield server.admin_url()
+        yield server
     finally:
         server.stop("immediate")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def own_server(embedded_server):
+    """The embedded server, for a test that stops it; skips on a given server."""
+    if embedded_server is None:
+        pytest.skip("needs to stop and restart PostgreSQL: only done on the tests' own embedded server,"
+                    " not on CARTPULSE_TEST_DATABASE_URL")
+    yield embedded_server
+    embedded_server.start()  # whatever the test did, the next test finds it up
+
+
+@pytest.fixture(scope="session")
+def server_url(embedded_server):
+    """A PostgreSQL server URL (maintenance database)."""
+    return GIVEN_SERVER or embedded_server.admin_url()
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +86,11 @@ def engine(database_url):
 @pytest.fixture(scope="session")
 def settings(database_url, engine, tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
+    # Rate limits off for the shared app: unrelated tests must not depend on how fast the
+    # machine is. test_ratelimit.py builds its own app and server with limits on.
     return Settings.from_env(
         database_url=database_url, state_dir=state, target_dir=state / "target",
-        admin_token="test-admin-" + secrets.token_hex(8),
+        admin_token="test-admin-" + secrets.token_hex(8), rate_limit_rps=0,
     )
 
 
@@ -118,22 +137,11 @@ def empty_events(settings):
 @pytest.fixture(scope="module")
 def live_server(built, admin_token, tmp_path_factory):
     """The production server (`cartpulse serve`: gunicorn, 2 workers) on a free port."""
-    import subprocess
-    import sys
+    from support import ApiServer
 
-    from support import Http, free_port, wait_http
-
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": built.database_url, "PORT": str(port), "TB_ADMIN_TOKEN": admin_token,
-           "DBT_TARGET_PATH": str(built.target_dir), "CARTPULSE_STATE_DIR": str(tmp_path_factory.mktemp("serve")),
-           "WEB_WORKERS": "2", "WEB_THREADS": "8"}
-    log = open(Path(env["CARTPULSE_STATE_DIR"]) / "serve.log", "w")  # read it when a test fails
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    server = ApiServer(built, admin_token, tmp_path_factory.mktemp("serve"), RATE_LIMIT_RPS="0")
+    server.start()
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-        yield Http(f"http://127.0.0.1:{port}", admin_token)
+        yield server.http
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
+        server.stop()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import psycopg
 
@@ -47,17 +51,20 @@ class Http:
     def __init__(self, base: str, token: str):
         self.base, self.token = base, token
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                with_headers: bool = False, timeout: float = 60):
+        """(status, JSON body) — and the response headers with ``with_headers``."""
         import urllib.error
         import urllib.request
 
         req = urllib.request.Request(self.base + path, data=body, method=method,
                                      headers={"Authorization": f"Bearer {self.token}", **(headers or {})})
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                result = resp.status, json.loads(resp.read() or b"null"), resp.headers
         except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"null")
+            result = err.code, json.loads(err.read() or b"null"), err.headers
+        return result if with_headers else result[:2]
 
     def post_events(self, events, headers: dict | None = None):
         return self.request("POST", "/v0/events?name=ecommerce_events", ndjson(events), headers)
@@ -88,3 +95,44 @@ def wait_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
         except OSError:
             time.sleep(0.3)
     raise AssertionError(f"{url} did not answer in {seconds}s")
+
+
+class ApiServer:
+    """`cartpulse serve` (gunicorn, 2 workers by default) as the tests start it, in a
+    process group of its own so that a fault test can SIGKILL master and workers at once."""
+
+    def __init__(self, settings, admin_token: str, state_dir: Path, port: int | None = None, **env):
+        self.port = port or free_port()
+        self.state_dir = Path(state_dir)
+        self.log_path = self.state_dir / "serve.log"  # read it when a test fails
+        self.env = {**os.environ, "DATABASE_URL": settings.database_url, "PORT": str(self.port),
+                    "TB_ADMIN_TOKEN": admin_token, "DBT_TARGET_PATH": str(settings.target_dir),
+                    "CARTPULSE_STATE_DIR": str(self.state_dir), "WEB_WORKERS": "2", "WEB_THREADS": "8",
+                    **env}
+        self.http = Http(f"http://127.0.0.1:{self.port}", admin_token)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> None:
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        if wait:
+            wait_http(f"{self.http.base}/healthz", self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers (its own process group): no cleanup at all."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -2,7 +2,11 @@
 
 ``create_app`` follows Flask's tutorial: defaults, then the environment (``Settings``),
 then explicit overrides from tests; one blueprint per feature. Nothing here touches the
-database at import or creation time, so gunicorn can fork workers safely.
+database at import or creation time, so gunicorn can fork workers safely, and the service
+starts (and answers ``/healthz``, and 503 elsewhere) while the database is not up yet.
+
+``/healthz`` says the process is up; ``/readyz`` says it can serve: the database answers,
+storage exists and the dbt models are built.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from dataclasses import dataclass, replace
 from flask import Flask, jsonify
 
 from . import embedded, errors
-from .auth import TokenStore
+from .auth import TokenStore, add_rate_limit_headers
 from .catalog import Catalog
 from .config import Settings
 from .db import Database
+from .idempotency import Purger
 from .ingest import PartitionCache
 
 
@@ -28,6 +33,7 @@ class State:
     tokens: TokenStore
     catalog: Catalog
     partitions: PartitionCache
+    purger: Purger
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -45,16 +51,39 @@ def create_app(settings: Settings | None = None) -> Flask:
         tokens=TokenStore(db),
         catalog=Catalog(settings.target_dir / "manifest.json"),
         partitions=PartitionCache(),
+        purger=Purger(),
     )
     errors.init_app(app)
+    app.after_request(add_rate_limit_headers)
 
-    from . import ingest, pipes
+    from . import datasources, ingest, pipes, tokens
 
     app.register_blueprint(ingest.bp)
     app.register_blueprint(pipes.bp)
+    app.register_blueprint(tokens.bp)
+    app.register_blueprint(datasources.bp)
 
     @app.get("/healthz")
     def healthz():
         return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz():
+        """200 when requests can be served; else 503 naming what is missing."""
+        state = app.extensions["cartpulse"]
+        try:
+            with state.db.psycopg() as conn:
+                storage = conn.execute("select to_regclass('cartpulse.tokens') is not null").fetchone()[0]
+        except Exception as err:  # any failure to reach the database means "not ready"
+            if not errors.database_unavailable(err):
+                raise
+            return errors.error_response(503, "database unreachable", {"Retry-After": str(errors.UNAVAILABLE_RETRY_AFTER)},
+                                         database=False, storage=None, models=None)
+        models = state.catalog.built
+        if not (storage and models):
+            missing = "storage (run `cartpulse init`)" if not storage else "dbt models (run `cartpulse build`)"
+            return errors.error_response(503, f"not ready: {missing}", {"Retry-After": "5"},
+                                         database=True, storage=storage, models=models)
+        return jsonify(status="ready", database=True, storage=True, models=True)
 
     return app

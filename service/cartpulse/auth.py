@@ -4,7 +4,15 @@ Tokens carry Tinybird's scopes (``ADMIN``, ``DATASOURCES:APPEND:<name>``,
 ``DATASOURCES:READ:<name>``, ``PIPES:READ:<name>``). Only a SHA-256 of a token is stored,
 so a database dump leaks no credential; the plain token is shown once, at creation.
 The admin token is ``TB_ADMIN_TOKEN`` when set, else one generated on first start and
-kept (mode 0600) in the state folder so that it survives restarts.
+kept (mode 0600) in the state folder so that it survives restarts. It is also the secret
+that signs JWT read tokens (``jwt.py``).
+
+Each request is resolved once into a ``Caller`` (its scopes, the fixed parameters a JWT
+imposes, its rate-limit bucket); a request with a valid token then takes one request
+from that token's rate limit (``ratelimit.py``).
+
+Lookups are cached per process for ``CACHE_SECONDS``: the process that deletes or rotates
+a token forgets it at once, other worker processes within that delay.
 """
 
 from __future__ import annotations
@@ -16,9 +24,12 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
-from flask import current_app, request
+from dataclasses import dataclass, field
 
+import psycopg
+from flask import current_app, g, request
+
+from . import jwt, ratelimit
 from .errors import ApiError
 
 ADMIN = "ADMIN"
@@ -63,23 +74,104 @@ class TokenStore:
 
     def __init__(self, db):
         self.db = db
-        self._cache: dict[bytes, tuple[float, list[str] | None]] = {}
+        self._cache: dict[bytes, tuple[float, tuple[str, list[str]] | None]] = {}
         self._lock = threading.Lock()
 
-    def scopes(self, token: str) -> list[str] | None:
+    def lookup(self, token: str) -> tuple[str, list[str]] | None:
+        """(name, scopes) of a token, or None for an unknown one."""
         digest = hash_token(token)
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit and now - hit[0] < CACHE_SECONDS:
             return hit[1]
         with self.db.psycopg() as conn:
-            row = conn.execute("select scopes from cartpulse.tokens where token_hash = %s", [digest]).fetchone()
-        scopes = list(row[0]) if row else None
+            row = conn.execute("select name, scopes from cartpulse.tokens where token_hash = %s",
+                               [digest]).fetchone()
+        found = (row[0], list(row[1])) if row else None
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[digest] = (now, scopes)
-        return scopes
+            self._cache[digest] = (now, found)
+        return found
+
+    def scopes(self, token: str) -> list[str] | None:
+        found = self.lookup(token)
+        return found[1] if found else None
+
+    def forget(self) -> None:
+        """Drop every cached lookup (after a token was deleted or rotated here)."""
+        with self._lock:
+            self._cache.clear()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is making the request, as far as authorization cares."""
+
+    name: str
+    scopes: list[str]
+    #: pipe → parameters a signed token fixes (they override the query string)
+    fixed_params: dict[str, dict] = field(default_factory=dict)
+    #: the rate-limit bucket: a hash of the token, never the token itself
+    bucket: bytes = b""
+
+
+def admin_secret(state) -> str | None:
+    """The admin token in plain text, the JWT secret: TB_ADMIN_TOKEN or the state file.
+
+    Used only if the database says it is the admin token (it may be stale)."""
+    secret = state.settings.admin_token
+    if not secret:
+        path = state.settings.state_dir / "admin_token"
+        try:
+            secret = path.read_text().strip()
+        except OSError:
+            return None
+    scopes = state.tokens.scopes(secret)
+    return secret if scopes is not None and ADMIN in scopes else None
+
+
+def _resolve(token: str) -> Caller:
+    state = current_app.extensions["cartpulse"]
+    if jwt.looks_like_jwt(token):
+        secret = admin_secret(state)
+        if secret is None:
+            raise ApiError(401, "invalid token: JWTs cannot be verified (no admin token known to this server)")
+        try:
+            claims = jwt.verify(token, secret)
+        except jwt.InvalidToken as err:
+            raise ApiError(401, f"invalid token: {err}") from None
+        return Caller(name=f"jwt:{claims.name}", scopes=claims.scopes, fixed_params=claims.pipes,
+                      bucket=hash_token(token))
+    found = state.tokens.lookup(token)
+    if found is None:
+        raise ApiError(401, "invalid token")
+    name, scopes = found
+    return Caller(name=name, scopes=scopes, bucket=hash_token(token))
+
+
+def request_caller() -> Caller:
+    """The request's caller, resolved once per request; 401 JSON without a valid token,
+    429 JSON when its rate limit is exhausted."""
+    if "cartpulse_caller" in g:
+        return g.cartpulse_caller
+    token = request_token()
+    if not token:
+        raise ApiError(401, "missing token: pass ?token=<token> or an 'Authorization: Bearer <token>' header")
+    caller = _resolve(token)
+    g.cartpulse_caller = caller
+    state = current_app.extensions["cartpulse"]
+    settings = state.settings
+    g.cartpulse_quota = ratelimit.check(state.db, caller.bucket, settings.rate_limit_rps, settings.rate_limit_burst)
+    return caller
+
+
+def add_rate_limit_headers(response):
+    """after_request hook: every answer to an authenticated request shows its quota."""
+    quota = g.get("cartpulse_quota")
+    if quota is not None:
+        response.headers.update(quota.headers())
+    return response
 
 
 def request_token() -> str | None:
@@ -92,13 +184,7 @@ def request_token() -> str | None:
 
 def request_scopes() -> list[str]:
     """The scopes of the request's token; 401 JSON when it has none or an unknown one."""
-    token = request_token()
-    if not token:
-        raise ApiError(401, "missing token: pass ?token=<token> or an 'Authorization: Bearer <token>' header")
-    scopes = current_app.extensions["cartpulse"].tokens.scopes(token)
-    if scopes is None:
-        raise ApiError(401, "invalid token")
-    return scopes
+    return request_caller().scopes
 
 
 def allows(scopes: list[str], scope: str) -> bool:

@@ -7,6 +7,7 @@
     cartpulse psql [ARGS…]               psql into CartPulse's database
     cartpulse serve                      the production server (gunicorn)
     cartpulse run                        all of the above, in order, until Ctrl-C
+    cartpulse token create NAME --scope S [--scope S2…] | list | refresh NAME | delete NAME
 """
 
 from __future__ import annotations
@@ -92,6 +93,18 @@ def serve(settings: Settings) -> None:
 
     from .app import create_app
 
+    def watch_database(worker) -> None:
+        """post_worker_init: log, with backoff, until the database answers.
+
+        A thread of each worker (never of the master, which forks): the worker serves at
+        once and answers 503 until the database is up; this makes that state plain in the log."""
+        import threading
+
+        from .db import wait_until_reachable
+
+        threading.Thread(target=wait_until_reachable, args=(settings.database_url,),
+                         name="database-watch", daemon=True).start()
+
     class Server(BaseApplication):
         def load_config(self):
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
@@ -102,6 +115,7 @@ def serve(settings: Settings) -> None:
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", os.environ.get("ACCESS_LOG") or None)
             self.cfg.set("control_socket_disable", True)
+            self.cfg.set("post_worker_init", watch_database)
 
         def load(self):
             return create_app(settings)
@@ -111,6 +125,30 @@ def serve(settings: Settings) -> None:
 
 def cmd_serve(settings: Settings, args) -> int:
     serve(replace(settings, database_url=database_url(settings)))
+    return 0
+
+
+def cmd_token(settings: Settings, args) -> int:
+    """Manage API tokens with a direct database connection (no running server needed)."""
+    import psycopg
+
+    from . import tokens
+
+    try:
+        with psycopg.connect(database_url(settings)) as conn:
+            if args.action == "create":
+                print(tokens.create(conn, args.name, args.scope or []))
+            elif args.action == "refresh":
+                print(tokens.refresh(conn, args.name))
+            elif args.action == "delete":
+                tokens.delete(conn, args.name)
+                print(f"deleted {args.name}", file=sys.stderr)
+            else:
+                for token in tokens.listing(conn):
+                    print(f"{token['name']}\t{' '.join(token['scopes'])}")
+    except tokens.TokenError as err:
+        print(f"cartpulse token {args.action}: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -170,13 +208,22 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name, help=helptext, add_help=False)
     sub.add_parser("serve", help="serve the API (gunicorn)")
     sub.add_parser("run", help="db start + init + build + serve")
+    token = sub.add_parser("token", help="create, list, refresh or delete API tokens")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    create = token_sub.add_parser("create", help="a new token; prints it (shown this once)")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", required=True,
+                        help="ADMIN, DATASOURCES:APPEND:<name>, DATASOURCES:READ:<name>, PIPES:READ:<pipe> (repeatable)")
+    token_sub.add_parser("list", help="names and scopes (no secrets: only hashes are stored)")
+    token_sub.add_parser("refresh", help="a new secret for a token; prints it").add_argument("name")
+    token_sub.add_parser("delete", help="delete a token").add_argument("name")
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in passthrough:
         args = argparse.Namespace(command=argv[0], rest=argv[1:])
     else:
         args = parser.parse_args(argv)
     handlers = {"db": cmd_db, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
-                "psql": cmd_psql, "serve": cmd_serve, "run": cmd_run}
+                "psql": cmd_psql, "serve": cmd_serve, "run": cmd_run, "token": cmd_token}
     return handlers[args.command](Settings.from_env(), args) or 0
 
 

@@ -36,6 +36,12 @@ class Settings:
     max_body_bytes: int = 100 * 1024 * 1024
     max_rows_per_request: int = 1_000_000
     statement_timeout_ms: int = 30_000
+    #: Requests per second each token may make (a token bucket shared by all workers);
+    #: 0 turns rate limiting off. The bucket holds ``rate_limit_burst`` requests.
+    rate_limit_rps: float = 100.0
+    rate_limit_burst: int = 200
+    #: How long an ``Idempotency-Key`` is remembered (its first answer is replayed).
+    idempotency_ttl_seconds: int = 24 * 3600
     dbt_schema: str = "analytics"
     raw_schema: str = "raw"
 
@@ -56,6 +62,9 @@ class Settings:
             max_body_bytes=_env_int("MAX_BODY_BYTES", 100 * 1024 * 1024),
             max_rows_per_request=_env_int("MAX_ROWS_PER_REQUEST", 1_000_000),
             statement_timeout_ms=_env_int("STATEMENT_TIMEOUT_MS", 30_000),
+            rate_limit_rps=float(os.environ.get("RATE_LIMIT_RPS") or 100),
+            rate_limit_burst=_env_int("RATE_LIMIT_BURST", 200),
+            idempotency_ttl_seconds=_env_int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
             dbt_schema=os.environ.get("DBT_SCHEMA", "analytics"),
         )
         known = {f.name for f in fields(cls)}

@@ -11,13 +11,54 @@ after the app is built, and a pool must never be shared across a fork.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 
 import psycopg
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+#: Backoff between connection attempts while waiting for the database at start.
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
+
+
+def describe(url: str) -> str:
+    """Where the database is, without a password, for log lines."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the configured database"
+    return f"{info.get('dbname', '?')} on {info.get('host', 'localhost')}:{info.get('port', 5432)}"
+
+
+def wait_until_reachable(url: str, stop: threading.Event | None = None) -> float:
+    """Connect with exponential backoff until the database answers; log each wait.
+
+    The service does not need this to serve (requests meanwhile get 503); it makes the
+    log say clearly what is going on while the database is coming up. Returns the seconds
+    waited."""
+    started, delay, where = time.monotonic(), BACKOFF_FIRST, describe(url)
+    while stop is None or not stop.is_set():
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+        except psycopg.Error as err:
+            first_line = (str(err).strip().splitlines() or ["?"])[0]
+            log.warning("database not reachable yet (%s): %s; retrying in %.1f s"
+                        " (the API answers 503 with Retry-After meanwhile)", where, first_line, delay)
+            (stop or threading.Event()).wait(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+            continue
+        waited = time.monotonic() - started
+        log.info("database reachable (%s)%s", where, f" after {waited:.1f} s" if waited > 1 else "")
+        return waited
+    return time.monotonic() - started
 
 
 class Database:

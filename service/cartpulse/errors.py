@@ -2,12 +2,26 @@
 
 Every error path answers JSON, including Flask's own (404 for an unknown URL, 405, 413),
 so that a client never has to parse an HTML error page.
+
+A database that cannot be reached (down, restarting, refusing connections, the pool
+exhausted) is a 503 with ``Retry-After``, not a 500: nothing was acknowledged, the client
+retries (with its ``Idempotency-Key`` for a batch), and the service recovers by itself —
+the pool pre-pings and reconnects as soon as the database answers again.
 """
 
 from __future__ import annotations
 
+import logging
+
+import psycopg
+import sqlalchemy.exc
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+#: Seconds a client is told to wait while the database is unreachable.
+UNAVAILABLE_RETRY_AFTER = 2
 
 
 class ApiError(Exception):
@@ -29,10 +43,31 @@ def error_response(status: int, message: str, headers: dict | None = None, **ext
     return response
 
 
+def database_unavailable(err: BaseException) -> bool:
+    """Is this the database being unreachable (rather than a query's own fault)?"""
+    if isinstance(err, sqlalchemy.exc.TimeoutError):  # no pooled connection came free
+        return True
+    if isinstance(err, sqlalchemy.exc.DBAPIError):
+        if err.connection_invalidated:
+            return True
+        err = err.orig
+    # QueryCanceled (statement timeout) is an OperationalError too, but the server is up.
+    return isinstance(err, psycopg.OperationalError) and not isinstance(err, psycopg.errors.QueryCanceled)
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):
         return error_response(err.status, err.message, err.headers, **err.extra)
+
+    @app.errorhandler(psycopg.Error)
+    @app.errorhandler(sqlalchemy.exc.SQLAlchemyError)
+    def _database_error(err: Exception):
+        if not database_unavailable(err):
+            raise err
+        log.warning("database unavailable, answering 503: %s", str(err).strip().splitlines()[0] if str(err) else err)
+        return error_response(503, "database unavailable: retry after Retry-After seconds (a batch with the same Idempotency-Key)",
+                              {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):

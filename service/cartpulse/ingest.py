@@ -3,7 +3,11 @@
 A request is answered only after its rows are committed, so an acknowledgement means
 the events are durable (``synchronous_commit`` is left on). Valid rows and quarantined
 rows of one request are written in one transaction: a request is stored whole or not
-at all, never half.
+at all, never half. With an ``Idempotency-Key`` the key and the answer are recorded in
+that same transaction (``idempotency.py``), so a retried batch is stored exactly once.
+
+``wait=true`` is accepted for Tinybird compatibility and changes only the status (200
+instead of 202): CartPulse answers after the commit either way.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from datetime import datetime, timezone
 import psycopg
 from flask import Blueprint, current_app, jsonify, request
 
-from .auth import require_scope
+from . import idempotency
+from .auth import request_caller, require_scope
 from .errors import ApiError
 from .events import COLUMNS, Batch, parse_body
 
@@ -65,23 +70,32 @@ class PartitionCache:
                 self.months.update((m.year, m.month) for m in missing)
 
 
-def write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import_id: str) -> None:
+def write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import_id: str,
+                key: idempotency.Claim | None = None, answer: tuple[int, dict] | None = None) -> None:
     """Write the batch; retry the transaction when PostgreSQL aborted it for a deadlock
-    (nothing of an aborted transaction is stored, so a retry cannot duplicate)."""
+    (nothing of an aborted transaction is stored, so a retry cannot duplicate).
+
+    With ``key``, the key and ``answer`` (status, body) are recorded in the same transaction;
+    raises idempotency.AlreadyStored when the key was committed first (nothing is written).
+    """
     for attempt in range(1, RETRIES + 1):
         try:
-            return _write_batch(db, partitions, table, batch, import_id)
+            return _write_batch(db, partitions, table, batch, import_id, key, answer)
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             if attempt == RETRIES:
                 raise
             time.sleep(0.05 * attempt)
 
 
-def _write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import_id: str) -> None:
+def _write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import_id: str,
+                 key: idempotency.Claim | None, answer: tuple[int, dict] | None) -> None:
     """COPY the batch's valid rows (to the table and its pending twin) and its quarantined
     rows, in one transaction: all of a request becomes visible at once, or none of it."""
     partitions.ensure(db, batch.rows)
     with db.psycopg() as conn, conn.cursor() as cur:
+        if key is not None:
+            # First, so that a concurrent twin waits here, before either writes a row.
+            idempotency.claim(conn, key, *answer)
         if batch.rows:
             for target in (table, f"{table}_pending"):
                 with cur.copy(f"copy {target} ({', '.join(COLUMNS)}) from stdin") as copy:
@@ -106,14 +120,40 @@ def post_events():
     body = _body(state.settings.max_body_bytes)
     if not body.strip():
         raise ApiError(400, "empty body: send one JSON object, or one per line (NDJSON)")
+    settings = state.settings
+    key = idempotency.request_key(request.headers)
+    claim = None
+    if key is not None:
+        claim = idempotency.Claim(token_name=request_caller().name, data_source=name, key=key,
+                                  body_sha256=idempotency.body_digest(body),
+                                  ttl_seconds=settings.idempotency_ttl_seconds)
+        with state.db.psycopg() as conn:
+            replay = idempotency.lookup(conn, claim)
+        if replay is not None:
+            return _replayed(replay)
     batch = parse_body(body)
     if batch.json_lines == 0:
         line, why = batch.first_bad_line
         raise ApiError(400, f"line {line}: {why}; nothing was stored", line=line)
     import_id = uuid.uuid4().hex
-    write_batch(state.db, state.partitions, DATA_SOURCES[name], batch, import_id)
     wait = request.args.get("wait", "false").lower() == "true"
-    response = jsonify(successful_rows=len(batch.rows), quarantined_rows=len(batch.quarantined),
-                       import_id=import_id)
-    response.status_code = 200 if wait else 202
+    status = 200 if wait else 202
+    answer = {"successful_rows": len(batch.rows), "quarantined_rows": len(batch.quarantined),
+              "import_id": import_id}
+    try:
+        write_batch(state.db, state.partitions, DATA_SOURCES[name], batch, import_id, claim, (status, answer))
+    except idempotency.AlreadyStored as twin:  # a concurrent retry committed first
+        return _replayed(twin.replay)
+    if claim is not None:
+        state.purger.maybe_purge(state.db, settings.idempotency_ttl_seconds)
+    response = jsonify(answer)
+    response.status_code = status
+    return response
+
+
+def _replayed(replay: idempotency.Replay):
+    """The first answer given for this key, marked as a replay."""
+    response = jsonify(replay.response)
+    response.status_code = replay.status
+    response.headers["Idempotent-Replayed"] = "true"
     return response

@@ -15,7 +15,7 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 from psycopg import sql
 
-from .auth import allows, request_scopes, require_scope
+from .auth import allows, request_caller, request_scopes, require_scope
 from .errors import ApiError
 from .params import parse_request
 from .render import FORMATS, render, type_name
@@ -87,7 +87,14 @@ def get_pipe(filename: str):
     if endpoint is None:
         raise ApiError(404, f"pipe '{name}' not found")
     require_scope(f"PIPES:READ:{name}")
-    values = parse_request(endpoint.params, request.args)
+    fixed = request_caller().fixed_params.get(name)
+    if fixed:
+        # A signed token's filter must bind: one the pipe does not declare would be
+        # silently ignored and show everything, so it is refused instead.
+        unknown = sorted(set(fixed) - {p.name for p in endpoint.params})
+        if unknown:
+            raise ApiError(403, f"this token fixes {', '.join(unknown)}, which pipe '{name}' does not take")
+    values = parse_request(endpoint.params, request.args, fixed=fixed)
     meta, rows, statistics = run_endpoint(endpoint, values)
     return render(fmt, meta, rows, statistics)
 

@@ -19,7 +19,7 @@ from flask import Response
 TYPE_NAMES = {
     16: "UInt8", 20: "Int64", 21: "Int16", 23: "Int32", 700: "Float32", 701: "Float64",
     1700: "Float64", 25: "String", 1043: "String", 19: "String", 1082: "Date",
-    1114: "DateTime", 1184: "DateTime",
+    1114: "DateTime", 1184: "DateTime", 1009: "Array(String)",
 }
 FORMATS = ("json", "csv", "ndjson")
 

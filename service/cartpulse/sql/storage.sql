@@ -34,3 +34,54 @@ create table if not exists cartpulse.tokens (
     created_at  timestamptz not null default now(),
     updated_at  timestamptz not null default now()
 );
+
+-- Idempotency keys of the Events API (see idempotency.py): inserted in the same
+-- transaction as the batch's rows, so "stored" and "key remembered" commit together.
+-- A key is scoped to the token's name and the data source; its first answer is replayed.
+create table if not exists cartpulse.idempotency_keys (
+    token_name  text not null,
+    data_source text not null,
+    key         text not null,
+    body_sha256 bytea not null,
+    status      smallint not null,
+    response    jsonb not null,
+    created_at  timestamptz not null default now(),
+    primary key (token_name, data_source, key)
+);
+create index if not exists idempotency_keys_created_idx on cartpulse.idempotency_keys (created_at);
+
+-- Rate limits: one token bucket per API token, shared by every worker process. UNLOGGED:
+-- no WAL, so taking a token costs no disk flush; after a crash the buckets start full.
+create unlogged table if not exists cartpulse.rate_limits (
+    bucket     bytea primary key,
+    tokens     double precision not null,
+    allowed    boolean not null,
+    updated_at timestamptz not null
+);
+
+-- What a bucket holds at `now`: its level at `since`, refilled at `rate` per second,
+-- never above `burst`.
+create or replace function cartpulse.bucket_level(level float8, since timestamptz, now timestamptz,
+                                                  rate float8, burst float8)
+returns float8 language sql immutable as $$
+    select least(burst, level + rate * greatest(0, extract(epoch from now - since)))
+$$;
+
+-- Take one request from a bucket, refilled at `rate` per second up to `burst`, in one
+-- statement: the row lock of ON CONFLICT serializes the workers of every process. The
+-- clock is read once (excluded.updated_at); a statement that waited for the lock may
+-- carry an earlier time than the bucket's, which then counts as no time elapsed.
+-- Returns whether the request is allowed and what is left in the bucket.
+create or replace function cartpulse.take_token(p_bucket bytea, p_rate float8, p_burst float8,
+                                                out allowed boolean, out tokens float8)
+language sql as $$
+    insert into cartpulse.rate_limits as b (bucket, tokens, allowed, updated_at)
+    values (p_bucket, p_burst - 1, true, clock_timestamp())
+    on conflict (bucket) do update set
+        allowed = cartpulse.bucket_level(b.tokens, b.updated_at, excluded.updated_at, p_rate, p_burst) >= 1,
+        tokens = cartpulse.bucket_level(b.tokens, b.updated_at, excluded.updated_at, p_rate, p_burst)
+                 - case when cartpulse.bucket_level(b.tokens, b.updated_at, excluded.updated_at, p_rate, p_burst) >= 1
+                        then 1 else 0 end,
+        updated_at = greatest(b.updated_at, excluded.updated_at)
+    returning allowed, tokens
+$$;

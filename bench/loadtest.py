@@ -1,0 +1,232 @@
+"""Load test: 16 concurrent clients, mixed ingest and reads, against `cartpulse serve`.
+
+    make loadtest                     # 60 s on a fresh embedded PostgreSQL
+    DURATION=10 make loadtest         # shorter
+    DATABASE_URL=postgresql://… make loadtest   # on your server (it adds events there)
+
+Each client has its own token (append + read), as a shop's services would, and keeps one
+HTTP connection open. Half of its requests POST a batch of events (with an
+Idempotency-Key), half read a pipe with random parameters. At the end the events stored
+must equal the events acknowledged; the run fails on any 5xx or a mismatch. The figures
+are printed and written to bench/loadtest.md.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlencode
+
+import psycopg
+
+from cartpulse.auth import ensure_admin_token
+from cartpulse.config import Settings
+from cartpulse.dbt_cli import run_dbt
+from cartpulse.embedded import EmbeddedPostgres
+from cartpulse.storage import create_storage
+
+HERE = Path(__file__).resolve().parent
+CLIENTS = int(os.environ.get("CLIENTS", "16"))
+DURATION = float(os.environ.get("DURATION", "60"))
+WORKERS = os.environ.get("WEB_WORKERS", "4")
+THREADS = os.environ.get("WEB_THREADS", "4")
+BATCH = int(os.environ.get("BATCH", "50"))
+PIPES = {
+    "top_products": lambda r: {"limit": r.choice([5, 10, 50]), "country": r.choice(["", "France", "Spain"])},
+    "events_by_country": lambda r: {"event_type": r.choice(["", "purchase", "view"])},
+    "total_revenue": lambda r: {"interval": r.choice(["15 minutes", "1 hour", "1 day"])},
+}
+BASE = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client(threading.Thread):
+    def __init__(self, n: int, port: int, token: str, stop_at: float):
+        super().__init__(daemon=True)
+        self.n, self.port, self.token, self.stop_at = n, port, token, stop_at
+        self.rng = random.Random(n)
+        self.latencies: dict[str, list[float]] = {"ingest": [], "read": []}
+        self.statuses: dict[int, int] = {}
+        self.acknowledged = 0
+        self.errors: list[str] = []
+
+    def _request(self, conn, method, path, body=None, headers=None):
+        started = time.perf_counter()
+        conn.request(method, path, body=body, headers={"Authorization": f"Bearer {self.token}", **(headers or {})})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, data, time.perf_counter() - started
+
+    def batch(self) -> bytes:
+        r = self.rng
+        lines = []
+        for _ in range(BATCH):
+            when = BASE + timedelta(seconds=r.randrange(30 * 86400))
+            lines.append(json.dumps({
+                "event_time": when.strftime("%Y-%m-%d %H:%M:%S"),
+                "event_type": r.choice(["view", "view", "add_to_cart", "purchase"]),
+                "user_id": f"u{r.randrange(5000)}", "product_id": f"p{r.randrange(500)}",
+                "category": r.choice(["shoes", "books", "toys", "garden"]), "price": round(r.uniform(1, 300), 2),
+                "quantity": r.randint(1, 5), "session_id": f"s{r.randrange(10**6)}",
+                "country": r.choice(["France", "Spain", "Italy", "Germany", "Japan", "Brazil"])}))
+        return ("\n".join(lines) + "\n").encode()
+
+    def run(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        i = 0
+        while time.monotonic() < self.stop_at:
+            i += 1
+            try:
+                if self.rng.random() < 0.5:
+                    kind = "ingest"
+                    status, data, took = self._request(conn, "POST", "/v0/events?name=ecommerce_events", self.batch(),
+                                                       {"Idempotency-Key": f"c{self.n}-{i}"})
+                    if status in (200, 202):
+                        self.acknowledged += json.loads(data)["successful_rows"]
+                else:
+                    kind = "read"
+                    pipe = self.rng.choice(list(PIPES))
+                    params = {k: v for k, v in PIPES[pipe](self.rng).items() if v != ""}
+                    status, data, took = self._request(conn, "GET", f"/v0/pipes/{pipe}.json?{urlencode(params)}")
+            except (OSError, http.client.HTTPException) as err:
+                self.errors.append(repr(err))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                continue
+            self.latencies[kind].append(took)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+        conn.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="cartpulse-loadtest-"))
+    embedded = None
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        embedded = EmbeddedPostgres(work / "pgdata")
+        embedded.start()
+        url = embedded.url
+    server = None
+    try:
+        admin = "loadtest-admin-" + secrets.token_hex(8)
+        settings = Settings.from_env(database_url=url, state_dir=work / "state", target_dir=work / "target",
+                                     admin_token=admin)
+        engine = create_storage(url)
+        ensure_admin_token(url, settings.state_dir, admin)
+        print(f"building the models ({engine})…", flush=True)
+        run_dbt(replace(settings), url, "run", "--quiet")
+        with psycopg.connect(url) as conn:
+            stored_before = conn.execute("select count(*) from raw.ecommerce_events").fetchone()[0]
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "TB_ADMIN_TOKEN": admin,
+               "DBT_TARGET_PATH": str(settings.target_dir), "CARTPULSE_STATE_DIR": str(settings.state_dir),
+               "WEB_WORKERS": WORKERS, "WEB_THREADS": THREADS}
+        log = open(work / "serve.log", "w")
+        server = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        admin_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(300):  # until /readyz says 200
+            try:
+                admin_conn.request("GET", "/readyz")
+                resp = admin_conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    break
+            except (OSError, http.client.HTTPException):
+                admin_conn.close()
+            time.sleep(0.2)
+        else:
+            raise SystemExit(f"the server did not become ready: see {work / 'serve.log'}")
+        tokens = []
+        for n in range(CLIENTS):
+            scopes = "&".join(f"scope={s}" for s in ["DATASOURCES:APPEND:ecommerce_events",
+                                                      *(f"PIPES:READ:{p}" for p in PIPES)])
+            admin_conn.request("POST", f"/v0/tokens?name=loadtest-{n}-{secrets.token_hex(3)}&{scopes}",
+                               headers={"Authorization": f"Bearer {admin}"})
+            resp = admin_conn.getresponse()
+            tokens.append(json.loads(resp.read())["token"])
+        print(f"{CLIENTS} clients for {DURATION:g} s against `cartpulse serve` "
+              f"({WORKERS} workers × {THREADS} threads)…", flush=True)
+        started = time.monotonic()
+        clients = [Client(n, port, tokens[n], started + DURATION) for n in range(CLIENTS)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        elapsed = time.monotonic() - started
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("select count(*) from raw.ecommerce_events").fetchone()[0] - stored_before
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=60)
+        if embedded is not None:
+            embedded.stop("fast")
+        shutil.rmtree(work, ignore_errors=True)
+
+    statuses: dict[int, int] = {}
+    for c in clients:
+        for code, n in c.statuses.items():
+            statuses[code] = statuses.get(code, 0) + n
+    ingest = [x for c in clients for x in c.latencies["ingest"]]
+    reads = [x for c in clients for x in c.latencies["read"]]
+    everything = ingest + reads
+    acknowledged = sum(c.acknowledged for c in clients)
+    errors = [e for c in clients for e in c.errors]
+    five_xx = sum(n for code, n in statuses.items() if code >= 500)
+    ms = lambda v: f"{v * 1000:.1f}"  # noqa: E731
+    rows = [
+        ("requests", f"{len(everything)} ({len(ingest)} ingest of {BATCH} events, {len(reads)} reads)"),
+        ("requests/s", f"{len(everything) / elapsed:.1f}"),
+        ("events ingested/s", f"{acknowledged / elapsed:.0f}"),
+        ("p50 / p99 latency, all (ms)", f"{ms(percentile(everything, 50))} / {ms(percentile(everything, 99))}"),
+        ("p50 / p99 latency, ingest (ms)", f"{ms(percentile(ingest, 50))} / {ms(percentile(ingest, 99))}"),
+        ("p50 / p99 latency, reads (ms)", f"{ms(percentile(reads, 50))} / {ms(percentile(reads, 99))}"),
+        ("statuses", ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))),
+        ("5xx", str(five_xx)),
+        ("connection errors", str(len(errors))),
+        ("events acknowledged / stored", f"{acknowledged} / {stored}"),
+    ]
+    ok = five_xx == 0 and not errors and acknowledged == stored
+    table = "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    setup = (f"{CLIENTS} clients, {elapsed:.0f} s, `cartpulse serve` with {WORKERS} workers × {THREADS} threads, "
+             f"{'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded PostgreSQL'} ({engine}), "
+             f"{os.cpu_count()} CPUs, rate limits on (each client its own token)")
+    report = (f"## Load test (`make loadtest`)\n\n{setup}; "
+              f"{datetime.now(timezone.utc):%Y-%m-%d}.\n\n{table}\n\n"
+              f"Result: {'PASS' if ok else 'FAIL'} (zero 5xx, stored = acknowledged).\n")
+    print("\n" + table + "\n")
+    print("PASS" if ok else "FAIL", "— zero 5xx and stored == acknowledged" if ok else errors[:5])
+    (HERE / "loadtest.md").write_text(report)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Signed read tokens (JWT), as Tinybird issues them: HS256, signed with the admin token.
+
+A backend that holds the admin token can mint short-lived read tokens for its own users
+without asking CartPulse: ``{"exp": <epoch seconds>, "name": "...", "scopes": [{"type":
+"PIPES:READ", "resource": "<pipe>", "fixed_params": {"country": "France"}}]}``. A fixed
+parameter replaces whatever the query string says, so a token minted for France only
+ever reads France. Only ``PIPES:READ`` scopes grant anything; ``exp`` is required.
+
+Verified with the standard library (HMAC-SHA256 and a constant-time comparison): the
+header must say ``HS256`` (never ``none`` or another algorithm chosen by the caller).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+
+#: Longest JWT accepted, in characters: a token is a header, not a payload.
+MAX_LENGTH = 8192
+
+
+class InvalidToken(ValueError):
+    """The text is not a valid, unexpired JWT signed with the admin token."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    name: str
+    expires: int
+    #: pipe name → its fixed parameters (empty dict when none)
+    pipes: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def scopes(self) -> list[str]:
+        return [f"PIPES:READ:{pipe}" for pipe in self.pipes]
+
+
+def looks_like_jwt(token: str) -> bool:
+    """CartPulse's own tokens have no dots; a JWT has exactly two."""
+    return token.count(".") == 2
+
+
+def _b64decode(part: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("not base64url") from None
+
+
+def b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def sign(payload: dict, secret: str) -> str:
+    """Mint a JWT (what a backend does; used by the tests and the documentation)."""
+    header = b64encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64encode(json.dumps(payload).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{body}".encode("ascii"), hashlib.sha256).digest()
+    return f"{header}.{body}.{b64encode(signature)}"
+
+
+def verify(token: str, secret: str, now: float | None = None) -> Claims:
+    """Check signature, algorithm and expiry; return the claims or raise InvalidToken."""
+    if len(token) > MAX_LENGTH or not token.isascii() or not looks_like_jwt(token):
+        raise InvalidToken("malformed")
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    try:
+        header = json.loads(_b64decode(header_b64))
+    except ValueError:
+        raise InvalidToken("malformed header") from None
+    if not isinstance(header, dict) or header.get("alg") != "HS256":
+        raise InvalidToken("only HS256 is accepted")
+    expected = hmac.new(secret.encode(), f"{header_b64}.{payload_b64}".encode("ascii"), hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, _b64decode(signature_b64)):
+        raise InvalidToken("bad signature")
+    try:
+        payload = json.loads(_b64decode(payload_b64))
+    except ValueError:
+        raise InvalidToken("malformed payload") from None
+    if not isinstance(payload, dict):
+        raise InvalidToken("malformed payload")
+    exp = payload.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        raise InvalidToken("exp (epoch seconds) is required")
+    if exp <= (time.time() if now is None else now):
+        raise InvalidToken("expired")
+    pipes: dict[str, dict] = {}
+    for scope in payload.get("scopes") or []:
+        if not isinstance(scope, dict) or scope.get("type") != "PIPES:READ":
+            continue  # only pipe reads can be delegated by a JWT
+        resource, fixed = scope.get("resource"), scope.get("fixed_params") or {}
+        if not isinstance(resource, str) or not isinstance(fixed, dict):
+            raise InvalidToken("a scope needs a resource (string) and fixed_params (object)")
+        if any(isinstance(v, (dict, list)) or v is None for v in fixed.values()):
+            raise InvalidToken("fixed_params values must be strings or numbers")
+        pipes[resource] = {str(k): str(v) for k, v in fixed.items()}
+    return Claims(name=str(payload.get("name") or "jwt"), expires=int(exp), pipes=pipes)

@@ -1,0 +1,94 @@
+"""Rate limits per token: 429 with Retry-After and X-RateLimit-*, one bucket per token
+shared by every worker process of the production server."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from cartpulse.app import create_app
+
+from support import ApiServer, count, ndjson, truncate_events
+
+EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
+         "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
+
+
+@pytest.fixture
+def limited(built, admin_token):
+    """An app limited to 2 requests/s in bursts of 3, and a fresh token (a fresh bucket)."""
+    app = create_app(replace(built, rate_limit_rps=2, rate_limit_burst=3))
+    client = app.test_client()
+    name = f"rl-{secrets.token_hex(4)}"
+    r = client.post(f"/v0/tokens?name={name}&scope=ADMIN", headers={"Authorization": f"Bearer {admin_token}"})
+    yield client, {"Authorization": f"Bearer {r.get_json()['token']}"}
+    client.delete(f"/v0/tokens/{name}", headers={"Authorization": f"Bearer {admin_token}"})
+    app.extensions["cartpulse"].db.dispose()
+
+
+def test_burst_then_429_with_headers_then_refill(limited, settings):
+    truncate_events(settings.database_url)
+    client, auth = limited
+    remaining = []
+    for _ in range(3):
+        r = client.get("/v0/pipes/top_products.json", headers=auth)
+        assert r.status_code == 200
+        assert r.headers["X-RateLimit-Limit"] == "3" and int(r.headers["X-RateLimit-Reset"]) >= 1
+        remaining.append(int(r.headers["X-RateLimit-Remaining"]))
+    assert remaining == [2, 1, 0]
+    refused = client.post("/v0/events?name=ecommerce_events", data=ndjson([EVENT]), headers=auth)
+    assert refused.status_code == 429 and "rate limit" in refused.get_json()["error"]
+    assert refused.headers["Retry-After"] == "1" and refused.headers["X-RateLimit-Remaining"] == "0"
+    assert count(settings.database_url) == 0  # a refused request stores nothing
+    time.sleep(0.6)  # 2/s: one request's worth comes back in 0.5 s
+    assert client.get("/v0/pipes/top_products.json", headers=auth).status_code == 200
+    assert client.get("/v0/pipes/top_products.json", headers=auth).status_code == 429
+
+
+def test_tokens_have_separate_buckets_and_unknown_tokens_are_401_not_429(limited, admin_token):
+    client, auth = limited
+    for _ in range(3):
+        client.get("/v0/pipes", headers=auth)
+    assert client.get("/v0/pipes", headers=auth).status_code == 429
+    assert client.get("/v0/pipes", headers={"Authorization": f"Bearer {admin_token}"}).status_code == 200
+    assert client.get("/v0/pipes", headers={"Authorization": "Bearer cp_unknown"}).status_code == 401
+
+
+def test_limit_is_shared_across_worker_processes(built, admin_token, tmp_path):
+    """2 workers × 8 threads, 8 clients at once: a per-process limit would let through
+    about twice the bucket; the shared one lets through burst + rate × elapsed."""
+    rate, burst = 5, 10
+    server = ApiServer(built, admin_token, tmp_path, RATE_LIMIT_RPS=str(rate), RATE_LIMIT_BURST=str(burst))
+    server.start()
+    try:
+        name = f"rl-{secrets.token_hex(4)}"
+        status, body = server.http.request("POST", f"/v0/tokens?name={name}&scope=ADMIN")
+        assert status == 200, body
+        token = body["token"]
+        codes, lock = [], threading.Lock()
+
+        def client():
+            for _ in range(10):
+                code, _, headers = server.http.request("GET", "/v0/pipes", headers={"Authorization": f"Bearer {token}"},
+                                                       with_headers=True)
+                with lock:
+                    codes.append((code, headers.get("Retry-After")))
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        allowed = sum(1 for code, _ in codes if code == 200)
+        assert {code for code, _ in codes} <= {200, 429}
+        assert all(retry for code, retry in codes if code == 429)
+        assert burst <= allowed <= burst + rate * elapsed + 1, (allowed, elapsed)
+        assert len(codes) - allowed >= 80 - (burst + rate * elapsed + 1)
+    finally:
+        server.stop()
