@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test serve bench faults loadtest clean help
+.PHONY: run test serve bench faults loadtest clean help browser vendor screenshot docs
 
 help:
 	@echo "make run    - install, start the embedded PostgreSQL, build the models, serve on 127.0.0.1:\$$PORT (8000)"
@@ -15,6 +15,9 @@ help:
 	@echo "make bench  - the benchmark at EVENTS events (default 10,000,000); writes bench/results.md"
 	@echo "make faults - the fault tests alone (kill the API, crash PostgreSQL during ingest)"
 	@echo "make loadtest - 16 clients for 60 s against cartpulse serve; writes bench/loadtest.md"
+	@echo "make docs  - generate the dbt docs site and serve it on 127.0.0.1:\$$DOCS_PORT (8080)"
+	@echo "make vendor - refresh the dashboard's Chart.js from npm (service/vendor/package.json) into static/vendor/"
+	@echo "make screenshot - write docs/dashboard.png (the dashboard on a week of generated events)"
 
 $(STAMP): service/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +31,7 @@ run: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/cartpulse serve
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
 	@if [ -n "$$TIMESCALE_URL" ]; then \
 	  echo "== the whole suite again, on TimescaleDB ($$TIMESCALE_URL)"; \
@@ -47,6 +50,40 @@ faults: $(STAMP)
 
 loadtest: $(STAMP)
 	$(BIN)/python bench/loadtest.py
+
+# The browser tests drive Debian's Chromium (Playwright cannot download its own browser
+# here). Installed when missing and running as root; elsewhere those tests are skipped.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "== installing Debian's chromium for the browser tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	      || echo "could not install chromium: the browser tests will be skipped"; \
+	  else \
+	    echo "no /usr/bin/chromium and not root: the browser tests will be skipped (apt-get install chromium)"; \
+	  fi; \
+	fi
+
+# Chart.js, pinned in service/vendor/package-lock.json. Its build is committed, so run,
+# test and a fresh clone need no npm; this is how it was made, and how to upgrade it.
+vendor:
+	cd service/vendor && npm ci --no-audit --no-fund
+	mkdir -p service/cartpulse/static/vendor
+	cp service/vendor/node_modules/chart.js/dist/chart.umd.min.js service/cartpulse/static/vendor/
+	cp service/vendor/node_modules/chart.js/LICENSE.md service/cartpulse/static/vendor/chart.js.LICENSE.md
+
+screenshot: $(STAMP) browser
+	CARTPULSE_README_SCREENSHOT=1 $(BIN)/pytest -q tests/test_dashboard_browser.py -k readme_screenshot
+
+# The dbt docs site (models, sources, lineage). `dbt docs generate` reads the database's
+# catalog, so `cartpulse init` first starts the embedded server (left running) or checks
+# DATABASE_URL; `cartpulse build` makes the models' columns appear in the catalog.
+DOCS_PORT ?= 8080
+docs: $(STAMP)
+	$(BIN)/cartpulse init
+	$(BIN)/cartpulse build --quiet
+	$(BIN)/cartpulse dbt docs generate
+	$(BIN)/cartpulse dbt docs serve --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
 
 clean:
 	rm -rf $(VENV) target logs .pytest_cache

@@ -114,19 +114,27 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         self.headers = {"Authorization": f"Bearer {token}"}
 
+    def _send(self, method: str, path: str, body: bytes | None = None):
+        """One request; reconnects once if the server closed the idle connection."""
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body=body, headers=self.headers)
+                resp = self.conn.getresponse()
+                return resp, resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.conn.close()
+                if attempt == 2:
+                    raise
+
     def post(self, body: bytes) -> dict:
-        self.conn.request("POST", "/v0/events?name=ecommerce_events", body=body, headers=self.headers)
-        resp = self.conn.getresponse()
-        data = resp.read()
+        resp, data = self._send("POST", "/v0/events?name=ecommerce_events", body)
         if resp.status not in (200, 202):
             raise RuntimeError(f"ingest answered {resp.status}: {data[:300]!r}")
         return json.loads(data)
 
     def get(self, pipe: str, params: dict) -> dict:
         query = ("?" + urlencode(params)) if params else ""
-        self.conn.request("GET", f"/v0/pipes/{pipe}.json{query}", headers=self.headers)
-        resp = self.conn.getresponse()
-        data = resp.read()
+        resp, data = self._send("GET", f"/v0/pipes/{pipe}.json{query}")
         if resp.status != 200:
             raise RuntimeError(f"{pipe} answered {resp.status}: {data[:300]!r}")
         return json.loads(data)
@@ -208,7 +216,9 @@ def naive(engine: str, pipe: str, ranged: bool) -> str:
 def dbt_timed(settings: Settings, url: str, *args) -> tuple[float, float]:
     """(wall seconds of the dbt command, seconds spent in its models and hooks)."""
     t = time.perf_counter()
-    run_dbt(settings, url, *args, capture=True)
+    result = run_dbt(settings, url, *args, capture=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"dbt {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
     wall = time.perf_counter() - t
     results = json.loads((settings.target_dir / "run_results.json").read_text())
     return wall, sum(r["execution_time"] for r in results["results"])

@@ -76,3 +76,20 @@ def test_missing_fields_are_all_named():
     batch = parse_body(b'{"event_time": "2026-10-05 10:15:00"}')
     assert batch.quarantined[0].columns == ["event_type", "user_id", "product_id", "category", "price",
                                              "quantity", "session_id", "country"]
+
+
+def test_fast_path_agrees_with_the_thorough_one():
+    """The inline checks for common rows give exactly what validate() gives."""
+    from cartpulse.events import _fast_row
+    from cartpulse.generate import EventGenerator
+
+    events = EventGenerator(seed=9).events(2000) + [
+        {**GOOD, "price": 3}, {**GOOD, "price": 2.5, "quantity": 0}, {**GOOD, "event_time": "2026-10-05T10:15:00"},
+        {**GOOD, "event_time": "1899-12-31 23:59:59"}, {**GOOD, "quantity": 2.0}, {**GOOD, "country": "x" * 1000},
+    ]
+    for event in events:
+        fast = _fast_row(event)
+        if fast is not None:
+            assert fast == validate(event)
+    assert sum(_fast_row(e) is not None for e in events) >= 2000
+    assert _fast_row({**GOOD, "event_time": "1899-12-31 23:59:59"}) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import psycopg
 import pytest
 
@@ -31,6 +33,7 @@ def test_layout_matches_the_engine(settings, engine):
             dims = conn.execute("select column_name, time_interval from timescaledb_information.dimensions"
                                 " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'").fetchall()
             assert [d[0] for d in dims] == ["event_time"]
+            assert dims[0][1] == timedelta(days=1)  # CHUNK_INTERVAL's default
         else:
             kind, key = conn.execute(
                 "select p.partstrat, pg_get_partkeydef(c.oid) from pg_partitioned_table p"
@@ -48,6 +51,22 @@ def test_layout_matches_the_engine(settings, engine):
 
 def test_create_storage_is_idempotent(settings, engine):
     assert create_storage(settings.database_url) == engine
+
+
+def test_a_changed_chunk_interval_applies_to_new_chunks(settings, engine, monkeypatch):
+    """CHUNK_INTERVAL is read at every start, not only when the hypertable is created."""
+    if engine != TIMESCALEDB:
+        pytest.skip("chunks are TimescaleDB's; PostgreSQL partitions by month")
+    query = ("select time_interval from timescaledb_information.dimensions"
+             " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'")
+    monkeypatch.setenv("CHUNK_INTERVAL", "6 hours")
+    create_storage(settings.database_url)
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute(query).fetchone()[0] == timedelta(hours=6)
+    monkeypatch.delenv("CHUNK_INTERVAL")
+    create_storage(settings.database_url)
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute(query).fetchone()[0] == timedelta(days=1)
 
 
 @pytest.mark.parametrize("month", ["2024-02-01", "2024-02-15"])

@@ -1,37 +1,58 @@
 {{ config(materialized='endpoint') }}
 -- Purchase revenue per `interval` bucket of event_time (UTC), in time order, over
--- [start_date, end_date), optionally for one country. Whole minutes come from the
--- minutely rollups, partial minutes at the ends from the events table.
+-- [start_date, end_date), optionally for one country. Every interval but 1 minute is
+-- a whole number of quarter-hours, so whole quarter-hours come from the 15-minute
+-- rollups; for 1 minute, whole minutes come from the minutely rollups. The partial
+-- quarter-hours (or minutes) at the ends of the range come from the events table.
 {%- set start, end, country = param('start_date'), param('end_date'), param('country') %}
+{%- set by_minute = '(' ~ param('interval') ~ " = '1 minute')" %}
 
-with minutes as (
+with revenue as (
+    select bin, revenue
+    from {{ live(ref('rollup_revenue_15m')) }}
+    where not {{ by_minute }} and {{ country }} is null
+      and {{ in_whole_buckets('bin', "'15 minutes'", start, end) }}
+
+    union all
+    select bin, revenue
+    from {{ live(ref('rollup_revenue_15m_by_country')) }}
+    where not {{ by_minute }} and country = {{ country }}
+      and {{ in_whole_buckets('bin', "'15 minutes'", start, end) }}
+
+    union all
     select minute, revenue
     from {{ live(ref('rollup_revenue_minutely')) }}
-    where {{ country }} is null and {{ in_whole_buckets('minute', "'1 minute'", start, end) }}
+    where {{ by_minute }} and {{ country }} is null
+      and {{ in_whole_buckets('minute', "'1 minute'", start, end) }}
 
     union all
     select minute, revenue
     from {{ live(ref('rollup_revenue_minutely_by_country')) }}
-    where country = {{ country }} and {{ in_whole_buckets('minute', "'1 minute'", start, end) }}
+    where {{ by_minute }} and country = {{ country }}
+      and {{ in_whole_buckets('minute', "'1 minute'", start, end) }}
+
+    {%- for width in ["'15 minutes'", "'1 minute'"] %}
+    {%- set for_width = ('not ' if width == "'15 minutes'" else '') ~ by_minute %}
 
     union all
-    select {{ time_bin("'1 minute'", 'event_time') }}, revenue::numeric
+    select event_time, revenue::numeric
     from {{ ref('stg_raw__ecommerce_events') }}
-    where event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
-      and {{ in_leading_edge("'1 minute'", start, end) }}
+    where {{ for_width }} and event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
+      and {{ in_leading_edge(width, start, end) }}
 
     union all
-    select {{ time_bin("'1 minute'", 'event_time') }}, revenue::numeric
+    select event_time, revenue::numeric
     from {{ ref('stg_raw__ecommerce_events') }}
-    where event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
-      and {{ in_trailing_edge("'1 minute'", start, end) }}
+    where {{ for_width }} and event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
+      and {{ in_trailing_edge(width, start, end) }}
+    {%- endfor %}
 ),
 
 final as (
     select
-        {{ time_bin(param('interval'), 'minute') }} as time_bin,
+        {{ time_bin(param('interval'), 'bin') }} as time_bin,
         sum(revenue)::double precision as total_revenue
-    from minutes
+    from revenue
     group by 1
     order by 1
 )

@@ -11,7 +11,7 @@ storage exists and the dbt models are built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from flask import Flask, jsonify
 
@@ -22,6 +22,7 @@ from .config import Settings
 from .db import Database
 from .idempotency import Purger
 from .ingest import PartitionCache
+from .pipes import ReadCounters
 
 
 @dataclass
@@ -34,6 +35,7 @@ class State:
     catalog: Catalog
     partitions: PartitionCache
     purger: Purger
+    read_counters: ReadCounters = field(default_factory=ReadCounters)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -62,6 +64,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(pipes.bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(datasources.bp)
+
+    # Operations: /metrics and request timing, pipe_stats rows, bulk import, refresh runs.
+    from . import bulk, metrics, refresh_runs, stats
+
+    metrics.init_app(app)
+    stats.init_app(app, db)
+    app.register_blueprint(bulk.bp)
+    app.register_blueprint(refresh_runs.bp)
+
+    from . import dashboard, docs, openapi
+
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(docs.bp)
+    app.register_blueprint(dashboard.bp)
 
     @app.get("/healthz")
     def healthz():

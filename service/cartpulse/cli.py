@@ -6,7 +6,10 @@
     cartpulse dbt ARGS…                  any dbt command against CartPulse's database
     cartpulse psql [ARGS…]               psql into CartPulse's database
     cartpulse serve                      the production server (gunicorn)
-    cartpulse run                        all of the above, in order, until Ctrl-C
+    cartpulse run                        all of the above, in order, plus the scheduler, until Ctrl-C
+    cartpulse scheduler [--once]         refresh the models every REFRESH_SECONDS (or once)
+    cartpulse import FILE                bulk-load a CSV, NDJSON or Parquet file of events
+    cartpulse generate --events N        synthetic events as NDJSON (stdout, --output, or --url)
     cartpulse token create NAME --scope S [--scope S2…] | list | refresh NAME | delete NAME
 """
 
@@ -91,6 +94,9 @@ def serve(settings: Settings) -> None:
     """Run gunicorn in this process; each worker builds its own app (and pool) after fork."""
     from gunicorn.app.base import BaseApplication
 
+    from . import multiproc
+
+    multiproc.prepare()  # before any worker imports prometheus_client (metrics.py)
     from .app import create_app
 
     def watch_database(worker) -> None:
@@ -116,6 +122,7 @@ def serve(settings: Settings) -> None:
             self.cfg.set("accesslog", os.environ.get("ACCESS_LOG") or None)
             self.cfg.set("control_socket_disable", True)
             self.cfg.set("post_worker_init", watch_database)
+            self.cfg.set("child_exit", multiproc.worker_exited)
 
         def load(self):
             return create_app(settings)
@@ -169,7 +176,9 @@ Ctrl-C stops the API{'' if settings.database_url else ' and the embedded databas
 
 
 def cmd_run(settings: Settings, args) -> int:
-    """Start the database, create storage, build the models, serve; stop all on Ctrl-C."""
+    """Start the database, create storage, build the models, serve and refresh them
+    (the scheduler, a child process); stop all on Ctrl-C."""
+    from . import scheduler
     from .dbt_cli import run_dbt
 
     server = None if settings.database_url else embedded.for_settings(settings)
@@ -177,19 +186,64 @@ def cmd_run(settings: Settings, args) -> int:
     main_pid = os.getpid()  # gunicorn forks workers inside serve(): only we stop the database
     # SIGTERM behaves as Ctrl-C until gunicorn installs its own handlers.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    refresher = None
     try:
         url = database_url(settings, start=True)
         token = init(settings, url)
         run_dbt(settings, url, "run")
+        if settings.refresh_seconds > 0:
+            refresher = scheduler.spawn(url)
         print(banner(settings, token), flush=True)
         serve(replace(settings, database_url=url))
     except KeyboardInterrupt:
         pass
     finally:
+        if os.getpid() == main_pid:
+            scheduler.terminate(refresher)  # before the database it refreshes stops
         if server is not None and started_here and os.getpid() == main_pid:
             print("stopping the embedded database…", flush=True)
             server.stop()
     return 0
+
+
+def cmd_scheduler(settings: Settings, args) -> int:
+    """Refresh every REFRESH_SECONDS until Ctrl-C/SIGTERM; with --once, one refresh
+    (exit 1 if it failed) for cron, systemd timers and orchestrators."""
+    import psycopg
+
+    from .db import wait_until_reachable
+    from .scheduler import Scheduler
+
+    url = database_url(settings)
+    refresher = Scheduler(settings, url)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if args.once:
+            try:
+                return 1 if refresher.run_once().status == "failed" else 0
+            except psycopg.OperationalError as err:  # the database is away
+                print(f"cartpulse scheduler --once: {err}", file=sys.stderr)
+                return 1
+        wait_until_reachable(url)
+        refresher.run_forever(skip_first=args.skip_first, parent=args.parent)
+    except KeyboardInterrupt:
+        log.info("scheduler stopped")
+    return 0
+
+
+def cmd_import(settings: Settings, args) -> int:
+    from pathlib import Path
+
+    from .event_feed import import_file
+
+    return import_file(settings, database_url(settings), Path(args.file))
+
+
+def cmd_generate(settings: Settings, args) -> int:
+    from .event_feed import generate
+
+    return generate(args.events, args.seed, args.rate, args.output, args.url,
+                    args.token or settings.admin_token, live=args.live)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,7 +261,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, helptext in passthrough.items():
         sub.add_parser(name, help=helptext, add_help=False)
     sub.add_parser("serve", help="serve the API (gunicorn)")
-    sub.add_parser("run", help="db start + init + build + serve")
+    sub.add_parser("run", help="db start + init + build + serve, with the scheduler")
+    sched = sub.add_parser("scheduler", help="refresh the models every REFRESH_SECONDS (dbt run, freshness, VACUUM)")
+    sched.add_argument("--once", action="store_true", help="one refresh, then exit (1 if it failed)")
+    sched.add_argument("--skip-first", action="store_true", help=argparse.SUPPRESS)
+    sched.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # stop when this process is gone
+    imp = sub.add_parser("import", help="bulk-load a .csv, .ndjson or .parquet file (.gz allowed for CSV/NDJSON)")
+    imp.add_argument("file")
+    gen = sub.add_parser("generate", help="synthetic events (deterministic with --seed) as NDJSON or POSTed")
+    gen.add_argument("--events", type=int, required=True, help="how many events")
+    gen.add_argument("--seed", type=int, default=42, help="the same seed gives the same events (default 42)")
+    gen.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    gen.add_argument("--output", "-o", help="write NDJSON to this file (default: stdout)")
+    gen.add_argument("--url", help="POST to this running server instead, e.g. http://127.0.0.1:8000")
+    gen.add_argument("--token", help="token for --url (default: TB_ADMIN_TOKEN)")
+    gen.add_argument("--live", action="store_true", help="stamp events with the current time (not reproducible)")
     token = sub.add_parser("token", help="create, list, refresh or delete API tokens")
     token_sub = token.add_subparsers(dest="action", required=True)
     create = token_sub.add_parser("create", help="a new token; prints it (shown this once)")
@@ -223,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
     handlers = {"db": cmd_db, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
-                "psql": cmd_psql, "serve": cmd_serve, "run": cmd_run, "token": cmd_token}
+                "psql": cmd_psql, "serve": cmd_serve, "run": cmd_run, "token": cmd_token,
+                "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate}
     return handlers[args.command](Settings.from_env(), args) or 0
 
 

@@ -44,6 +44,16 @@ class Settings:
     idempotency_ttl_seconds: int = 24 * 3600
     dbt_schema: str = "analytics"
     raw_schema: str = "raw"
+    #: Seconds between scheduled refreshes (`dbt run` + freshness + VACUUM); 0: no
+    #: scheduler beside `cartpulse run`.
+    refresh_seconds: int = 60
+    #: Days of cartpulse.pipe_stats and cartpulse.refresh_runs kept (purged by the scheduler).
+    pipe_stats_retention_days: int = 7
+    refresh_runs_retention_days: int = 30
+    #: Largest bulk import (POST /v0/datasources), after gzip decompression.
+    max_import_bytes: int = 10 * 1024**3
+    #: When set, GET /metrics needs ``Authorization: Bearer <metrics_token>``.
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -66,6 +76,11 @@ class Settings:
             rate_limit_burst=_env_int("RATE_LIMIT_BURST", 200),
             idempotency_ttl_seconds=_env_int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
             dbt_schema=os.environ.get("DBT_SCHEMA", "analytics"),
+            refresh_seconds=_env_int("REFRESH_SECONDS", 60),
+            pipe_stats_retention_days=_env_int("PIPE_STATS_RETENTION_DAYS", 7),
+            refresh_runs_retention_days=_env_int("REFRESH_RUNS_RETENTION_DAYS", 30),
+            max_import_bytes=_env_int("MAX_IMPORT_BYTES", 10 * 1024**3),
+            metrics_token=os.environ.get("METRICS_TOKEN") or None,
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

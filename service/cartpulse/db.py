@@ -90,7 +90,10 @@ class Database:
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(
             self.url,
-            options=f"-c TimeZone=UTC -c statement_timeout={self.statement_timeout_ms}",
+            # No parallel workers: endpoint queries read small tables, and the per-query
+            # read counters (pipes.ReadCounters) only see this backend's own reads.
+            options=(f"-c TimeZone=UTC -c statement_timeout={self.statement_timeout_ms}"
+                     " -c max_parallel_workers_per_gather=0"),
             connect_timeout=5,
             application_name="cartpulse",
         )

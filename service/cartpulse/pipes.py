@@ -2,17 +2,18 @@
 
 Which models are pipes comes from the catalog (the dbt project's declarations); the
 relation queried is the one dbt built, quoted as an identifier, never text from the
-request. ``statistics.rows_read`` is the number of table rows this query's transaction
-read (``pg_stat_xact_user_tables``); ``bytes_read`` estimates their size from each
-table's average row width. Parallel workers keep their own counters, so pipe queries
-run without them: the counts are then exact, and the models answer from small tables.
+request. ``statistics.rows_read`` is the number of table rows the query read
+(``ReadCounters``); ``bytes_read`` estimates their size from each table's average row
+width. Parallel workers keep their own counters, so the service's connections run
+without them (``db.py``): the counts are then exact, and the models answer from small
+tables.
 """
 
 from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from psycopg import sql
 
 from .auth import allows, request_caller, request_scopes, require_scope
@@ -22,29 +23,44 @@ from .render import FORMATS, render, type_name
 
 bp = Blueprint("pipes", __name__)
 
-# Rows read so far per table. The backend's counters are not reset between
-# transactions (they are flushed when it goes idle), so a query's reads are the
-# difference of two readings taken inside its transaction.
-_TUPLES = "select relid, seq_tup_read + coalesce(idx_tup_fetch, 0) from pg_stat_xact_user_tables"
-# Average bytes per row of each table: its size over its (estimated) row count.
-_WIDTHS = """
-select c.oid, pg_relation_size(c.oid)::float8 / greatest(
-    case when c.reltuples >= 0 then c.reltuples else pg_stat_get_live_tuples(c.oid) end, 1)
-from pg_class c where c.oid = any(%s)
-"""
+class ReadCounters:
+    """Rows read by one query, from PostgreSQL's per-backend table counters.
 
+    The counters (``pg_stat_get_xact_tuples_returned``/``_fetched``) are not reset between
+    transactions (they are flushed when the backend goes idle), so a query's reads are the
+    difference of two readings taken in its transaction, one just before and one just
+    after it. Only the tables an endpoint can read are watched: those of the events'
+    schema and of the models' schema, with each table's average row width (size over
+    estimated rows) for ``bytes_read``. The list is re-read every ``TTL`` seconds so new
+    partitions and rebuilt rollups are counted.
+    """
 
-def _reads(conn) -> dict[int, int]:
-    return dict(conn.execute(_TUPLES).fetchall())
+    TTL = 10.0
+    _TABLES = """
+        select c.oid, pg_relation_size(c.oid)::float8 / greatest(
+            case when c.reltuples >= 0 then c.reltuples else pg_stat_get_live_tuples(c.oid) end, 1)
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind in ('r', 'm') and n.nspname = any(%s)
+        order by c.oid
+    """
+    READ = ("select array_agg(pg_stat_get_xact_tuples_returned(o) + pg_stat_get_xact_tuples_fetched(o)"
+            " order by i) from unnest(%s::oid[]) with ordinality as t(o, i)")
 
+    def __init__(self):
+        self._tables: dict[tuple, tuple[float, list[int], list[float]]] = {}
 
-def _read_statistics(conn, before: dict[int, int]) -> tuple[int, int]:
-    """(rows_read, bytes_read) since ``before``, measured in the same transaction."""
-    delta = {rel: n - before.get(rel, 0) for rel, n in _reads(conn).items() if n != before.get(rel, 0)}
-    if not delta:
-        return 0, 0
-    widths = dict(conn.execute(_WIDTHS, [list(delta)]).fetchall())
-    return sum(delta.values()), int(sum(n * widths.get(rel, 0.0) for rel, n in delta.items()))
+    def tables(self, conn, schemas: tuple[str, ...]) -> tuple[list[int], list[float]]:
+        cached = self._tables.get(schemas)
+        if cached is None or time.monotonic() - cached[0] > self.TTL:
+            rows = conn.execute(self._TABLES, [list(schemas)]).fetchall()
+            cached = (time.monotonic(), [r[0] for r in rows], [r[1] for r in rows])
+            self._tables[schemas] = cached
+        return cached[1], cached[2]
+
+    @staticmethod
+    def difference(before: list[int] | None, after: list[int] | None, widths: list[float]) -> tuple[int, int]:
+        pairs = [(a - b, w) for a, b, w in zip(after or [], before or [], widths) if a != b]
+        return sum(n for n, _ in pairs), int(sum(n * w for n, w in pairs))
 
 
 def _state():
@@ -61,15 +77,20 @@ def endpoint_query(endpoint, values: dict) -> sql.Composed:
 
 
 def run_endpoint(endpoint, values: dict) -> tuple[list[dict], list[tuple], dict]:
-    """Query one endpoint with validated parameter values; return (meta, rows, statistics)."""
+    """Query one endpoint with validated parameter values; return (meta, rows, statistics).
+
+    The counter readings and the query travel in one pipeline: one round trip."""
     started = time.perf_counter()
-    with _state().db.psycopg() as conn:
-        conn.execute("set local max_parallel_workers_per_gather = 0")
-        before = _reads(conn)
-        cur = conn.execute(endpoint_query(endpoint, values), values)
+    state = _state()
+    with state.db.psycopg() as conn:
+        oids, widths = state.read_counters.tables(conn, (state.settings.raw_schema, endpoint.schema))
+        with conn.pipeline():
+            before = conn.execute(ReadCounters.READ, [oids])
+            cur = conn.execute(endpoint_query(endpoint, values), values)
+            after = conn.execute(ReadCounters.READ, [oids])
         meta = [{"name": d.name, "type": type_name(d.type_code)} for d in cur.description]
         rows = cur.fetchall()
-        rows_read, bytes_read = _read_statistics(conn, before)
+        rows_read, bytes_read = ReadCounters.difference(before.fetchone()[0], after.fetchone()[0], widths)
     statistics = {"elapsed": round(time.perf_counter() - started, 6),
                   "rows_read": rows_read, "bytes_read": bytes_read}
     return meta, rows, statistics
@@ -86,6 +107,7 @@ def get_pipe(filename: str):
     endpoint = catalog.get(name)
     if endpoint is None:
         raise ApiError(404, f"pipe '{name}' not found")
+    g.cartpulse_pipe = name  # for the latency histogram (metrics.py) and pipe_stats (stats.py)
     require_scope(f"PIPES:READ:{name}")
     fixed = request_caller().fixed_params.get(name)
     if fixed:
@@ -96,6 +118,7 @@ def get_pipe(filename: str):
             raise ApiError(403, f"this token fixes {', '.join(unknown)}, which pipe '{name}' does not take")
     values = parse_request(endpoint.params, request.args, fixed=fixed)
     meta, rows, statistics = run_endpoint(endpoint, values)
+    g.cartpulse_pipe_result = (len(rows), statistics)
     return render(fmt, meta, rows, statistics)
 
 

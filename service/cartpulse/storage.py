@@ -4,6 +4,11 @@ The service owns its data sources (as Tinybird does); dbt reads them as sources.
 DDL lives in ``sql/*.sql`` beside this module so it reads as SQL. Which engine we are
 on is decided here once: TimescaleDB when the extension is installed in the database
 or can be created there, plain PostgreSQL otherwise (``CARTPULSE_ENGINE`` forces one).
+
+Time-based storage settings are applied here too, at every start, so that the settings
+own them: ``CHUNK_INTERVAL`` (TimescaleDB), ``COMPRESS_AFTER`` (TimescaleDB compression)
+and ``RETENTION`` (TimescaleDB retention policy; on PostgreSQL, dropping old monthly
+partitions). Unset, the last two are off, and a policy set before is removed.
 """
 
 from __future__ import annotations
@@ -50,14 +55,101 @@ def create_storage(url: str) -> str:
             partitioning = "" if engine == TIMESCALEDB else "partition by range (event_time)"
             conn.execute(_sql("events.sql").format(partitioning=partitioning))
             if engine == TIMESCALEDB:
+                chunk_interval = _interval_setting(conn, "CHUNK_INTERVAL") or "1 day"
                 conn.execute(
                     "select create_hypertable('raw.ecommerce_events', 'event_time',"
                     " chunk_time_interval => %s::interval, create_default_indexes => false,"
                     " if_not_exists => true)",
-                    [os.environ.get("CHUNK_INTERVAL", "1 day")],
+                    [chunk_interval],
+                )
+                # An existing hypertable keeps its interval unless told: a changed
+                # CHUNK_INTERVAL applies to chunks created from now on.
+                conn.execute(
+                    "select set_chunk_time_interval('raw.ecommerce_events', %s::interval)"
+                    " from timescaledb_information.dimensions"
+                    " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'"
+                    " and column_name = 'event_time' and time_interval <> %s::interval",
+                    [chunk_interval, chunk_interval],
                 )
             conn.execute(_sql("chunks.sql" if engine == TIMESCALEDB else "partitions.sql"))
+            apply_policies(conn, engine)
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('cartpulse.create_storage'))")
     log.info("storage ready (engine: %s)", engine)
     return engine
+
+
+# TimescaleDB policies, keyed by the setting that drives each: (job proc, config key,
+# add function, remove function). Names are ours, never input.
+_POLICIES = {
+    "COMPRESS_AFTER": ("policy_compression", "compress_after",
+                       "add_compression_policy", "remove_compression_policy"),
+    "RETENTION": ("policy_retention", "drop_after", "add_retention_policy", "remove_retention_policy"),
+}
+# Compressed batches grouped by event type (every endpoint filters on it: purchases, or
+# the `event_type` parameter; a handful of values, so batches stay full) and ordered by
+# time within a batch, whose min/max let the range-edge scans skip batches.
+_COMPRESSION = ("alter table raw.ecommerce_events set (timescaledb.compress,"
+                " timescaledb.compress_segmentby = 'event_type', timescaledb.compress_orderby = 'event_time')")
+
+
+def _interval_setting(conn: psycopg.Connection, name: str) -> str | None:
+    """The environment variable ``name`` as an interval, or None when unset or empty.
+
+    Checked by the server (the interval syntax is PostgreSQL's) so that a typo fails the
+    start with the variable's name rather than somewhere inside a policy call."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        positive = conn.execute("select %s::interval > interval '0'", [raw]).fetchone()[0]
+    except psycopg.errors.DataError:
+        positive = False
+    if not positive:
+        raise ValueError(f"{name}={raw!r}: expected a positive PostgreSQL interval, e.g. '7 days'")
+    return raw
+
+
+def apply_policies(conn: psycopg.Connection, engine: str) -> None:
+    """Make compression and retention match ``COMPRESS_AFTER`` and ``RETENTION``.
+
+    Idempotent, and the settings own the policies: an unchanged setting leaves its job
+    alone, a changed one replaces it, an unset one removes it. Chunks compressed
+    earlier stay compressed when COMPRESS_AFTER is unset (they still take inserts and
+    answer queries; decompressing a whole table on a restart would be a surprise).
+    On plain PostgreSQL there is no compression; RETENTION drops whole monthly
+    partitions older than it, here at each start (a scheduler may call the same SQL
+    function, cartpulse.drop_expired_event_partitions).
+    """
+    wanted = {name: _interval_setting(conn, name) for name in _POLICIES}
+    if engine != TIMESCALEDB:
+        if wanted["COMPRESS_AFTER"]:
+            log.warning("COMPRESS_AFTER is ignored: compression needs TimescaleDB")
+        if wanted["RETENTION"]:
+            dropped = [r[0] for r in conn.execute(
+                "select cartpulse.drop_expired_event_partitions(%s::interval)", [wanted["RETENTION"]])]
+            if dropped:
+                log.info("retention %s: dropped partitions %s", wanted["RETENTION"], ", ".join(dropped))
+        return
+    license_ = conn.execute("select current_setting('timescaledb.license', true)").fetchone()[0]
+    if license_ == "apache" and any(wanted.values()):
+        raise RuntimeError("COMPRESS_AFTER and RETENTION need TimescaleDB's community edition"
+                           " (timescaledb.license = 'timescale'); this server runs the Apache-2 edition")
+    if wanted["COMPRESS_AFTER"]:
+        enabled = conn.execute(
+            "select compression_enabled from timescaledb_information.hypertables"
+            " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'").fetchone()[0]
+        if not enabled:
+            conn.execute(_COMPRESSION)
+    for name, (proc, key, add, remove) in _POLICIES.items():
+        current = conn.execute(
+            "select config ->> %s from timescaledb_information.jobs where proc_name = %s"
+            " and hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'", [key, proc]).fetchone()
+        if current and wanted[name] and conn.execute(
+                "select %s::interval = %s::interval", [current[0], wanted[name]]).fetchone()[0]:
+            continue
+        if current:
+            conn.execute(f"select {remove}('raw.ecommerce_events', if_exists => true)")
+        if wanted[name]:
+            conn.execute(f"select {add}('raw.ecommerce_events', %s::interval)", [wanted[name]])
+            log.info("%s=%s: %s added", name, wanted[name], add)

@@ -23,14 +23,11 @@ create index if not exists ecommerce_events_time_product_idx
 -- transaction that wrote it, so a rollup can tell exactly which rows a snapshot of the
 -- database contained. `dbt run` absorbs these rows into the rollups, then deletes them.
 create table if not exists raw.ecommerce_events_pending (
-    event_time  timestamptz not null,
-    event_type  text not null,
-    user_id     text not null,
-    product_id  text not null,
-    category    text not null,
-    price       double precision not null,
-    quantity    bigint not null,
-    session_id  text not null,
-    country     text not null,
+    like raw.ecommerce_events,
     ingest_xid  xid8 not null default pg_current_xact_id()
 );
+
+-- Rows are deleted in bulk after every refresh; vacuum soon after, whatever the table's
+-- size, so that endpoint queries do not scan dead rows.
+alter table raw.ecommerce_events_pending
+    set (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);

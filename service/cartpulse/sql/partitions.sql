@@ -28,3 +28,27 @@ begin
         end if;
     end loop;
 end $$;
+
+-- Retention (RETENTION, see storage.py): drop the monthly partitions whose whole month
+-- ended more than `retention` ago, as TimescaleDB's retention policy drops whole chunks;
+-- returns their names. Rollups keep what they absorbed from those events. A late event
+-- for a dropped month recreates its partition (ingest retries once it finds it gone).
+create or replace function cartpulse.drop_expired_event_partitions(retention interval)
+returns setof text language plpgsql as $$
+declare
+    part text;
+begin
+    for part in
+        select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid
+        where i.inhparent = 'raw.ecommerce_events'::regclass
+          and c.relname ~ '^ecommerce_events_[0-9]{4}m[0-9]{2}$'
+          and (to_date(right(c.relname, 7), 'YYYY"m"MM') + interval '1 month') at time zone 'UTC'
+              <= now() - retention
+        order by c.relname
+    loop
+        -- The creators' lock: a batch bringing this month waits, then finds it gone.
+        perform pg_advisory_xact_lock(hashtext('cartpulse.partition.' || part));
+        execute format('drop table raw.%I', part);
+        return next part;
+    end loop;
+end $$;

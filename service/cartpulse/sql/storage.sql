@@ -85,3 +85,39 @@ language sql as $$
         updated_at = greatest(b.updated_at, excluded.updated_at)
     returning allowed, tokens
 $$;
+
+-- One row per scheduled refresh (scheduler.py): `dbt run`, `dbt source freshness`, VACUUM
+-- of the pending table. Written when a run ends (a crashed run leaves no row, only its
+-- log); `skipped` means another process held the refresh lock. Purged after
+-- REFRESH_RUNS_RETENTION_DAYS by the scheduler itself.
+create table if not exists cartpulse.refresh_runs (
+    id                bigint generated always as identity primary key,
+    started_at        timestamptz not null,
+    finished_at       timestamptz not null,
+    status            text not null check (status in ('success', 'failed', 'skipped')),
+    duration_seconds  double precision not null,
+    freshness         text,   -- worst source status: pass, warn, error, runtime error
+    freshness_results jsonb,  -- per source: status and max_loaded_at_time_ago_in_s
+    error             text,
+    host              text not null,
+    pid               integer not null
+);
+create index if not exists refresh_runs_started_idx on cartpulse.refresh_runs (started_at);
+
+-- One row per pipe request by an authenticated caller (stats.py), like Tinybird's
+-- pipe_stats_rt: written in batches by a background thread of each worker, so a crash
+-- may lose the last second of rows. `params` holds the query string without the token.
+-- Purged after PIPE_STATS_RETENTION_DAYS by the scheduler, a minute's worth at a time.
+create table if not exists cartpulse.pipe_stats (
+    at          timestamptz not null,
+    pipe        text not null,
+    params      jsonb not null,
+    status      smallint not null,
+    duration    double precision not null,
+    rows_read   bigint not null,
+    bytes_read  bigint not null,
+    result_rows bigint not null,
+    token_name  text,
+    error       text
+);
+create index if not exists pipe_stats_at_idx on cartpulse.pipe_stats (at);

@@ -1,0 +1,309 @@
+"""Bulk import: ``POST /v0/datasources?name=ecommerce_events&mode=append`` and ``cartpulse import``.
+
+CSV (with a header line), NDJSON and Parquet, as a multipart upload (Tinybird's
+``-F csv=@file.csv``) or as the raw body; ``Content-Encoding: gzip`` or a ``.gz`` file
+name for compressed CSV/NDJSON. The upload is read as a stream, ``CHUNK_ROWS`` rows at a
+time, never whole in memory (a multipart file part is spooled to a temporary file by
+werkzeug; a raw Parquet body is spooled to one, Parquet keeps its index at the end).
+
+Each chunk meets exactly the events API's rules (``events.parse_body`` for NDJSON,
+``events.add_record`` for CSV and Parquet rows) and is written by the events API's own
+writer (``ingest.copy_batch``): valid rows to the events table *and* its pending twin,
+so rollups stay exact, bad rows to the quarantine with this import's ``import_id``.
+
+**Atomicity: all or nothing per import.** Every chunk is COPYed inside one transaction,
+committed after the last chunk; a failure (bad gzip, a dropped connection, a server
+stopped mid-way, a body over ``MAX_IMPORT_BYTES``) stores nothing, so the import can
+simply be sent again. The price: the rows become visible together, at the end, and a very
+long import holds one transaction open (VACUUM cannot remove dead rows meanwhile).
+``Idempotency-Key`` is not supported here: when the answer is lost after the commit, the
+rows are stored; look before resending (e.g. count the events of the file's time range).
+
+``mode=replace`` is refused: replacing events would have to take their aggregates back
+out of every rollup, which only absorbs additions (docs/realtime.md). See
+docs/operations.md for the correct way (delete, then ``dbt run --full-refresh``).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import shutil
+import tempfile
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import BinaryIO, Callable, Iterator
+
+from flask import Blueprint, current_app, jsonify, request
+
+from . import ingest, metrics
+from .auth import require_scope
+from .errors import ApiError
+from .events import COLUMNS, Batch, add_record, parse_body
+
+bp = Blueprint("bulk", __name__)
+
+FORMATS = ("csv", "ndjson", "parquet")
+#: Rows per chunk: parsed, validated and COPYed together (one COPY statement each).
+CHUNK_ROWS = 10_000
+_CONTENT_TYPES = {"text/csv": "csv", "application/csv": "csv", "application/x-ndjson": "ndjson",
+                  "application/ndjson": "ndjson", "application/jsonl": "ndjson", "application/json": "ndjson",
+                  "application/vnd.apache.parquet": "parquet", "application/x-parquet": "parquet"}
+_EXTENSIONS = {"csv": "csv", "ndjson": "ndjson", "jsonl": "ndjson", "json": "ndjson", "parquet": "parquet"}
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+class BadImport(ApiError):
+    """A bad import (400/413): nothing is stored."""
+
+
+@dataclass
+class Summary:
+    successful_rows: int = 0
+    quarantined_rows: int = 0
+    import_id: str = ""
+    format: str = ""
+    elapsed: float = 0.0
+
+    def answer(self, name: str, mode: str) -> dict:
+        return {"successful_rows": self.successful_rows, "quarantined_rows": self.quarantined_rows,
+                "import_id": self.import_id, "datasource": name, "mode": mode, "format": self.format,
+                "elapsed": round(self.elapsed, 3)}
+
+
+def detect_format(explicit: str | None, filename: str | None = None, content_type: str | None = None) -> str:
+    """``format=`` when given, else the file name's extension (``.gz`` aside), else the
+    Content-Type; 400 when none says."""
+    if explicit:
+        if explicit not in FORMATS:
+            raise BadImport(400, f"unknown format '{explicit[:40]}': use csv, ndjson or parquet")
+        return explicit
+    if filename:
+        stem = filename.lower().removesuffix(".gz")
+        ext = stem.rpartition(".")[2]
+        if ext in _EXTENSIONS:
+            return _EXTENSIONS[ext]
+    if content_type and content_type.lower() in _CONTENT_TYPES:
+        return _CONTENT_TYPES[content_type.lower()]
+    raise BadImport(400, "cannot tell the format: pass format=csv|ndjson|parquet, a file name ending in "
+                            ".csv/.ndjson/.parquet, or a Content-Type such as text/csv")
+
+
+class LimitedReader(io.RawIOBase):
+    """A binary stream that counts what it yields and refuses more than ``limit`` bytes
+    (413), so a decompressed upload is bounded like a plain one."""
+
+    def __init__(self, raw: BinaryIO, limit: int | None):
+        self.raw, self.limit, self.count = raw, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            data = self.raw.read(len(buffer))
+        except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+            raise BadImport(400, f"body is not valid gzip: {err}") from None
+        n = len(data)
+        self.count += n
+        if self.limit is not None and self.count > self.limit:
+            raise BadImport(413, f"import over the limit of {self.limit} bytes (MAX_IMPORT_BYTES); nothing was stored")
+        buffer[:n] = data
+        return n
+
+
+def open_stream(raw: BinaryIO, gzipped: bool, limit: int | None) -> io.BufferedReader:
+    source = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+    return io.BufferedReader(LimitedReader(source, limit), buffer_size=1 << 20)
+
+
+def chunks(fmt: str, stream: BinaryIO) -> Iterator[Batch]:
+    """The upload as batches of at most CHUNK_ROWS validated rows and quarantined lines."""
+    return {"csv": _csv_chunks, "ndjson": _ndjson_chunks, "parquet": _parquet_chunks}[fmt](stream)
+
+
+def _ndjson_chunks(stream: BinaryIO) -> Iterator[Batch]:
+    lines, first = [], 1
+    for number, line in enumerate(iter(stream.readline, b""), start=1):
+        lines.append(line.rstrip(b"\n"))
+        if len(lines) == CHUNK_ROWS:
+            yield _renumbered(parse_body(b"\n".join(lines)), first - 1)
+            lines, first = [], number + 1
+    if lines:
+        yield _renumbered(parse_body(b"\n".join(lines)), first - 1)
+
+
+def _renumbered(batch: Batch, offset: int) -> Batch:
+    """parse_body numbers a chunk's lines from 1: make them the upload's line numbers."""
+    for q in batch.quarantined:
+        q.line += offset
+    if batch.first_bad_line:
+        batch.first_bad_line = (batch.first_bad_line[0] + offset, batch.first_bad_line[1])
+    return batch
+
+
+def _csv_chunks(stream: BinaryIO) -> Iterator[Batch]:
+    # surrogateescape: invalid UTF-8 reaches validation as a lone surrogate, which
+    # quarantines that row (as the events API does) instead of failing the import.
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(text)
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip() for h in header]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise BadImport(400, f"the CSV header lacks {', '.join(missing)} (the first line must name the columns)")
+    index = {c: header.index(c) for c in COLUMNS}
+    batch = Batch()
+    for fields in reader:
+        if not fields:
+            continue
+        record = {c: _csv_value(c, fields[i]) if i < len(fields) else None for c, i in index.items()}
+        add_record(batch, reader.line_num, _csv_line(fields), record)
+        if len(batch.rows) + len(batch.quarantined) >= CHUNK_ROWS:
+            yield batch
+            batch = Batch()
+    if batch.rows or batch.quarantined:
+        yield batch
+
+
+def _csv_value(column: str, text: str):
+    """CSV has only text: numbers are read as the JSON of the events API would carry them
+    (``price`` a number, ``quantity`` an integer, ``event_time`` a string or epoch seconds);
+    an empty field is missing; anything else stays text and fails validation by name."""
+    if text == "":
+        return None
+    if column in ("price", "quantity") or (column == "event_time" and _NUMBER.fullmatch(text.strip())):
+        stripped = text.strip()
+        if _NUMBER.fullmatch(stripped):
+            return int(stripped) if re.fullmatch(r"[+-]?\d+", stripped) else float(stripped)
+        if column == "price" and stripped.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+            return float(stripped)  # rejected by validation as non-finite, with that reason
+    return text
+
+
+def _csv_line(fields: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue()
+
+
+def _parquet_chunks(stream: BinaryIO) -> Iterator[Batch]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spool = None
+    if not _seekable(stream):
+        spool = tempfile.TemporaryFile(prefix="cartpulse-import-")  # Parquet's index is at its end
+        shutil.copyfileobj(stream, spool, 1 << 20)
+        spool.seek(0)
+        stream = spool
+    try:
+        try:
+            parquet = pq.ParquetFile(stream)
+        except (pa.ArrowException, OSError) as err:
+            raise BadImport(400, f"not a Parquet file: {err}") from None
+        missing = [c for c in COLUMNS if c not in parquet.schema_arrow.names]
+        if missing:
+            raise BadImport(400, f"the Parquet file lacks the columns {', '.join(missing)}")
+        number = 0
+        for record_batch in parquet.iter_batches(batch_size=CHUNK_ROWS, columns=list(COLUMNS)):
+            batch = Batch()
+            for record in record_batch.to_pylist():
+                number += 1
+                record = {c: _plain(v) for c, v in record.items()}
+                add_record(batch, number, json.dumps(record, ensure_ascii=False, default=str), record)
+            yield batch
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+def _seekable(stream) -> bool:
+    try:
+        return stream.seekable()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _plain(value):
+    """Parquet's typed values as the events API's JSON would carry them."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat() + " 00:00:00"
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def import_stream(db, partitions, table: str, fmt: str, stream: BinaryIO,
+                  on_chunk: Callable[[Batch], None] | None = None) -> Summary:
+    """Read, validate and write a whole upload in one transaction (all or nothing)."""
+    started = time.perf_counter()
+    summary = Summary(import_id=uuid.uuid4().hex, format=fmt)
+    decoded = 0
+    first_bad = None
+    with db.psycopg() as conn, conn.cursor() as cur:
+        for batch in chunks(fmt, stream):
+            # Partitions are created in their own committed transactions (ATTACH takes a
+            # lock that does not conflict with this transaction's inserts).
+            partitions.ensure(db, batch.rows)
+            ingest.copy_batch(cur, table, batch, summary.import_id)
+            summary.successful_rows += len(batch.rows)
+            summary.quarantined_rows += len(batch.quarantined)
+            decoded += batch.json_lines
+            first_bad = first_bad or batch.first_bad_line
+            if on_chunk is not None:
+                on_chunk(batch)
+        if summary.successful_rows + summary.quarantined_rows == 0:
+            raise BadImport(400, "empty import: no rows")
+        if decoded == 0:
+            line, why = first_bad or (1, "no row could be read")
+            raise BadImport(400, f"line {line}: {why}; nothing was stored", line=line)
+    metrics.count_rows(table, "import", summary.successful_rows, summary.quarantined_rows)
+    summary.elapsed = time.perf_counter() - started
+    return summary
+
+
+@bp.post("/v0/datasources")
+def post_datasource():
+    name = request.args.get("name")
+    if not name:
+        raise ApiError(400, "missing the 'name' parameter (the data source to append to)")
+    if name not in ingest.DATA_SOURCES:
+        raise ApiError(404, f"data source '{name}' not found")
+    mode = request.args.get("mode", "append")
+    if mode == "replace":
+        raise ApiError(400, "mode=replace is not supported: rollups only absorb additions, so replaced events "
+                            "could not be taken out of them exactly; see docs/operations.md (bulk import)")
+    if mode != "append":
+        raise ApiError(400, f"unknown mode '{mode[:40]}': use mode=append")
+    require_scope(f"DATASOURCES:APPEND:{name}")
+    state = current_app.extensions["cartpulse"]
+    request.max_content_length = state.settings.max_import_bytes
+    gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
+    if request.mimetype == "multipart/form-data":
+        upload = next(iter(request.files.values()), None)
+        field = next(iter(request.files), None)
+        if upload is None:
+            raise ApiError(400, "no file in the multipart body: send it as -F csv=@file.csv (or ndjson=, parquet=)")
+        fmt = detect_format(request.args.get("format") or (field if field in FORMATS else None),
+                            upload.filename, upload.mimetype)
+        raw, gzipped = upload.stream, gzipped or (upload.filename or "").lower().endswith(".gz")
+    else:
+        fmt = detect_format(request.args.get("format"), None, request.mimetype)
+        raw = request.stream
+    if fmt == "parquet" and gzipped:
+        raise ApiError(400, "Parquet compresses itself: send it without gzip")
+    stream = open_stream(raw, gzipped, state.settings.max_import_bytes)
+    summary = import_stream(state.db, state.partitions, ingest.DATA_SOURCES[name], fmt, stream)
+    return jsonify(summary.answer(name, mode))

@@ -1,0 +1,162 @@
+"""``cartpulse generate`` and ``cartpulse import``: events into CartPulse from the command line.
+
+``generate`` makes synthetic events with ``generate.EventGenerator``: the same ``--seed``
+gives byte-identical output. By default it writes NDJSON to stdout (or ``--output FILE``),
+which composes with everything (``cartpulse import``, curl, a file for later); with
+``--url`` it POSTs batches to a running server's events API instead, each batch with an
+``Idempotency-Key`` made of a per-run id and the batch number, so a retried batch (after a
+503 or a lost connection) is stored exactly once, while running it again adds events again. ``--rate`` paces it (events per second).
+
+``import`` loads a CSV, NDJSON or Parquet file (by its extension, ``.gz`` allowed for
+CSV/NDJSON) straight into the database with the bulk import's code (``bulk.py``): the same
+validation, quarantine and pending rows as the API, one transaction for the whole file.
+
+Both draw a progress bar with rate and ETA on stderr when it is a terminal (tqdm).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from tqdm import tqdm
+
+#: Events per POST when ``generate --url`` sends them.
+POST_BATCH = 1000
+RETRIES = 5
+
+
+def generate(events: int, seed: int, rate: float | None, output: str | None, url: str | None,
+             token: str | None, live: bool = False) -> int:
+    """Write or POST ``events`` synthetic events; return a process exit status."""
+    from datetime import datetime, timezone
+
+    from .generate import EventGenerator
+
+    generator = EventGenerator(seed=seed)
+    started = time.monotonic()
+    sink = _Poster(url, token, seed) if url else _Writer(output)
+    with tqdm(total=events, unit="ev", unit_scale=True, desc="generate", disable=None, file=sys.stderr) as bar:
+        for i in range(events):
+            when = datetime.now(timezone.utc) if live else None
+            sink.add(generator.event(when))
+            bar.update(1)
+            if rate:  # pace: event i is due at i / rate seconds after the start
+                ahead = (i + 1) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    sink.flush()
+                    time.sleep(ahead)
+        sink.flush()
+    sink.close()
+    return 0
+
+
+class _Writer:
+    def __init__(self, output: str | None):
+        self.out = open(output, "w", encoding="utf-8") if output and output != "-" else sys.stdout
+        self.lines: list[str] = []
+
+    def add(self, event: dict) -> None:
+        self.lines.append(json.dumps(event, ensure_ascii=False))
+        if len(self.lines) >= POST_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            self.out.write("\n".join(self.lines) + "\n")
+            self.lines = []
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.out is not sys.stdout:
+            self.out.close()
+
+
+class _Poster:
+    """POSTs batches to ``<url>/v0/events``; retries 503s and lost connections with the
+    batch's Idempotency-Key (stored once however often it is sent)."""
+
+    def __init__(self, url: str, token: str | None, seed: int):
+        if not token:
+            raise SystemExit("cartpulse generate --url needs a token: --token or TB_ADMIN_TOKEN")
+        self.url, self.token, self.seed = url.rstrip("/"), token, seed
+        self.run = uuid.uuid4().hex  # keys are per run: running generate again adds events again
+        self.events: list[dict] = []
+        self.batches = 0
+
+    def add(self, event: dict) -> None:
+        self.events.append(event)
+        if len(self.events) >= POST_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.events:
+            return
+        body = ("\n".join(json.dumps(e, ensure_ascii=False) for e in self.events) + "\n").encode()
+        self.batches += 1
+        key = f"generate-{self.run}-{self.batches}"
+        request = urllib.request.Request(
+            f"{self.url}/v0/events?name=ecommerce_events", data=gzip.compress(body, 1), method="POST",
+            headers={"Authorization": f"Bearer {self.token}", "Content-Encoding": "gzip", "Idempotency-Key": key})
+        for attempt in range(1, RETRIES + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=60) as resp:
+                    resp.read()
+                break
+            except urllib.error.HTTPError as err:
+                if err.code not in (429, 503) or attempt == RETRIES:
+                    raise SystemExit(f"cartpulse generate: {err.code} {err.read()[:500].decode(errors='replace')}")
+                time.sleep(float(err.headers.get("Retry-After") or 1))
+            except OSError as err:
+                if attempt == RETRIES:
+                    raise SystemExit(f"cartpulse generate: {self.url} unreachable: {err}")
+                time.sleep(attempt)
+        self.events = []
+
+    def close(self) -> None:
+        pass
+
+
+def import_file(settings, url: str, path: Path) -> int:
+    """Load one file with the bulk import's code; print its summary as JSON."""
+    from . import bulk, ingest
+    from .db import Database
+    from .errors import ApiError
+
+    fmt = bulk.detect_format(None, path.name)
+    gzipped = path.name.lower().endswith(".gz")
+    db = Database(url, pool_size=2, statement_timeout_ms=settings.statement_timeout_ms)
+    size = path.stat().st_size
+    with open(path, "rb") as raw, tqdm(desc=f"import {path.name}", disable=None, file=sys.stderr,
+                                       unit="B" if fmt != "parquet" else "rows", unit_scale=True,
+                                       total=size if fmt != "parquet" else _parquet_rows(path)) as bar:
+        def progress(batch) -> None:
+            if fmt == "parquet":
+                bar.update(len(batch.rows) + len(batch.quarantined))
+            else:  # how far into the file (compressed bytes for .gz): what the total measures
+                bar.update(os.lseek(raw.fileno(), 0, os.SEEK_CUR) - bar.n)
+
+        try:
+            stream = raw if fmt == "parquet" else bulk.open_stream(raw, gzipped, None)
+            summary = bulk.import_stream(db, ingest.PartitionCache(), ingest.DATA_SOURCES["ecommerce_events"],
+                                         fmt, stream, on_chunk=progress)
+        except ApiError as err:
+            print(f"cartpulse import: {err.message}; nothing was stored", file=sys.stderr)
+            return 2
+        finally:
+            db.dispose()
+    print(json.dumps(summary.answer("ecommerce_events", "append")))
+    return 0
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows

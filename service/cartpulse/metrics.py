@@ -1,0 +1,190 @@
+"""``GET /metrics``: Prometheus text format, correct under several worker processes.
+
+Two kinds of figures, from two places:
+
+* **Counted by the workers** — ingested and quarantined rows, request latency per route
+  and per pipe. prometheus_client keeps them; under ``cartpulse serve`` it runs in
+  multiprocess mode (``multiproc.py``), so a scrape answered by any worker shows the sum
+  over all of them.
+* **Read from the database at scrape time** — rollup lag (pending rows, age of the oldest
+  pending event, seconds since each rollup was refreshed) and the last scheduled refresh
+  (``cartpulse.refresh_runs``). The scheduler is another process, possibly on another
+  host; the database is the one place that knows, so no worker has to be told.
+
+Label values come from declarations (route rules, the catalog's pipe names, data source
+names), never from raw request text, so the number of series stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from flask import Blueprint, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from .errors import ApiError, database_unavailable
+from .multiproc import ENV as MULTIPROC_ENV
+
+log = logging.getLogger(__name__)
+bp = Blueprint("metrics", __name__)
+
+INGESTED_ROWS = Counter("cartpulse_ingested_rows", "Event rows stored, by data source and path "
+                        "(events: POST /v0/events; import: bulk imports).", ["data_source", "via"])
+QUARANTINED_ROWS = Counter("cartpulse_quarantined_rows", "Rows sent to the quarantine, by data source and path.",
+                           ["data_source", "via"])
+REQUEST_SECONDS = Histogram("cartpulse_http_request_duration_seconds", "Time to answer a request, by route.",
+                            ["route", "method", "status"])
+PIPE_SECONDS = Histogram("cartpulse_pipe_request_duration_seconds", "Time to answer a pipe request, by pipe.",
+                         ["pipe", "status"],
+                         buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+PIPE_STATS_DROPPED = Counter("cartpulse_pipe_stats_dropped_rows",
+                             "pipe_stats rows not written (queue full or database unavailable).")
+
+
+def count_rows(table: str, via: str, stored: int, quarantined: int) -> None:
+    """Count a committed write (called after the commit, so only stored rows count)."""
+    source = table.rpartition(".")[2]
+    if stored:
+        INGESTED_ROWS.labels(source, via).inc(stored)
+    if quarantined:
+        QUARANTINED_ROWS.labels(source, via).inc(quarantined)
+
+
+def init_app(app) -> None:
+    """Time every request; register ``/metrics``."""
+
+    @app.before_request
+    def _start_clock():
+        g.cartpulse_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        started = g.get("cartpulse_started")
+        if started is not None:
+            elapsed = time.perf_counter() - started
+            route = request.url_rule.rule if request.url_rule else "unmatched"
+            REQUEST_SECONDS.labels(route, request.method, str(response.status_code)).observe(elapsed)
+            pipe = g.get("cartpulse_pipe")
+            if pipe is not None:
+                PIPE_SECONDS.labels(pipe, str(response.status_code)).observe(elapsed)
+        return response
+
+    app.register_blueprint(bp)
+
+
+@bp.get("/metrics")
+def metrics():
+    state = current_app.extensions["cartpulse"]
+    expected = state.settings.metrics_token
+    if expected and request.headers.get("Authorization", "") != f"Bearer {expected}":
+        raise ApiError(401, "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'")
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        counted = CollectorRegistry()
+        multiprocess.MultiProcessCollector(counted)
+    else:
+        counted = REGISTRY
+    from_database = CollectorRegistry(auto_describe=False)
+    from_database.register(DatabaseCollector(state.db))
+    body = generate_latest(counted) + generate_latest(from_database)
+    return Response(body, mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+
+# One round trip: each part guarded by to_regclass, so a database without storage or
+# without built models still answers (with the figures that exist).
+_LAG = """
+select
+    (select count(*) from raw.ecommerce_events_pending),
+    (select extract(epoch from now() - min(event_time)) from raw.ecommerce_events_pending)
+"""
+# rollup_state names a rollup "db"."schema"."table"; the label is schema.table.
+_ROLLUPS = ("select coalesce(to_regclass(rollup)::text, rollup), extract(epoch from now() - refreshed_at)"
+            " from cartpulse.rollup_state")
+_LAST_RUN = """
+select status, duration_seconds, extract(epoch from finished_at), freshness,
+       (select extract(epoch from max(finished_at)) from cartpulse.refresh_runs where status = 'success'),
+       (select count(*) from cartpulse.refresh_runs r
+         where r.status = 'failed'
+           and r.finished_at > coalesce((select max(finished_at) from cartpulse.refresh_runs
+                                         where status = 'success'), '-infinity'))
+from cartpulse.refresh_runs where status <> 'skipped' order by finished_at desc limit 1
+"""
+
+
+class DatabaseCollector:
+    """Gauges read from the database at scrape time (see the module docstring)."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def collect(self):
+        up = GaugeMetricFamily("cartpulse_database_up", "1 when the database answered this scrape.")
+        try:
+            families = self._read()
+        except Exception as err:  # a scrape must answer even when the database is away
+            if not database_unavailable(err):
+                log.warning("metrics: reading the database failed: %s", err)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _read(self) -> list:
+        families = []
+        with self.db.psycopg() as conn:
+            present = conn.execute(
+                "select to_regclass('raw.ecommerce_events_pending') is not null,"
+                " to_regclass('cartpulse.rollup_state') is not null,"
+                " to_regclass('cartpulse.refresh_runs') is not null").fetchone()
+            if present[0]:
+                pending, oldest = conn.execute(_LAG).fetchone()
+                families.append(GaugeMetricFamily(
+                    "cartpulse_pending_rows", "Events not yet absorbed by every rollup "
+                    "(raw.ecommerce_events_pending); endpoints aggregate them on the fly.", value=pending))
+                families.append(GaugeMetricFamily(
+                    "cartpulse_pending_oldest_event_age_seconds", "now() minus the smallest event_time among "
+                    "pending events (0 when none; a late event makes it large until the next refresh).",
+                    value=float(oldest or 0)))
+            if present[1]:
+                ages = GaugeMetricFamily("cartpulse_rollup_age_seconds",
+                                         "Seconds since each rollup was last refreshed (rollup_state.refreshed_at).",
+                                         labels=["rollup"])
+                for rollup, age in conn.execute(_ROLLUPS).fetchall():
+                    ages.add_metric([rollup], float(age))
+                families.append(ages)
+            if present[2]:
+                families.extend(self._last_run(conn.execute(_LAST_RUN).fetchone()))
+        return families
+
+    @staticmethod
+    def _last_run(row) -> list:
+        if row is None:
+            return []
+        status, duration, finished, freshness, last_success, failures = row
+        ok = GaugeMetricFamily("cartpulse_refresh_last_success", "1 when the last scheduled refresh succeeded.",
+                               value=1 if status == "success" else 0)
+        families = [
+            ok,
+            GaugeMetricFamily("cartpulse_refresh_last_duration_seconds", "Duration of the last scheduled refresh.",
+                              value=duration),
+            GaugeMetricFamily("cartpulse_refresh_last_run_timestamp_seconds",
+                              "When the last scheduled refresh ended (Unix time).", value=float(finished)),
+            GaugeMetricFamily("cartpulse_refresh_consecutive_failures",
+                              "Failed refreshes since the last successful one.", value=failures),
+        ]
+        if last_success is not None:
+            families.append(GaugeMetricFamily(
+                "cartpulse_refresh_last_success_timestamp_seconds",
+                "When the last successful refresh ended (Unix time).", value=float(last_success)))
+        fresh = GaugeMetricFamily("cartpulse_source_freshness", "1 for the worst `dbt source freshness` status "
+                                  "of the last refresh (pass, warn, error, runtime error).", labels=["status"])
+        if freshness:
+            fresh.add_metric([freshness], 1)
+        families.append(fresh)
+        return families

@@ -1,0 +1,44 @@
+"""Prometheus multiprocess mode for gunicorn, set up before prometheus_client is imported.
+
+Each gunicorn worker is its own process with its own counters; a scrape reaches one
+worker at random. prometheus_client's multiprocess mode makes every worker write its
+values to memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR`` and sums them at scrape
+time, so ``/metrics`` is the same whichever worker answers. The library decides the mode
+when it is first imported, which is why this module must not import it at the top: the
+directory is set in the master, before the workers are forked and build the app.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare() -> Path:
+    """Use ``PROMETHEUS_MULTIPROC_DIR`` (emptied: files of a previous server would be added
+    to this one's counts) or a fresh temporary folder, removed when this process exits."""
+    given = os.environ.get(ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="cartpulse-metrics-"))
+        atexit.register(shutil.rmtree, folder, True)
+        os.environ[ENV] = str(folder)
+    return folder
+
+
+def worker_exited(server, worker) -> None:
+    """gunicorn's child_exit hook: drop the live-gauge files of a dead worker (its counters
+    stay: they are totals)."""
+    if os.environ.get(ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

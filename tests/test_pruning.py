@@ -1,0 +1,111 @@
+"""A date range reads only the chunks (TimescaleDB) or monthly partitions (PostgreSQL) of its edges.
+
+An endpoint answers the whole days of a range from a rollup and its partial days at
+either end from the events table (macros/ranges.sql). Its SQL function is inlined into
+the service's query, so the plan sees the request's values: chunk exclusion, or
+partition pruning, must leave only the chunks/partitions holding those edges. The
+plans are taken exactly as the service runs the query (pipes.endpoint_query, values
+bound, no server-side prepare), and once more as a generic plan of a prepared
+statement, which prunes at executor start-up.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cartpulse.pipes import endpoint_query
+from cartpulse.storage import TIMESCALEDB
+
+import expected
+from support import ndjson, truncate_events
+
+# Neither edge is a whole day, minute or hour: the leading edge lies in 2026-10-02,
+# the trailing edge in 2026-10-04.
+START, END = "2026-10-02 13:17:45", "2026-10-04 08:00:01"
+DAYS = ["2026-08-20", "2026-09-30", "2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04", "2026-10-05",
+        "2026-11-10"]
+CALLS = [("events_by_country", {}), ("top_products", {"country": "France", "limit": 5}),
+         ("total_revenue", {"interval": "1 hour"})]
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def events(app, built, auth):
+    """Events on eight days over four months, some inside each edge."""
+    truncate_events(built.database_url)
+    sent = [{"event_time": f"{day} {hour}", "event_type": kind, "user_id": "u", "product_id": f"p{i % 3}",
+             "category": "toys", "price": 2.5, "quantity": 1 + i % 2, "session_id": "s", "country": country}
+            for day in DAYS
+            for i, (hour, kind, country) in enumerate([("03:00:00", "purchase", "France"),
+                                                      ("13:30:00", "view", "Germany"),
+                                                      ("13:17:59", "purchase", "France"),
+                                                      ("20:00:00", "purchase", "Germany")])]
+    r = app.test_client().post("/v0/events?name=ecommerce_events", data=ndjson(sent), headers=auth)
+    assert r.status_code == 202 and r.get_json()["successful_rows"] == len(sent)
+    return sent
+
+
+def edge_storage(conn, engine) -> tuple[set[str], set[str]]:
+    """(every chunk or partition of the events table, those overlapping an edge)."""
+    if engine == TIMESCALEDB:
+        rows = conn.execute(
+            "select chunk_name, (range_start < %(s_end)s and range_end > %(start)s)"
+            " or (range_start < %(end)s and range_end > %(e_start)s)"
+            " from timescaledb_information.chunks"
+            " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'",
+            {"start": utc(START), "s_end": utc("2026-10-03 00:00:00"),
+             "e_start": utc("2026-10-04 00:00:00"), "end": utc(END)}).fetchall()
+    else:
+        rows = conn.execute(
+            "select c.relname, c.relname = 'ecommerce_events_2026m10' from pg_inherits i"
+            " join pg_class c on c.oid = i.inhrelid where i.inhparent = 'raw.ecommerce_events'::regclass").fetchall()
+    return {name for name, _ in rows}, {name for name, hit in rows if hit}
+
+
+def scanned(plan: dict, storage: set[str]) -> set[str]:
+    """The chunks/partitions of the events table a JSON plan scanned (ran at least once)."""
+    found = set()
+    if plan.get("Relation Name") in storage and plan.get("Actual Loops", 0) > 0:
+        found.add(plan["Relation Name"])
+    for child in plan.get("Plans", []):
+        found |= scanned(child, storage)
+    return found
+
+
+@pytest.mark.parametrize("pipe, params", CALLS, ids=[c[0] for c in CALLS])
+def test_only_the_edges_chunks_are_scanned(app, client, auth, engine, events, pipe, params):
+    """As the service runs it: named arguments, values bound, planned with the values."""
+    endpoint = app.extensions["cartpulse"].catalog.get(pipe)
+    values = {"start_date": utc(START), "end_date": utc(END), **params}
+    with app.extensions["cartpulse"].db.psycopg() as conn:
+        storage, edges = edge_storage(conn, engine)
+        query = endpoint_query(endpoint, values).as_string(conn)
+        plan = conn.execute("explain (analyze, costs off, timing off, format json) " + query,
+                            values).fetchone()[0][0]["Plan"]
+    assert len(edges) == (2 if engine == TIMESCALEDB else 1) and len(storage) >= 4
+    assert scanned(plan, storage) == edges
+    # And the answer is right: the edges were read, not skipped.
+    r = client.get(f"/v0/pipes/{pipe}.json", query_string={"start_date": START, "end_date": END, **params},
+                   headers=auth)
+    want = getattr(expected, pipe)(events, start_date=START, end_date=END, **params)
+    assert want and expected.same(r.get_json()["data"], want)
+
+
+def test_a_generic_plan_prunes_at_start_up(settings, engine, events):
+    """A prepared statement's generic plan (as behind a pooler that prepares) prunes too."""
+    with psycopg.connect(settings.database_url) as conn:
+        storage, edges = edge_storage(conn, engine)
+        conn.execute("set plan_cache_mode = force_generic_plan")
+        conn.execute(sql.SQL("prepare by_country(timestamptz, timestamptz) as select * from"
+                             " {}.events_by_country(start_date => $1, end_date => $2)")
+                     .format(sql.Identifier(settings.dbt_schema)))
+        explain = sql.SQL("explain (analyze, costs off, timing off, format json) execute by_country({}, {})")
+        plan = conn.execute(explain.format(sql.Literal(utc(START)), sql.Literal(utc(END)))).fetchone()[0][0]["Plan"]
+    assert scanned(plan, storage) == edges
