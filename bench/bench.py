@@ -482,6 +482,9 @@ def main() -> int:
                          + (f"{dk:.1f} ms | {ep / dk:.2f}× |" if dk else "— | — |"))
     text = "\n".join(lines) + "\n"
     print("\n" + text)
+    loadtest = HERE / "loadtest.md"
+    if loadtest.exists():  # `make loadtest` writes its own table; results.md carries both
+        text += "\n" + loadtest.read_text()
     out = Path(os.environ.get("BENCH_OUT", HERE / "results.md"))
     out.write_text(text)
     print(f"written to {out}")

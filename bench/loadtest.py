@@ -133,7 +133,7 @@ def main() -> int:
         embedded = EmbeddedPostgres(work / "pgdata")
         embedded.start()
         url = embedded.url
-    server = None
+    server = scheduler = None
     try:
         admin = "loadtest-admin-" + secrets.token_hex(8)
         settings = Settings.from_env(database_url=url, state_dir=work / "state", target_dir=work / "target",
@@ -151,6 +151,10 @@ def main() -> int:
         log = open(work / "serve.log", "w")
         server = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
+        # As under `cartpulse run`: the scheduler absorbs pending events while the load runs.
+        scheduler = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "scheduler"],
+                                     env={**env, "REFRESH_SECONDS": os.environ.get("REFRESH_SECONDS", "10")},
+                                     stdout=log, stderr=subprocess.STDOUT)
         admin_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for _ in range(300):  # until /readyz says 200
             try:
@@ -184,9 +188,10 @@ def main() -> int:
         with psycopg.connect(url) as conn:
             stored = conn.execute("select count(*) from raw.ecommerce_events").fetchone()[0] - stored_before
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=60)
+        for proc in (server, scheduler):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=60)
         if embedded is not None:
             embedded.stop("fast")
         shutil.rmtree(work, ignore_errors=True)

@@ -70,6 +70,7 @@ select * from (
       drop table if exists {{ target }};
       alter table {{ build }} rename to {{ this.identifier }};
       alter index {{ this.schema }}.{{ this.identifier }}__grain_new rename to {{ this.identifier }}__grain;
+      analyze {{ target }};
       insert into cartpulse.rollup_state (rollup, absorbed, refreshed_at, rebuilt_at)
       values ({{ dbt.string_literal(key) }}, pg_current_snapshot(), now(), now())
       on conflict (rollup) do update

@@ -6,6 +6,11 @@
 -- quarter-hours (or minutes) at the ends of the range come from the events table.
 {%- set start, end, country = param('start_date'), param('end_date'), param('country') %}
 {%- set by_minute = '(' ~ param('interval') ~ " = '1 minute')" %}
+{#- The declared intervals as interval constants: a text-to-interval cast is not folded
+    by the planner and would be parsed again for every row. -#}
+{%- set width %}(case {{ param('interval') }} when '1 minute' then interval '1 minute'
+    when '15 minutes' then interval '15 minutes' when '1 hour' then interval '1 hour'
+    when '1 day' then interval '1 day' else {{ param('interval') }}::interval end){% endset %}
 
 with revenue as (
     select bin, revenue
@@ -50,7 +55,7 @@ with revenue as (
 
 final as (
     select
-        {{ time_bin(param('interval'), 'bin') }} as time_bin,
+        {{ time_bin(width, 'bin') }} as time_bin,
         sum(revenue)::double precision as total_revenue
     from revenue
     group by 1

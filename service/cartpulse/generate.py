@@ -35,8 +35,11 @@ class EventGenerator:
         # Zipf-like popularity: product k is picked with weight 1/k (cumulative, so that
         # each pick is a bisection, not a pass over every product).
         self.cum_weights = list(itertools.accumulate(1.0 / (k + 1) for k in range(products)))
-        self.category = {p: self.rng.choice(CATEGORIES) for p in self.products}
-        self.price = {p: round(self.rng.uniform(2, 500), 2) for p in self.products}
+        # A product's category and price follow from the product alone, so that every
+        # generator (whatever its seed) describes the same catalogue.
+        catalogue = [random.Random(k) for k in range(1, products + 1)]
+        self.category = {p: r.choice(CATEGORIES) for p, r in zip(self.products, catalogue)}
+        self.price = {p: round(r.uniform(2, 500), 2) for p, r in zip(self.products, catalogue)}
         self.country_cum = list(itertools.accumulate(1.0 / (k + 1) ** 0.7 for k in range(len(COUNTRIES))))
         self.event_cum = list(itertools.accumulate(EVENT_WEIGHTS))
         self._days: dict[int, str] = {}

@@ -15,6 +15,7 @@ import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 from psycopg import sql
+from psycopg.adapt import Loader
 
 from .auth import allows, request_caller, request_scopes, require_scope
 from .errors import ApiError
@@ -63,6 +64,16 @@ class ReadCounters:
         return sum(n for n, _ in pairs), int(sum(n * w for n, w in pairs))
 
 
+class UtcDateTimeText(Loader):
+    """timestamptz straight to Tinybird's ``YYYY-MM-DD HH:MM:SS``: the service's sessions
+    run in UTC, so PostgreSQL's text already is that, followed by ``+00``; building
+    datetime objects only to format them again costs more than the query for large
+    answers (a month of 15-minute buckets)."""
+
+    def load(self, data) -> str:
+        return bytes(data[:19]).decode()
+
+
 def _state():
     return current_app.extensions["cartpulse"]
 
@@ -84,9 +95,11 @@ def run_endpoint(endpoint, values: dict) -> tuple[list[dict], list[tuple], dict]
     state = _state()
     with state.db.psycopg() as conn:
         oids, widths = state.read_counters.tables(conn, (state.settings.raw_schema, endpoint.schema))
+        cur = conn.cursor()
+        cur.adapters.register_loader("timestamptz", UtcDateTimeText)
         with conn.pipeline():
             before = conn.execute(ReadCounters.READ, [oids])
-            cur = conn.execute(endpoint_query(endpoint, values), values)
+            cur.execute(endpoint_query(endpoint, values), values)
             after = conn.execute(ReadCounters.READ, [oids])
         meta = [{"name": d.name, "type": type_name(d.type_code)} for d in cur.description]
         rows = cur.fetchall()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
+import orjson
 from flask import Response
 
 #: PostgreSQL type OID → the type name Tinybird reports in ``meta``.
@@ -41,18 +41,28 @@ def plain(value):
     return value
 
 
+def _records(names: list[str], rows: list[tuple]) -> list[dict]:
+    """Rows as dicts, converting only the columns that hold values JSON cannot write
+    as they are (datetimes, decimals): most endpoint columns pass through untouched."""
+    convert = [i for i in range(len(names))
+               if any(v is not None and not isinstance(v, (str, int, float)) for v in (r[i] for r in rows[:50]))]
+    if not convert:
+        return [dict(zip(names, row)) for row in rows]
+    return [dict(zip(names, map(plain, row))) for row in rows]
+
+
 def render(fmt: str, meta: list[dict], rows: list[tuple], statistics: dict) -> Response:
     names = [m["name"] for m in meta]
-    records = [dict(zip(names, map(plain, row))) for row in rows]
+    records = _records(names, rows)
     if fmt == "json":
-        body = json.dumps({"meta": meta, "data": records, "rows": len(records), "statistics": statistics},
-                          ensure_ascii=False)
+        body = orjson.dumps({"meta": meta, "data": records, "rows": len(records), "statistics": statistics},
+                            default=plain)
         return Response(body, mimetype="application/json")
     if fmt == "ndjson":
-        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        body = b"".join(orjson.dumps(r, default=plain) + b"\n" for r in records)
         return Response(body, mimetype="application/x-ndjson")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(names)
-    writer.writerows([[r[n] for n in names] for r in records])
+    writer.writerows([[plain(r[n]) for n in names] for r in records])
     return Response(out.getvalue(), mimetype="text/csv")
