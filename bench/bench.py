@@ -279,15 +279,13 @@ def main() -> int:
         # -- ingest over HTTP ----------------------------------------------------
         total_bytes = sum(f.with_suffix(".ndjson").stat().st_size for f in files)
         work = [body for f in files for body in batches(f.with_suffix(".ndjson"), BATCH)]
-        clients = [Client(port, token) for _ in range(CLIENTS)]
-        acked = 0
+        # Each thread owns one connection and every CLIENTS-th batch.
+        shares = [(Client(port, token), work[c::CLIENTS]) for c in range(CLIENTS)]
         t = time.perf_counter()
         with ThreadPoolExecutor(CLIENTS) as pool:
-            # Each thread owns one connection: chunk the batches by client.
-            def run_client(c):
-                return sum(clients[c].post(work[i])["successful_rows"] for i in range(c, len(work), CLIENTS))
-            acked = sum(pool.map(run_client, range(CLIENTS)))
+            acked = sum(pool.map(lambda share: sum(share[0].post(b)["successful_rows"] for b in share[1]), shares))
         ingest_s = time.perf_counter() - t
+        del shares
         del work
         assert acked == EVENTS, (acked, EVENTS)
         ingest_rate = EVENTS / ingest_s

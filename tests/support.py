@@ -15,6 +15,11 @@ from pathlib import Path
 import psycopg
 
 
+#: One valid purchase, for tests that need an event and do not care which.
+EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
+         "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
+POST = "/v0/events?name=ecommerce_events"
+
 def truncate_events(url: str) -> None:
     """Empty the events, the pending rows, the quarantine and every rollup, consistently:
     with everything empty, each rollup has absorbed "everything so far"."""

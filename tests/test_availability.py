@@ -10,11 +10,8 @@ import pytest
 
 from cartpulse.app import create_app
 
-from support import ApiServer, free_port, ndjson, truncate_events
+from support import ApiServer, EVENT, POST, free_port, ndjson, truncate_events
 
-EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
-         "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
-POST = "/v0/events?name=ecommerce_events"
 
 
 def test_unreachable_database_is_503_json_with_retry_after(built, admin_token):

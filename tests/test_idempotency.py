@@ -10,11 +10,8 @@ import pytest
 
 from cartpulse import idempotency
 
-from support import count, ndjson, truncate_events
+from support import EVENT, POST, count, ndjson, truncate_events
 
-EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
-         "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
-POST = "/v0/events?name=ecommerce_events"
 BODY = ndjson([EVENT, {**EVENT, "quantity": -1}, EVENT])  # 2 stored, 1 quarantined
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from support import truncate_events
+from support import EVENT, truncate_events
 
-EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
-         "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
 
 
 @pytest.mark.parametrize("pipe, params, name, words", [

@@ -12,10 +12,8 @@ import pytest
 
 from cartpulse.app import create_app
 
-from support import ApiServer, count, ndjson, truncate_events
+from support import ApiServer, EVENT, count, ndjson, truncate_events
 
-EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
-         "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
 
 
 @pytest.fixture
