@@ -6,8 +6,10 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -141,3 +143,74 @@ class ApiServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class RoundRobinProxy:
+    """Stands in for the load balancer (nginx, HAProxy) operators put in front of several
+    `cartpulse serve` processes: a TCP proxy on 127.0.0.1 that hands each client connection
+    to the next backend port in turn and pipes bytes both ways until both sides are done.
+    ``connections[i]`` counts the connections backend i got. Http opens a connection per
+    request (urllib sends ``Connection: close``), so its requests alternate backends."""
+
+    def __init__(self, backend_ports, token: str):
+        self.backends, self.connections = list(backend_ports), [0] * len(backend_ports)
+        self._lock, self._live, self._turn, self._stopping = threading.Lock(), set(), 0, False
+        forward = self._forward
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                forward(self.request)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True  # and block_on_close: stop() joins them
+        self.port = self._server.server_address[1]
+        self.http = Http(f"http://127.0.0.1:{self.port}", token)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _forward(self, client: socket.socket) -> None:
+        with self._lock:
+            index, self._turn = self._turn % len(self.backends), self._turn + 1
+            self.connections[index] += 1
+        with socket.create_connection(("127.0.0.1", self.backends[index])) as backend:
+            with self._lock:
+                if self._stopping:
+                    return
+                self._live |= {client, backend}
+            back = threading.Thread(target=_pipe, args=(backend, client), daemon=True)
+            back.start()
+            _pipe(client, backend)
+            back.join()
+            with self._lock:
+                self._live -= {client, backend}
+
+    def stop(self) -> None:
+        """Stop accepting, cut the connections still open, wait for every thread."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        with self._lock:
+            self._stopping = True
+            for sock in self._live:
+                _shutdown(sock, socket.SHUT_RDWR)
+        self._server.server_close()
+
+
+def _shutdown(sock: socket.socket, how: int) -> None:
+    try:
+        sock.shutdown(how)
+    except OSError:  # already closed or reset
+        pass
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copy src to dst until src ends, then pass the half-close on; a reset ends both ways."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+        _shutdown(dst, socket.SHUT_WR)
+    except OSError:
+        _shutdown(src, socket.SHUT_RDWR)
+        _shutdown(dst, socket.SHUT_RDWR)

@@ -57,8 +57,11 @@ def test_every_declared_pipe_and_parameter_is_described(spec, endpoints):
             path = f"/v0/pipes/{endpoint.name}.{fmt}"
             assert path in spec["paths"], f"{path} is not in the document"
             operation = spec["paths"][path]["get"]
-            described = {p["name"]: p for p in operation["parameters"]}
+            described = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
             assert set(described) == {p.name for p in endpoint.params}, path
+            headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+            assert headers == ["CartPulse-LSN"], path  # read-your-writes (replicas.py)
+            assert set(operation["responses"]["200"]["headers"]) == {"CartPulse-Read-From", "CartPulse-Max-Staleness"}
             for param in endpoint.params:
                 got = described[param.name]
                 assert got["in"] == "query" and got["description"]

@@ -23,6 +23,7 @@ from .db import Database
 from .idempotency import Purger
 from .ingest import PartitionCache
 from .pipes import ReadCounters
+from .replicas import ReadRouter
 
 
 @dataclass
@@ -35,6 +36,7 @@ class State:
     catalog: Catalog
     partitions: PartitionCache
     purger: Purger
+    reads: ReadRouter
     read_counters: ReadCounters = field(default_factory=ReadCounters)
 
 
@@ -54,6 +56,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         catalog=Catalog(settings.target_dir / "manifest.json"),
         partitions=PartitionCache(),
         purger=Purger(),
+        reads=ReadRouter(db, settings.read_database_urls, max_lag=settings.replica_max_lag_seconds,
+                         check_seconds=settings.replica_check_seconds, wait_seconds=settings.replica_wait_ms / 1000,
+                         statement_timeout_ms=settings.statement_timeout_ms,
+                         pool_size=max(2, settings.threads + 1)),
     )
     errors.init_app(app)
     app.after_request(add_rate_limit_headers)

@@ -47,6 +47,7 @@ from . import ingest, metrics
 from .auth import require_scope
 from .errors import ApiError
 from .events import COLUMNS, Batch, add_record, parse_body
+from .replicas import LSN_HEADER, commit_position
 
 bp = Blueprint("bulk", __name__)
 
@@ -71,6 +72,7 @@ class Summary:
     import_id: str = ""
     format: str = ""
     elapsed: float = 0.0
+    position: str = ""  # the WAL position covering the commit (replicas.py)
 
     def answer(self, name: str, mode: str) -> dict:
         return {"successful_rows": self.successful_rows, "quarantined_rows": self.quarantined_rows,
@@ -269,6 +271,7 @@ def import_stream(db, partitions, table: str, fmt: str, stream: BinaryIO,
         if decoded == 0:
             line, why = first_bad or (1, "no row could be read")
             raise BadImport(400, f"line {line}: {why}; nothing was stored", line=line)
+        summary.position = commit_position(conn)
     metrics.count_rows(table, "import", summary.successful_rows, summary.quarantined_rows)
     summary.elapsed = time.perf_counter() - started
     return summary
@@ -306,4 +309,6 @@ def post_datasource():
         raise ApiError(400, "Parquet compresses itself: send it without gzip")
     stream = open_stream(raw, gzipped, state.settings.max_import_bytes)
     summary = import_stream(state.db, state.partitions, ingest.DATA_SOURCES[name], fmt, stream)
-    return jsonify(summary.answer(name, mode))
+    response = jsonify(summary.answer(name, mode))
+    response.headers[LSN_HEADER] = summary.position  # read-your-writes (replicas.py)
+    return response

@@ -8,11 +8,22 @@ each one in a single table. Tests pass overrides to ``create_app`` instead.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 #: The repository root: dbt project, profiles and the local state folder live here.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def split_urls(raw: str | None) -> tuple[str, ...]:
+    """``READ_DATABASE_URLS``: URLs separated by commas. A comma inside one URL (libpq's
+    multi-host ``postgresql://h1,h2/db``) does not split it: only a comma followed by a new
+    ``postgres(ql)://`` does (or, for ``key=value`` conninfo strings, every comma)."""
+    if not raw or not raw.strip():
+        return ()
+    pattern = r",\s*(?=postgres(?:ql)?://)" if "://" in raw else r","
+    return tuple(part.strip() for part in re.split(pattern, raw.strip()) if part.strip())
 
 
 def _env_int(name: str, default: int) -> int:
@@ -25,6 +36,15 @@ class Settings:
     """What a running CartPulse needs to know; defaults suit ``make run`` on a laptop."""
 
     database_url: str | None = None
+    #: Streaming replicas that endpoint reads may use (replicas.py); ingest, refresh and
+    #: everything else use ``database_url``.
+    read_database_urls: tuple[str, ...] = ()
+    #: A replica more than this many seconds behind the primary leaves the rotation.
+    replica_max_lag_seconds: float = 5.0
+    #: Seconds between two checks of the replicas' positions (each process).
+    replica_check_seconds: float = 1.0
+    #: How long a read carrying a ``CartPulse-LSN`` waits for a replica before the primary.
+    replica_wait_ms: int = 100
     project_dir: Path = PROJECT_DIR
     state_dir: Path = PROJECT_DIR / ".cartpulse"
     target_dir: Path = PROJECT_DIR / "target"
@@ -61,6 +81,10 @@ class Settings:
         project_dir = Path(os.environ.get("CARTPULSE_PROJECT_DIR") or PROJECT_DIR)
         base = cls(
             database_url=os.environ.get("DATABASE_URL") or None,
+            read_database_urls=split_urls(os.environ.get("READ_DATABASE_URLS")),
+            replica_max_lag_seconds=float(os.environ.get("REPLICA_MAX_LAG_SECONDS") or 5),
+            replica_check_seconds=float(os.environ.get("REPLICA_CHECK_SECONDS") or 1),
+            replica_wait_ms=_env_int("REPLICA_WAIT_MS", 100),
             project_dir=project_dir,
             state_dir=Path(os.environ.get("CARTPULSE_STATE_DIR") or project_dir / ".cartpulse"),
             target_dir=Path(os.environ.get("DBT_TARGET_PATH") or project_dir / "target"),

@@ -62,8 +62,11 @@ def wait_until_reachable(url: str, stop: threading.Event | None = None) -> float
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 8, statement_timeout_ms: int = 30_000):
+    def __init__(self, url: str, *, pool_size: int = 8, statement_timeout_ms: int = 30_000,
+                 connect_timeout: int = 5, options: str = ""):
         self.url = url
+        self.options = options
+        self.connect_timeout = connect_timeout
         self.pool_size = pool_size
         self.statement_timeout_ms = statement_timeout_ms
         self._engine: Engine | None = None
@@ -93,8 +96,8 @@ class Database:
             # No parallel workers: endpoint queries read small tables, and the per-query
             # read counters (pipes.ReadCounters) only see this backend's own reads.
             options=(f"-c TimeZone=UTC -c statement_timeout={self.statement_timeout_ms}"
-                     " -c max_parallel_workers_per_gather=0"),
-            connect_timeout=5,
+                     f" -c max_parallel_workers_per_gather=0 {self.options}").strip(),
+            connect_timeout=self.connect_timeout,
             application_name="cartpulse",
         )
         # Never server-side prepared statements: each endpoint query is planned with its

@@ -104,6 +104,25 @@ class EmbeddedPostgres:
             with open(self.datadir / "postgresql.conf", "a") as conf:
                 conf.write("\ninclude_if_exists = 'cartpulse.conf'\n")
 
+    def follow(self, primary: "EmbeddedPostgres") -> None:
+        """Make this (new) data folder a streaming replica of ``primary``: PostgreSQL's own
+        ``pg_basebackup -R`` (a copy of the whole server plus ``standby.signal`` and the
+        primary's address), with the same binaries. ``start()`` then runs it as a hot
+        standby, on its own socket folder."""
+        if self.initialized():
+            return
+        self.datadir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_as:
+            self._prepare_root()
+        log.info("copying %s into %s (pg_basebackup)", primary.datadir, self.datadir)
+        self._run("pg_basebackup", "-D", str(self.datadir), "-h", str(primary.socket_dir), "-U", "postgres",
+                  "-X", "stream", "-R", "-c", "fast", timeout=3600)
+        # The primary's socket lock file comes along when its socket lives in its data
+        # folder; left there it would stop this server from starting.
+        for lock in self.datadir.glob(".s.PGSQL.*.lock"):
+            lock.unlink()
+
     def _write_settings(self) -> None:
         """Our settings live in their own file, rewritten at each start (no shell quoting)."""
         lines = [f"unix_socket_directories = '{self.socket_dir}'"]

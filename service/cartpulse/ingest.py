@@ -25,6 +25,7 @@ from . import idempotency, metrics
 from .auth import request_caller, require_scope
 from .errors import ApiError
 from .events import COLUMNS, Batch, parse_body
+from .replicas import LSN_HEADER, commit_position, current_position
 
 bp = Blueprint("ingest", __name__)
 
@@ -80,8 +81,8 @@ class PartitionCache:
 
 
 def write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import_id: str,
-                key: idempotency.Claim | None = None, answer: tuple[int, dict] | None = None) -> None:
-    """Write the batch; retry the transaction when PostgreSQL aborted it for a deadlock
+                key: idempotency.Claim | None = None, answer: tuple[int, dict] | None = None) -> str:
+    """Write the batch and return the WAL position covering its commit; retry the transaction when PostgreSQL aborted it for a deadlock
     (nothing of an aborted transaction is stored, so a retry cannot duplicate).
 
     With ``key``, the key and ``answer`` (status, body) are recorded in the same transaction;
@@ -103,7 +104,7 @@ def write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import
 
 
 def _write_batch(db, partitions: PartitionCache, table: str, batch: Batch, import_id: str,
-                 key: idempotency.Claim | None, answer: tuple[int, dict] | None) -> None:
+                 key: idempotency.Claim | None, answer: tuple[int, dict] | None) -> str:
     """COPY the batch's valid rows (to the table and its pending twin) and its quarantined
     rows, in one transaction: all of a request becomes visible at once, or none of it."""
     partitions.ensure(db, batch.rows)
@@ -112,7 +113,9 @@ def _write_batch(db, partitions: PartitionCache, table: str, batch: Batch, impor
             # First, so that a concurrent twin waits here, before either writes a row.
             idempotency.claim(conn, key, *answer)
         copy_batch(cur, table, batch, import_id)
+        position = commit_position(conn)
     metrics.count_rows(table, "events", len(batch.rows), len(batch.quarantined))
+    return position
 
 
 def copy_batch(cur, table: str, batch: Batch, import_id: str) -> None:
@@ -169,19 +172,23 @@ def post_events():
     answer = {"successful_rows": len(batch.rows), "quarantined_rows": len(batch.quarantined),
               "import_id": import_id}
     try:
-        write_batch(state.db, state.partitions, DATA_SOURCES[name], batch, import_id, claim, (status, answer))
+        position = write_batch(state.db, state.partitions, DATA_SOURCES[name], batch, import_id, claim,
+                               (status, answer))
     except idempotency.AlreadyStored as twin:  # a concurrent retry committed first
         return _replayed(twin.replay)
     if claim is not None:
         state.purger.maybe_purge(state.db, settings.idempotency_ttl_seconds)
     response = jsonify(answer)
     response.status_code = status
+    response.headers[LSN_HEADER] = position  # read-your-writes through replicas (replicas.py)
     return response
 
 
 def _replayed(replay: idempotency.Replay):
-    """The first answer given for this key, marked as a replay."""
+    """The first answer given for this key, marked as a replay. Its position is the
+    primary's current one: the first request's commit is at or before it."""
     response = jsonify(replay.response)
     response.status_code = replay.status
     response.headers["Idempotent-Replayed"] = "true"
+    response.headers[LSN_HEADER] = current_position(current_app.extensions["cartpulse"].db)
     return response

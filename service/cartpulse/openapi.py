@@ -111,7 +111,25 @@ def _error_responses(*statuses: str) -> dict:
     return {status: {"$ref": f"#/components/responses/E{status}"} for status in statuses}
 
 
-def _tabular(name: str, title: str, parameters: list[dict], summary: str, description: str, tag: str) -> dict:
+#: Read-your-writes through replicas (replicas.py): given by every ingest, taken by every pipe.
+POSITION = {"CartPulse-LSN": {
+    "description": "The WAL position covering this commit. Send it back in the `CartPulse-LSN` header of a"
+                   " pipe request to be answered from a server that has it (read-your-writes through replicas).",
+    "schema": {"type": "string", "examples": ["0/1A2B3C8"]}}}
+POSITION_PARAMETER = {
+    "name": "CartPulse-LSN", "in": "header", "required": False,
+    "description": "A position an ingest answer gave: the answer then includes that write (read from a replica"
+                   " that has replayed it, else from the primary). Without it, a replica answer may be up to"
+                   " `REPLICA_MAX_LAG_SECONDS` behind; `statistics.max_staleness` says how far at most.",
+    "schema": {"type": "string", "examples": ["0/1A2B3C8"]}}
+READ_FROM = {
+    "CartPulse-Read-From": {"description": "`primary` or `replica-<n>`: who answered.", "schema": {"type": "string"}},
+    "CartPulse-Max-Staleness": {"description": "Seconds the answer may be behind the primary, at most (0 there).",
+                                "schema": {"type": "number"}}}
+
+
+def _tabular(name: str, title: str, parameters: list[dict], summary: str, description: str, tag: str,
+             headers: dict | None = None) -> dict:
     """Paths ``<name>.json|.csv|.ndjson`` answering rows of the schema ``title`` as Tinybird does."""
     ref = {"$ref": f"#/components/schemas/{title}"}
     paths = {}
@@ -127,7 +145,8 @@ def _tabular(name: str, title: str, parameters: list[dict], summary: str, descri
             "operationId": f"{name.strip('/').replace('/', '_').replace('v0_', '')}_{fmt}",
             "tags": [tag], "summary": f"{summary} ({fmt.upper()})", "description": description,
             "parameters": parameters,
-            "responses": {"200": {"description": "The rows.", "content": {MEDIA_TYPES[fmt]: content}},
+            "responses": {"200": {"description": "The rows.", "content": {MEDIA_TYPES[fmt]: content},
+                                  **({"headers": headers} if headers else {})},
                           **_error_responses("400", "401", "403", "404", "429", "503")}}}
     return paths
 
@@ -142,11 +161,11 @@ def pipe_paths(endpoints) -> tuple[dict, dict]:
             "properties": {c.name: column_schema(c.data_type, c.description) for c in endpoint.columns},
             "required": [c.name for c in endpoint.columns]}
         paths.update(_tabular(
-            f"/v0/pipes/{endpoint.name}", title, [query_parameter(p) for p in endpoint.params],
+            f"/v0/pipes/{endpoint.name}", title, [query_parameter(p) for p in endpoint.params] + [POSITION_PARAMETER],
             f"Read the pipe {endpoint.name}",
             (endpoint.description.strip() + "\n\n" if endpoint.description else "")
             + f"Needs a token with `PIPES:READ:{endpoint.name}` (or `ADMIN`).",
-            "pipes"))
+            "pipes", READ_FROM))
     return paths, schemas
 
 
@@ -178,6 +197,7 @@ def event_schema() -> dict:
 
 def events_path() -> dict:
     answer = {"description": "Committed: the rows are durable and in every endpoint's next answer.",
+              "headers": POSITION,
               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IngestAnswer"}}}}
     return {"/v0/events": {"post": {
         "operationId": "post_events", "tags": ["events"], "summary": "Append events",
@@ -233,7 +253,7 @@ def import_path() -> dict:
             "application/x-ndjson": {"schema": {"type": "string"}},
             "application/vnd.apache.parquet": {"schema": {"type": "string", "contentMediaType": "application/vnd.apache.parquet"}}}},
         "responses": {"200": {"description": "Committed: every row of the file is stored or quarantined.",
-                              "content": {"application/json": {"schema": {"allOf": [
+                              "headers": POSITION, "content": {"application/json": {"schema": {"allOf": [
                                   {"$ref": "#/components/schemas/IngestAnswer"},
                                   {"type": "object", "properties": {
                                       "datasource": {"type": "string"}, "mode": {"type": "string"},
@@ -375,7 +395,10 @@ def components(row_schemas: dict) -> dict:
                 "rows": {"type": "integer", "minimum": 0},
                 "statistics": {"type": "object", "properties": {
                     "elapsed": {"type": "number", "description": "Seconds."},
-                    "rows_read": {"type": "integer"}, "bytes_read": {"type": "integer"}}}}},
+                    "rows_read": {"type": "integer"}, "bytes_read": {"type": "integer"},
+                    "source": {"type": "string", "description": "`primary` or `replica-<n>` (READ_DATABASE_URLS)."},
+                    "max_staleness": {"type": "number",
+                                      "description": "Seconds this answer may be behind the primary, at most."}}}}},
             "PipeListing": {"type": "object", "properties": {
                 "name": {"type": "string"}, "description": {"type": "string"},
                 "columns": {"type": "array", "items": {"type": "object"}},

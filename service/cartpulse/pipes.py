@@ -11,6 +11,7 @@ tables.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -21,8 +22,12 @@ from .auth import allows, request_caller, request_scopes, require_scope
 from .errors import ApiError
 from .params import parse_request
 from .render import FORMATS, render, type_name
+from .replicas import LSN_HEADER, first_line, parse_lsn
 
 bp = Blueprint("pipes", __name__)
+log = logging.getLogger(__name__)
+#: A replica's replay position, read in the query's pipeline (replicas.py).
+REPLAY_POSITION = "select pg_last_wal_replay_lsn()::text"
 
 class ReadCounters:
     """Rows read by one query, from PostgreSQL's per-backend table counters.
@@ -87,26 +92,50 @@ def endpoint_query(endpoint, values: dict) -> sql.Composed:
         sql.Identifier(endpoint.schema), sql.Identifier(endpoint.relation), args)
 
 
-def run_endpoint(endpoint, values: dict) -> tuple[list[dict], list[tuple], dict]:
+def run_endpoint(endpoint, values: dict, min_lsn: int | None = None) -> tuple[list[dict], list[tuple], dict]:
     """Query one endpoint with validated parameter values; return (meta, rows, statistics).
 
-    The counter readings and the query travel in one pipeline: one round trip."""
+    Tried on each target the read router gives (replicas in rotation, then the primary;
+    ``replicas.py``) until one answers. The counter readings, the query and, on a replica,
+    its replay position travel in one pipeline: one round trip."""
     started = time.perf_counter()
     state = _state()
-    with state.db.psycopg() as conn:
+    for target in state.reads.targets(min_lsn):
+        try:
+            meta, rows, counts, replay = _query(state, target, endpoint, values)
+        except Exception as err:
+            if target.replica is None:
+                raise
+            state.reads.taken_out(target, err)
+            log.warning("%s failed a query (%s); trying the next target", target.name, first_line(err))
+            continue
+        staleness = 0.0
+        if target.replica is not None:
+            staleness = state.reads.answered(target.replica, replay, min_lsn)
+            if staleness is None:
+                continue  # not usable after all: behind the token, past the bound, or promoted
+        statistics = {"elapsed": round(time.perf_counter() - started, 6),
+                      "rows_read": counts[0], "bytes_read": counts[1],
+                      "source": target.name, "max_staleness": round(staleness, 3)}
+        return meta, rows, statistics
+    raise AssertionError("the primary is always the last target")  # pragma: no cover
+
+
+def _query(state, target, endpoint, values: dict):
+    with target.db.psycopg() as conn:
         oids, widths = state.read_counters.tables(conn, (state.settings.raw_schema, endpoint.schema))
         cur = conn.cursor()
         cur.adapters.register_loader("timestamptz", UtcDateTimeText)
         with conn.pipeline():
+            position = conn.execute(REPLAY_POSITION) if target.replica is not None else None
             before = conn.execute(ReadCounters.READ, [oids])
             cur.execute(endpoint_query(endpoint, values), values)
             after = conn.execute(ReadCounters.READ, [oids])
         meta = [{"name": d.name, "type": type_name(d.type_code)} for d in cur.description]
         rows = cur.fetchall()
-        rows_read, bytes_read = ReadCounters.difference(before.fetchone()[0], after.fetchone()[0], widths)
-    statistics = {"elapsed": round(time.perf_counter() - started, 6),
-                  "rows_read": rows_read, "bytes_read": bytes_read}
-    return meta, rows, statistics
+        counts = ReadCounters.difference(before.fetchone()[0], after.fetchone()[0], widths)
+        replay = position.fetchone()[0] if position is not None else None
+    return meta, rows, counts, replay
 
 
 @bp.get("/v0/pipes/<string:filename>")
@@ -130,9 +159,13 @@ def get_pipe(filename: str):
         if unknown:
             raise ApiError(403, f"this token fixes {', '.join(unknown)}, which pipe '{name}' does not take")
     values = parse_request(endpoint.params, request.args, fixed=fixed)
-    meta, rows, statistics = run_endpoint(endpoint, values)
+    position = request.headers.get(LSN_HEADER)
+    meta, rows, statistics = run_endpoint(endpoint, values, parse_lsn(position) if position else None)
     g.cartpulse_pipe_result = (len(rows), statistics)
-    return render(fmt, meta, rows, statistics)
+    response = render(fmt, meta, rows, statistics)
+    response.headers["CartPulse-Read-From"] = statistics["source"]
+    response.headers["CartPulse-Max-Staleness"] = f"{statistics['max_staleness']:.3f}"
+    return response
 
 
 @bp.get("/v0/pipes")

