@@ -6,13 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test serve bench faults loadtest clean help browser vendor screenshot docs
+.PHONY: run test serve bench bench-capacity faults loadtest clean help browser vendor screenshot docs
 
 help:
 	@echo "make run    - install, start the embedded PostgreSQL, build the models, serve on 127.0.0.1:\$$PORT (8000)"
 	@echo "make test   - install, then every test (pytest, including dbt build on a throwaway database)"
 	@echo "make serve  - the production server only (needs a running database)"
 	@echo "make bench  - the benchmark at EVENTS events (default 10,000,000); writes bench/results.md"
+	@echo "make bench-capacity - only the capacity figures (CPU per event/read, bytes per event, replica reads)"
 	@echo "make faults - the fault tests alone (kill the API, crash PostgreSQL during ingest)"
 	@echo "make loadtest - 16 clients for 60 s against cartpulse serve; writes bench/loadtest.md"
 	@echo "make docs  - generate the dbt docs site and serve it on 127.0.0.1:\$$DOCS_PORT (8080)"
@@ -44,6 +45,12 @@ test: $(STAMP) browser
 bench: $(STAMP)
 	$(BIN)/pip install --quiet 'duckdb>=1.1'
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/capacity.py
+
+# The capacity figures alone (docs/scaling.md): CPU per event and per read, bytes per
+# event, reads through a streaming replica. DATABASE_URL=<TimescaleDB> adds compression.
+bench-capacity: $(STAMP)
+	$(BIN)/python bench/capacity.py
 
 faults: $(STAMP)
 	$(BIN)/pytest -m faults

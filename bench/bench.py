@@ -224,6 +224,28 @@ def dbt_timed(settings: Settings, url: str, *args) -> tuple[float, float]:
     return wall, sum(r["execution_time"] for r in results["results"])
 
 
+def prepare(work: Path) -> tuple[EmbeddedPostgres | None, str, str, Settings, str]:
+    """A database with storage, an admin token and the models built: DATABASE_URL when set,
+    else a new embedded server under ``work``. Returns (server or None, url, token,
+    settings, engine)."""
+    from cartpulse.auth import ensure_admin_token
+
+    server = None
+    if os.environ.get("DATABASE_URL"):
+        url = os.environ["DATABASE_URL"]
+    else:
+        shutil.rmtree(work / "pgdata", ignore_errors=True)
+        server = EmbeddedPostgres(work / "pgdata")
+        url = server.start()
+    token = "bench-" + secrets.token_hex(12)
+    settings = Settings.from_env(database_url=url, state_dir=work / "state", target_dir=work / "target",
+                                 admin_token=token)
+    engine = create_storage(url)
+    ensure_admin_token(url, settings.state_dir, token)
+    run_dbt(settings, url, "run", "--quiet", capture=True)
+    return server, url, token, settings, engine
+
+
 def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     report: list[tuple[str, str]] = []
@@ -234,21 +256,7 @@ def main() -> int:
     files = make_data(EVENTS)
     print(f"data ready in {time.perf_counter() - t:.0f}s", flush=True)
 
-    server = None
-    if os.environ.get("DATABASE_URL"):
-        url = os.environ["DATABASE_URL"]
-    else:
-        shutil.rmtree(WORK / "pgdata", ignore_errors=True)
-        server = EmbeddedPostgres(WORK / "pgdata")
-        url = server.start()
-    token = "bench-" + secrets.token_hex(12)
-    settings = Settings.from_env(database_url=url, state_dir=WORK / "state", target_dir=WORK / "target",
-                                 admin_token=token)
-    engine = create_storage(url)
-    from cartpulse.auth import ensure_admin_token
-
-    ensure_admin_token(url, settings.state_dir, token)
-    run_dbt(settings, url, "run", "--quiet", capture=True)
+    server, url, token, settings, engine = prepare(WORK)
 
     port = 18000 + secrets.randbelow(1000)
     env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "TB_ADMIN_TOKEN": token,
@@ -484,7 +492,9 @@ def main() -> int:
     if loadtest.exists():  # `make loadtest` writes its own table; results.md carries both
         text += "\n" + loadtest.read_text()
     out = Path(os.environ.get("BENCH_OUT", HERE / "results.md"))
-    out.write_text(text)
+    from capacity import kept_sections  # capacity.py's sections (per engine) stay in the file
+
+    out.write_text(text + kept_sections(out))
     print(f"written to {out}")
     return 0
 

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -91,3 +92,40 @@ def test_make_run_lifecycle(tmp_path):
         out = stop(proc, signal.SIGTERM)
     assert "Admin token: chosen-admin-token" in out
     assert not server.running()
+
+
+@pytest.mark.embedded
+def test_replica_command_makes_a_streaming_replica_of_the_embedded_server(tmp_path):
+    """`cartpulse replica start` (README: Scaling out): a hot standby that follows the
+    embedded server; `url` gives what READ_DATABASE_URLS takes."""
+    if os.environ.get("CARTPULSE_TEST_DATABASE_URL"):
+        pytest.skip("engine-independent: exercised in the embedded-PostgreSQL pass")
+    import psycopg
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "READ_DATABASE_URLS")}
+    env["CARTPULSE_STATE_DIR"] = str(tmp_path / "state")
+
+    def cartpulse(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([CARTPULSE, *args], env=env, capture_output=True, text=True, check=check, timeout=300)
+
+    try:
+        started = cartpulse("replica", "start").stdout.strip().splitlines()[-1]
+        assert started == cartpulse("replica", "url").stdout.strip()
+        assert cartpulse("replica", "status").stdout.strip() == "running"
+        primary = cartpulse("db", "url").stdout.strip()
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("create table replicated (x int)")
+            conn.execute("insert into replicated values (42)")
+            position = conn.execute("select pg_current_wal_flush_lsn()").fetchone()[0]
+        with psycopg.connect(started, autocommit=True) as conn:
+            assert conn.execute("select pg_is_in_recovery()").fetchone()[0]
+            for _ in range(200):
+                if conn.execute("select pg_last_wal_replay_lsn() >= %s", [position]).fetchone()[0]:
+                    break
+                time.sleep(0.05)
+            assert conn.execute("select x from replicated").fetchone()[0] == 42
+        cartpulse("replica", "stop")
+        assert cartpulse("replica", "status", check=False).returncode == 3
+    finally:
+        cartpulse("replica", "stop", check=False)
+        cartpulse("db", "stop", check=False)

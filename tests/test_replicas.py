@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 

@@ -1,6 +1,7 @@
 """The ``cartpulse`` command: each operation ``make run`` strings together, on its own.
 
     cartpulse db start|stop|status|url   the embedded PostgreSQL (when DATABASE_URL is unset)
+    cartpulse replica start|stop|status|url [--name N]   a streaming replica of it (READ_DATABASE_URLS)
     cartpulse init                       create storage and the admin token
     cartpulse build                      build the dbt models (dbt run)
     cartpulse dbt ARGS…                  any dbt command against CartPulse's database
@@ -38,21 +39,47 @@ def database_url(settings: Settings, start: bool = False) -> str:
 
 
 def cmd_db(settings: Settings, args) -> int:
-    if settings.database_url and args.action != "url":
+    if args.action == "url":
+        print(database_url(settings))
+        return 0
+    if settings.database_url:
         print("DATABASE_URL is set: CartPulse uses that server, not the embedded one.", file=sys.stderr)
         return 1
-    server = embedded.for_settings(settings)
-    if args.action == "start":
-        print(server.start())
-    elif args.action == "stop":
+    return control(embedded.for_settings(settings), args.action)
+
+
+def control(server: embedded.EmbeddedPostgres, action: str, start=None) -> int:
+    """start (printing the URL) | stop | status (exit 3 when stopped) | url, for a local server."""
+    if action == "start":
+        print((start or server.start)())
+    elif action == "stop":
         server.stop()
-    elif args.action == "status":
+    elif action == "status":
         running = server.initialized() and server.running()
         print("running" if running else "stopped")
         return 0 if running else 3
     else:
-        print(database_url(settings))
+        print(server.url)
     return 0
+
+
+def cmd_replica(settings: Settings, args) -> int:
+    """A local streaming replica of the embedded server, for READ_DATABASE_URLS: made
+    once with pg_basebackup (the wheel's binaries), in the state folder under its name."""
+    if settings.database_url:
+        print("DATABASE_URL is set: make replicas of that server with its own tools (pg_basebackup -R,"
+              " or your provider's read replicas), then list them in READ_DATABASE_URLS. See docs/scaling.md.",
+              file=sys.stderr)
+        return 1
+    replica = embedded.EmbeddedPostgres(settings.state_dir / args.name, settings={"hot_standby_feedback": "on"})
+
+    def start() -> str:
+        primary = embedded.for_settings(settings)
+        primary.start()
+        replica.follow(primary)
+        return replica.start()
+
+    return control(replica, args.action, start)
 
 
 def init(settings: Settings, url: str) -> str:
@@ -254,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="the embedded PostgreSQL")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
+    rep = sub.add_parser("replica", help="a streaming replica of the embedded PostgreSQL (for READ_DATABASE_URLS)")
+    rep.add_argument("action", choices=["start", "stop", "status", "url"])
+    rep.add_argument("--name", default="replica1", help="its folder under the state folder (default replica1)")
     sub.add_parser("init", help="create storage and the admin token")
     # These pass their arguments through untouched (options included) to dbt or psql.
     passthrough = {"build": "dbt run (extra arguments go to dbt)", "dbt": "run any dbt command",
@@ -290,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command=argv[0], rest=argv[1:])
     else:
         args = parser.parse_args(argv)
-    handlers = {"db": cmd_db, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
+    handlers = {"db": cmd_db, "replica": cmd_replica, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
                 "psql": cmd_psql, "serve": cmd_serve, "run": cmd_run, "token": cmd_token,
                 "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate}
     return handlers[args.command](Settings.from_env(), args) or 0

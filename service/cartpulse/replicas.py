@@ -122,6 +122,9 @@ class ReadRouter:
     def __init__(self, primary: Database, urls: tuple[str, ...], *, max_lag: float = 5.0,
                  check_seconds: float = 1.0, wait_seconds: float = 0.1, statement_timeout_ms: int = 30_000,
                  pool_size: int = 4):
+        if urls and max_lag <= check_seconds:
+            raise ValueError(f"REPLICA_MAX_LAG_SECONDS ({max_lag:g}) must be more than REPLICA_CHECK_SECONDS"
+                             f" ({check_seconds:g}): a replica is only known to within one check")
         self.primary = primary
         self.replicas = [Replica(i, url, Database(url, pool_size=pool_size, statement_timeout_ms=statement_timeout_ms,
                                                   connect_timeout=2, options=f"-c lock_timeout={LOCK_TIMEOUT_MS}"))
