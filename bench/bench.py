@@ -224,6 +224,44 @@ def dbt_timed(settings: Settings, url: str, *args) -> tuple[float, float]:
     return wall, sum(r["execution_time"] for r in results["results"])
 
 
+def targets(p50: dict, latency_rows: list, naive_ms: dict, duck_ms: dict, ingest_share: float,
+            first_try: int, minute_refresh: tuple[float, float]) -> list[str]:
+    """The product's performance targets, each checked against this run's figures."""
+    def yes(ok: bool) -> str:
+        return "yes" if ok else "no"
+
+    cells = [(pipe, label) for pipe in NAIVE for label in ("no params", "7-day range")]
+    met = sum(p50[(pipe, label, 1)] <= 15 for pipe, label in cells)
+    p99 = [r[5] for r in latency_rows if r[2] == 1]
+    vs_sql = [naive_ms[(pipe, label == "7-day range")] / p50[(pipe, label, 1)] for pipe, label in cells]
+    vs_duck = [p50[(pipe, label, 1)] / duck_ms[(pipe, label == "7-day range")] for pipe, label in cells
+               if (pipe, label == "7-day range") in duck_ms]
+    wall, sql_s = minute_refresh
+    rows = [
+        ("every endpoint p50 ≤ 15 ms over HTTP (no params, 7-day range)",
+         "; ".join(f"{pipe} {p50[(pipe, 'no params', 1)]:.1f} / {p50[(pipe, '7-day range', 1)]:.1f}" for pipe in NAIVE),
+         f"{met} of {len(cells)}"),
+        ("every endpoint p99 ≤ 50 ms", f"{min(p99):.1f}–{max(p99):.1f} ms at concurrency 1",
+         f"{yes(max(p99) <= 50)} (concurrency 1)"),
+        ("endpoint ≤ 1/20 of naive raw-table SQL", f"1/{min(vs_sql):.0f} to 1/{max(vs_sql):.0f}", yes(min(vs_sql) >= 20)),
+        ("no worse than the in-process peer (DuckDB)",
+         f"{min(vs_duck):.2f}× to {max(vs_duck):.2f}× of DuckDB's time" if vs_duck else "DuckDB not installed",
+         yes(bool(vs_duck) and max(vs_duck) <= 1)),
+        ("ingest ≥ 50% of raw COPY", f"{ingest_share:.0%}", yes(ingest_share >= 0.5)),
+        ("freshness: visible in the next request", f"{first_try}/20", yes(first_try == 20)),
+        ("incremental `dbt run` ≤ 5 s", f"{wall:.1f} s wall, of which {sql_s:.1f} s SQL", yes(wall <= 5)),
+    ]
+    return ["## Targets, from the run above", "", "| target | measured | met? |", "|---|---|---|",
+            *[f"| {a} | {b} | {c} |" for a, b, c in rows], "",
+            "What bounds the misses, when there are: `top_products` aggregates one row per product of its"
+            " rollup (5,000 rows all-time; ~40,000 product-days for 7 days) and sorts them for the top 10,"
+            " a hash aggregate that a per-week rollup or a maintained top-N would remove; `total_revenue`"
+            " with no parameters returns every 15-minute bucket of three months (~5,900 rows), so the time"
+            " is writing that answer; at concurrency 8 two CPUs serve eight requests, so latencies grow"
+            " about 4×; an incremental refresh runs nine rollup models in one dbt process, and dbt's start-up"
+            " and per-model transactions, not the rows changed, dominate it.", ""]
+
+
 def prepare(work: Path) -> tuple[EmbeddedPostgres | None, str, str, Settings, str]:
     """A database with storage, an admin token and the models built: DATABASE_URL when set,
     else a new embedded server under ``work``. Returns (server or None, url, token,
@@ -433,6 +471,7 @@ def main() -> int:
             if sleep > 0:
                 time.sleep(sleep)
         wall, models = dbt_timed(settings, url, "run")
+        minute_refresh = (wall, models)
         note((f"`dbt run` after one minute of new events ({minute_events:,} at {MINUTE_RATE:,}/s)",
               f"{wall:.1f} s wall, {models:.2f} s in SQL (the rest is dbt starting up)"))
         backfill = max(1000, EVENTS // 10)
@@ -486,6 +525,7 @@ def main() -> int:
             dk = duck_ms.get((pipe, ranged))
             lines.append(f"| {pipe} | {label} | {ep:.1f} ms | {sq:.1f} ms | 1/{sq / ep:.0f} | "
                          + (f"{dk:.1f} ms | {ep / dk:.2f}× |" if dk else "— | — |"))
+    lines += targets(p50, latency_rows, naive_ms, duck_ms, ingest_rate / copy_rate, first_try, minute_refresh)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     loadtest = HERE / "loadtest.md"

@@ -34,7 +34,8 @@ def test_unreachable_database_is_503_json_with_retry_after(built, admin_token):
 
 
 def test_readyz_when_ready_and_when_models_are_missing(client, built, tmp_path):
-    assert client.get("/readyz").get_json() == {"status": "ready", "database": True, "storage": True, "models": True}
+    assert client.get("/readyz").get_json() == {"status": "ready", "database": True, "storage": True, "models": True,
+                                                 "replicas": []}
     unbuilt = create_app(replace(built, target_dir=tmp_path / "no-target"))
     try:
         r = unbuilt.test_client().get("/readyz")

@@ -9,6 +9,7 @@ replica is stopped (immediate shutdown, like a crash) and started again.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import tempfile
@@ -123,6 +124,18 @@ def read(client, auth, pipe: str, position: str | None = None, **params):
     return body
 
 
+def counters(client) -> dict:
+    """Reads answered by the primary, and replica failovers, from /metrics."""
+    text = client.get("/metrics").get_data(as_text=True)
+
+    def value(series: str) -> float:
+        found = re.search("^" + re.escape(series) + r" (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    return {"primary": value('cartpulse_pipe_reads_total{source="primary"}'),
+            "failovers": value('cartpulse_replica_failovers_total{replica="replica-1"}')}
+
+
 def generated(n: int, seed: int) -> list[dict]:
     gen = EventGenerator(seed=seed, start=datetime(2026, 10, 1, tzinfo=timezone.utc))
     return [gen.event() for _ in range(n)]
@@ -144,6 +157,10 @@ def test_the_replica_streams_over_loopback_tcp(cluster, reads):
     with psycopg.connect(settings.database_url) as conn:
         senders = conn.execute("select client_addr::text, state from pg_stat_replication").fetchall()
     assert senders == [("127.0.0.1/32", "streaming")]
+    client, _, _, _ = reads
+    (shown,) = client.get("/readyz").get_json()["replicas"]
+    assert shown["name"] == "replica-1" and shown["in_rotation"] and shown["problem"] is None
+    assert 0 <= shown["max_staleness"] <= MAX_LAG
 
 
 def test_lsn_text_round_trip_and_bad_header(reads):
@@ -243,6 +260,7 @@ def test_reads_fail_over_when_the_replica_is_killed(fresh, cluster):
     position = post(client, auth, events)
     assert read(client, auth, "top_products", position)["statistics"]["source"] == "replica-1"
 
+    before = counters(client)
     replica.stop("immediate")  # like a crash: no goodbye to open connections
     try:
         for i in range(6):  # the first of these finds the pooled connection dead
@@ -252,6 +270,9 @@ def test_reads_fail_over_when_the_replica_is_killed(fresh, cluster):
         assert not router.replicas[0].in_rotation
     finally:
         replica.start()
+    after = counters(client)
+    assert after["primary"] - before["primary"] == 6
+    assert after["failovers"] - before["failovers"] >= 1  # the read that found it dead, at least
     wait_until(lambda: router.replicas[0].in_rotation, "the restarted replica returns to the rotation")
     body = read(client, auth, "top_products", position)
     assert body["statistics"]["source"] == "replica-1"

@@ -6,7 +6,8 @@ database at import or creation time, so gunicorn can fork workers safely, and th
 starts (and answers ``/healthz``, and 503 elsewhere) while the database is not up yet.
 
 ``/healthz`` says the process is up; ``/readyz`` says it can serve: the database answers,
-storage exists and the dbt models are built.
+storage exists and the dbt models are built. It also lists the read replicas and whether
+each is in this process's rotation.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             missing = "storage (run `cartpulse init`)" if not storage else "dbt models (run `cartpulse build`)"
             return errors.error_response(503, f"not ready: {missing}", {"Retry-After": "5"},
                                          database=True, storage=storage, models=models)
-        return jsonify(status="ready", database=True, storage=True, models=True)
+        # Replicas are reported, never required: reads fall back to the primary.
+        replicas = [replica.status() for replica in state.reads.replicas]
+        return jsonify(status="ready", database=True, storage=True, models=True, replicas=replicas)
 
     return app

@@ -40,6 +40,11 @@ REQUEST_SECONDS = Histogram("cartpulse_http_request_duration_seconds", "Time to 
 PIPE_SECONDS = Histogram("cartpulse_pipe_request_duration_seconds", "Time to answer a pipe request, by pipe.",
                          ["pipe", "status"],
                          buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+PIPE_READS = Counter("cartpulse_pipe_reads", "Pipe answers by the server that gave them (primary, replica-<n>).",
+                     ["source"])
+REPLICA_FAILOVERS = Counter("cartpulse_replica_failovers",
+                            "Pipe queries a replica could not answer (down, lock timeout, behind the"
+                            " client's CartPulse-LSN or past the lag bound), moved to the next target.", ["replica"])
 PIPE_STATS_DROPPED = Counter("cartpulse_pipe_stats_dropped_rows",
                              "pipe_stats rows not written (queue full or database unavailable).")
 

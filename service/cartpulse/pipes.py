@@ -18,6 +18,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from psycopg import sql
 from psycopg.adapt import Loader
 
+from . import metrics
 from .auth import allows, request_caller, request_scopes, require_scope
 from .errors import ApiError
 from .params import parse_request
@@ -107,13 +108,16 @@ def run_endpoint(endpoint, values: dict, min_lsn: int | None = None) -> tuple[li
             if target.replica is None:
                 raise
             state.reads.taken_out(target, err)
+            metrics.REPLICA_FAILOVERS.labels(target.name).inc()
             log.warning("%s failed a query (%s); trying the next target", target.name, first_line(err))
             continue
         staleness = 0.0
         if target.replica is not None:
             staleness = state.reads.answered(target.replica, replay, min_lsn)
-            if staleness is None:
-                continue  # not usable after all: behind the token, past the bound, or promoted
+            if staleness is None:  # not usable after all: behind the token, past the bound, or promoted
+                metrics.REPLICA_FAILOVERS.labels(target.name).inc()
+                continue
+        metrics.PIPE_READS.labels(target.name).inc()
         statistics = {"elapsed": round(time.perf_counter() - started, 6),
                       "rows_read": counts[0], "bytes_read": counts[1],
                       "source": target.name, "max_staleness": round(staleness, 3)}

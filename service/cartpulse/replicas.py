@@ -91,7 +91,7 @@ def current_position(db: Database) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """Where one endpoint query runs, and how stale its answer may be."""
+    """Where one endpoint query runs: the primary, or a replica (with its state)."""
 
     name: str                       # "primary" or "replica-<n>"
     db: Database
@@ -111,6 +111,7 @@ class Replica:
         self.problem: str | None = "not checked yet"
 
     def status(self) -> dict:
+        """As /readyz shows it: this process's view (each API process checks on its own)."""
         return {"name": self.name, "in_rotation": self.in_rotation, "replay_lsn": format_lsn(self.replay_lsn),
                 "max_staleness": None if self.staleness is None else round(self.staleness, 3),
                 "problem": self.problem}
