@@ -114,6 +114,8 @@ class Client(threading.Thread):
                 continue
             self.latencies[kind].append(took)
             self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status >= 500:  # what the server said, for the report
+                self.errors.append(f"{status} on {kind}: {data[:200].decode(errors='replace')}")
         conn.close()
 
 
@@ -193,6 +195,9 @@ def main() -> int:
                 proc.wait(timeout=60)
         if embedded is not None:
             embedded.stop("fast")
+        log_path = work / "serve.log"
+        warnings = [line for line in (log_path.read_text(errors="replace").splitlines() if log_path.exists() else [])
+                    if " WARNING " in line or " ERROR " in line]
         shutil.rmtree(work, ignore_errors=True)
 
     statuses: dict[int, int] = {}
@@ -203,7 +208,8 @@ def main() -> int:
     reads = [x for c in clients for x in c.latencies["read"]]
     everything = ingest + reads
     acknowledged = sum(c.acknowledged for c in clients)
-    errors = [e for c in clients for e in c.errors]
+    errors = [e for c in clients for e in c.errors if not e[:1].isdigit()]  # connection errors
+    answered_5xx = [e for c in clients for e in c.errors if e[:1].isdigit()]
     five_xx = sum(n for code, n in statuses.items() if code >= 500)
     ms = lambda v: f"{v * 1000:.1f}"  # noqa: E731
     rows = [
@@ -227,7 +233,9 @@ def main() -> int:
               f"{datetime.now(timezone.utc):%Y-%m-%d}.\n\n{table}\n\n"
               f"Result: {'PASS' if ok else 'FAIL'} (zero 5xx, stored = acknowledged).\n")
     print("\n" + table + "\n")
-    print("PASS" if ok else "FAIL", "— zero 5xx and stored == acknowledged" if ok else errors[:5])
+    print("PASS" if ok else "FAIL", "— zero 5xx and stored == acknowledged" if ok else (errors + answered_5xx)[:5])
+    if not ok:
+        print("the server's warnings and errors (last 30):", *warnings[-30:], sep="\n")
     (HERE / "loadtest.md").write_text(report)
     return 0 if ok else 1
 

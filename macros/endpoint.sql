@@ -61,9 +61,7 @@
     {{ exceptions.raise_compiler_error("endpoint " ~ this.identifier ~ " declares no columns in its yml") }}
   {%- endif -%}
 
-  {{ run_hooks(pre_hooks, inside_transaction=False) }}
-  {{ run_hooks(pre_hooks, inside_transaction=True) }}
-  {% call statement('main') -%}
+  {%- set ddl -%}
     drop view if exists {{ target }};
     drop function if exists {{ target }};
     create function {{ target }}({{ args | join(', ') }})
@@ -73,7 +71,21 @@
 {{ sql }}
     $endpoint$;
     create view {{ target }} as select * from {{ target }}();
-  {%- endcall %}
+  {%- endset -%}
+  {#- Replaced only when changed (macros/stable_ddl.sql): a request in flight never finds
+      its function dropped under it. The marker is on the view, made with the function. -#}
+  {%- set marker = ddl_marker(ddl) -%}
+
+  {{ run_hooks(pre_hooks, inside_transaction=False) }}
+  {{ run_hooks(pre_hooks, inside_transaction=True) }}
+  {% if has_ddl_marker(target, marker) %}
+    {% call statement('main') -%} select 'unchanged' {%- endcall %}
+  {% else %}
+    {% call statement('main') -%}
+      {{ ddl }}
+      comment on view {{ target }} is {{ dbt.string_literal(marker) }};
+    {%- endcall %}
+  {% endif %}
   {{ run_hooks(post_hooks, inside_transaction=True) }}
   {% do adapter.commit() %}
   {{ run_hooks(post_hooks, inside_transaction=False) }}

@@ -100,3 +100,41 @@ def test_time_bin_follows_the_engine(built, engine):
         assert "time_bucket('1 day'::interval, event_time)" in compiled
     else:
         assert "date_bin('1 day'::interval, event_time" in compiled
+
+
+def _reader_objects(url: str) -> dict[str, int]:
+    """OIDs of what readers use: the staging and `_live` views, the endpoint functions."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        views = conn.execute("select c.relname, c.oid::int from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                             " where n.nspname = 'analytics' and c.relkind = 'v'").fetchall()
+        functions = conn.execute("select p.proname, p.oid::int from pg_proc p join pg_namespace n"
+                                 " on n.oid = p.pronamespace where n.nspname = 'analytics'").fetchall()
+    return {**{f"view {name}": oid for name, oid in views}, **{f"function {name}": oid for name, oid in functions}}
+
+
+def test_a_refresh_leaves_unchanged_views_and_functions_alone(built, client, auth):
+    """A scheduled `dbt run` must not replace what readers are using (a replaced view is
+    an exclusive lock on it; dbt's own view swap dropped the `_live` views with CASCADE):
+    unchanged definitions keep their OIDs, and the refresh still absorbs new events."""
+    truncate_events(built.database_url)
+    dbt_ok(built, "run")
+    before = _reader_objects(built.database_url)
+    assert any(k.endswith("_live") for k in before) and any(k.startswith("view stg_") for k in before)
+    assert any(k.startswith("function ") for k in before)
+    r = client.post("/v0/events?name=ecommerce_events", data=ndjson(EventGenerator(seed=8).events(300)), headers=auth)
+    assert r.status_code == 202
+    dbt_ok(built, "run")
+    assert _reader_objects(built.database_url) == before
+    import psycopg
+
+    with psycopg.connect(built.database_url) as conn:
+        assert conn.execute("select count(*) from raw.ecommerce_events_pending").fetchone()[0] == 0  # absorbed
+    answer = client.get("/v0/pipes/events_by_country.json", headers=auth).get_json()["data"]
+
+    # --full-refresh rebuilds everything, the staging views with their dependents first.
+    dbt_ok(built, "run", "--full-refresh")
+    rebuilt = _reader_objects(built.database_url)
+    assert rebuilt.keys() == before.keys() and rebuilt != before
+    assert client.get("/v0/pipes/events_by_country.json", headers=auth).get_json()["data"] == answer

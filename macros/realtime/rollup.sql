@@ -98,7 +98,7 @@ select * from (
     {%- endcall %}
   {% endif %}
 
-  {% call statement('live_view') -%}
+  {%- set live_ddl -%}
     create or replace view {{ live_view }} as
     select * from {{ target }}
     union all
@@ -107,7 +107,15 @@ select * from (
          ~ " where not pg_visible_in_snapshot(p.ingest_xid, (select s.absorbed from cartpulse.rollup_state s"
          ~ " where s.rollup = " ~ dbt.string_literal(key) ~ "))") }}
     ) as fresh
-  {%- endcall %}
+  {%- endset -%}
+  {#- Replaced only when changed (macros/stable_ddl.sql): readers keep reading it meanwhile. -#}
+  {%- set live_marker = ddl_marker(live_ddl) -%}
+  {% if not has_ddl_marker(live_view, live_marker) %}
+    {% call statement('live_view') -%}
+      {{ live_ddl }};
+      comment on view {{ live_view }} is {{ dbt.string_literal(live_marker) }};
+    {%- endcall %}
+  {% endif %}
 
   {{ run_hooks(post_hooks, inside_transaction=True) }}
   {% do adapter.commit() %}

@@ -1,0 +1,48 @@
+{#-
+  Views and functions that readers use are replaced only when their definition changed.
+
+  The scheduler runs `dbt run` every minute while endpoints are being read. Replacing a
+  view takes an ACCESS EXCLUSIVE lock on it, so every refresh would stall the readers of
+  that view, and dbt's default view materialization (build, rename, then drop the old
+  view CASCADE) also dropped the `_live` views that depend on the staging view. Readers
+  then deadlocked with the swap, or found a `_live` view missing until its rollup model
+  re-created it later in the same run. So each definition carries a marker (an MD5 of its
+  DDL) as its comment, and an unchanged definition is left alone: no lock, nothing
+  replayed on the replicas.
+-#}
+
+{% macro ddl_marker(ddl) -%}
+  {{ return('cartpulse:' ~ local_md5(ddl)) }}
+{%- endmacro %}
+
+{% macro has_ddl_marker(relation, marker) -%}
+  {%- if not execute -%}{{ return(false) }}{%- endif -%}
+  {%- set found = run_query("select obj_description(to_regclass(" ~ dbt.string_literal(relation.render()) ~ "), 'pg_class')") -%}
+  {{ return(found.rows | length > 0 and found.columns[0].values()[0] == marker) }}
+{%- endmacro %}
+
+{#- The `stable_view` materialization (the staging models): CREATE OR REPLACE VIEW, so
+    that the views built on it stay, and only when the definition changed. A change
+    that CREATE OR REPLACE cannot make (a column removed or retyped) needs
+    `dbt run --full-refresh`, which drops the view with its dependents first; the rollup
+    models re-create their `_live` views in the same run. -#}
+{% materialization stable_view, adapter='postgres' %}
+  {%- set target = this.incorporate(type='view') -%}
+  {%- set ddl = "create or replace view " ~ target ~ " as\n" ~ sql -%}
+  {%- set marker = ddl_marker(ddl) -%}
+  {{ run_hooks(pre_hooks, inside_transaction=False) }}
+  {{ run_hooks(pre_hooks, inside_transaction=True) }}
+  {% if not should_full_refresh() and has_ddl_marker(target, marker) %}
+    {% call statement('main') -%} select 'unchanged' {%- endcall %}
+  {% else %}
+    {% call statement('main') -%}
+      {% if should_full_refresh() %}drop view if exists {{ target }} cascade;{% endif %}
+      {{ ddl }};
+      comment on view {{ target }} is {{ dbt.string_literal(marker) }};
+    {%- endcall %}
+  {% endif %}
+  {{ run_hooks(post_hooks, inside_transaction=True) }}
+  {% do adapter.commit() %}
+  {{ run_hooks(post_hooks, inside_transaction=False) }}
+  {{ return({'relations': [target]}) }}
+{% endmaterialization %}
