@@ -319,3 +319,18 @@ def test_a_replica_stuck_behind_a_replayed_lock_is_routed_around(fresh, cluster,
     assert body["statistics"]["source"] == "primary"
     assert "replica-1 failed a query (canceling statement due to lock timeout)" in caplog.text
     wait_until(lambda: router.replicas[0].in_rotation, "the replica returns to the rotation")
+
+
+def test_a_promoted_replica_leaves_the_rotation_for_good(fresh, cluster):
+    """Last in this module: promotion ends the standby. A promoted server has its own
+    history from then on, so it must never answer for the primary again."""
+    client, auth, router, _ = fresh
+    replica = cluster[3]
+    replica._run("pg_ctl", "-D", str(replica.datadir), "promote", "-w")
+    wait_until(lambda: not router.replicas[0].in_rotation, "the promoted server leaves the rotation")
+    assert "not a streaming replica" in router.replicas[0].problem
+    post(client, auth, [{**EVENT, "country": "Norway"}])
+    time.sleep(1.0)  # several monitor checks: it stays out
+    body = read(client, auth, "events_by_country")
+    assert body["statistics"]["source"] == "primary" and not router.replicas[0].in_rotation
+    assert {"country": "Norway", "event_count": 1} in body["data"]
