@@ -262,6 +262,18 @@ def targets(p50: dict, latency_rows: list, naive_ms: dict, duck_ms: dict, ingest
             " and per-model transactions, not the rows changed, dominate it.", ""]
 
 
+def postmaster_of(url: str) -> int | None:
+    """The server's postmaster, to watch its whole process tree (a local server only).
+
+    Read while the connection is open: once it closes, its backend exits."""
+    with psycopg.connect(url) as conn:
+        backend = conn.execute("select pg_backend_pid()").fetchone()[0]
+        try:
+            return psutil.Process(backend).ppid()
+        except psutil.Error:
+            return None
+
+
 def prepare(work: Path) -> tuple[EmbeddedPostgres | None, str, str, Settings, str]:
     """A database with storage, an admin token and the models built: DATABASE_URL when set,
     else a new embedded server under ``work``. Returns (server or None, url, token,
@@ -306,13 +318,7 @@ def main() -> int:
            "RATE_LIMIT_BURST": os.environ.get("RATE_LIMIT_BURST", "1000000")}
     service = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=env,
                                stdout=open(WORK / "serve.log", "w"), stderr=subprocess.STDOUT)
-    with psycopg.connect(url) as conn:
-        backend = conn.execute("select pg_backend_pid()").fetchone()[0]
-    try:
-        postmaster = psutil.Process(backend).ppid()  # a local server: watch its whole tree
-    except psutil.Error:
-        postmaster = None
-    memory = MemoryWatch(service.pid, postmaster)
+    memory = MemoryWatch(service.pid, postmaster_of(url))
     memory.start()
     try:
         for _ in range(100):

@@ -86,11 +86,6 @@ class Meter:
         self.cpu = {name: tree_cpu(pid) - self.started[name] for name, pid in self.pids.items()}
 
 
-def postmaster_of(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        return psutil.Process(conn.execute("select pg_backend_pid()").fetchone()[0]).ppid()
-
-
 def wal_position(url: str) -> str:
     with psycopg.connect(url) as conn:
         return conn.execute("select pg_current_wal_lsn()::text").fetchone()[0]
@@ -197,7 +192,7 @@ def main() -> int:
     try:
         port = 19000 + secrets.randbelow(500)
         services.append(serve(port, url, settings, token))
-        api, db = services[0].pid, postmaster_of(url)
+        api, db = services[0].pid, bench.postmaster_of(url)
 
         # -- ingest --------------------------------------------------------------------
         work = [body for f in files for body in bench.batches(f.with_suffix(".ndjson"), bench.BATCH)]
@@ -261,7 +256,7 @@ def main() -> int:
             services[0].wait(timeout=60)
             port = port + 500
             services.append(serve(port, url, settings, token, READ_DATABASE_URLS=replica.url))
-            api, standby = services[-1].pid, postmaster_of(replica.url)
+            api, standby = services[-1].pid, bench.postmaster_of(replica.url)
             bench.Client(port, token).get("events_by_country", {})
             time.sleep(3)  # every worker's monitor has put the replica in rotation
             with Meter(api=api, db=db, replica=standby) as m:
