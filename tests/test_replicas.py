@@ -297,6 +297,9 @@ def test_the_production_server_reads_from_the_replicas_it_is_given(cluster, fres
         wait_until(lambda: server.http.request("GET", "/v0/pipes/events_by_country.json",
                                                with_headers=True)[2]["CartPulse-Read-From"] == "replica-1",
                    "a worker reads from the replica")
+        # /readyz starts a worker's monitor too, and shows the replica once it is checked.
+        wait_until(lambda: server.http.request("GET", "/readyz")[1]["replicas"][0]["in_rotation"],
+                   "/readyz shows the replica in rotation")
     finally:
         server.stop()
 

@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             return errors.error_response(503, f"not ready: {missing}", {"Retry-After": "5"},
                                          database=True, storage=storage, models=models)
         # Replicas are reported, never required: reads fall back to the primary.
+        state.reads.watch()
         replicas = [replica.status() for replica in state.reads.replicas]
         return jsonify(status="ready", database=True, storage=True, models=True, replicas=replicas)
 

@@ -142,7 +142,8 @@ class ReadRouter:
         self.primary_target = Target("primary", primary)
 
     # -- the monitor ------------------------------------------------------------------
-    def _ensure_monitor(self) -> None:
+    def watch(self) -> None:
+        """Start this process's monitor thread (once per process: gunicorn forks workers)."""
         if self._pid == os.getpid() or not self.replicas:
             return
         with self._lock:
@@ -230,7 +231,7 @@ class ReadRouter:
     # -- choosing -----------------------------------------------------------------------
     def targets(self, min_lsn: int | None) -> list[Target]:
         """Where to try the query, in order; the primary is always last."""
-        self._ensure_monitor()
+        self.watch()
         live = [r for r in self.replicas if r.in_rotation]
         if live:
             start = next(self._turn) % len(live)
