@@ -21,6 +21,8 @@ import psycopg
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
+from .errors import first_line
+
 log = logging.getLogger(__name__)
 
 #: Backoff between connection attempts while waiting for the database at start.
@@ -49,9 +51,8 @@ def wait_until_reachable(url: str, stop: threading.Event | None = None) -> float
         try:
             psycopg.connect(url, connect_timeout=5).close()
         except psycopg.Error as err:
-            first_line = (str(err).strip().splitlines() or ["?"])[0]
             log.warning("database not reachable yet (%s): %s; retrying in %.1f s"
-                        " (the API answers 503 with Retry-After meanwhile)", where, first_line, delay)
+                        " (the API answers 503 with Retry-After meanwhile)", where, first_line(err), delay)
             (stop or threading.Event()).wait(delay)
             delay = min(delay * 2, BACKOFF_MAX)
             continue

@@ -43,6 +43,11 @@ def error_response(status: int, message: str, headers: dict | None = None, **ext
     return response
 
 
+def first_line(err: BaseException) -> str:
+    """An error's first line, for one-line log entries (PostgreSQL adds DETAIL/CONTEXT lines)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def database_unavailable(err: BaseException) -> bool:
     """Is this the database being unreachable (rather than a query's own fault)?"""
     if isinstance(err, sqlalchemy.exc.TimeoutError):  # no pooled connection came free
@@ -65,7 +70,7 @@ def init_app(app: Flask) -> None:
     def _database_error(err: Exception):
         if not database_unavailable(err):
             raise err
-        log.warning("database unavailable, answering 503: %s", str(err).strip().splitlines()[0] if str(err) else err)
+        log.warning("database unavailable, answering 503: %s", first_line(err))
         return error_response(503, "database unavailable: retry after Retry-After seconds (a batch with the same Idempotency-Key)",
                               {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
 

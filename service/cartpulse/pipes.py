@@ -20,15 +20,13 @@ from psycopg.adapt import Loader
 
 from . import metrics
 from .auth import allows, request_caller, request_scopes, require_scope
-from .errors import ApiError
+from .errors import ApiError, first_line
 from .params import parse_request
 from .render import FORMATS, render, type_name
-from .replicas import LSN_HEADER, first_line, parse_lsn
+from .replicas import LSN_HEADER, REPLAY_POSITION, parse_lsn
 
 bp = Blueprint("pipes", __name__)
 log = logging.getLogger(__name__)
-#: A replica's replay position, read in the query's pipeline (replicas.py).
-REPLAY_POSITION = "select pg_last_wal_replay_lsn()::text"
 
 class ReadCounters:
     """Rows read by one query, from PostgreSQL's per-backend table counters.

@@ -41,16 +41,19 @@ from collections import deque
 from dataclasses import dataclass
 
 import psycopg
-import sqlalchemy.exc
 
 from .db import Database, describe
-from .errors import ApiError
+from .errors import ApiError, database_unavailable, first_line
 
 log = logging.getLogger(__name__)
 
 LSN_HEADER = "CartPulse-LSN"
 _LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 FLUSH_POSITION = "select pg_current_wal_flush_lsn()::text"
+#: On a replica: the position it has replayed up to. Null when the server is not in
+#: recovery: a promoted server keeps reporting the last position it replayed.
+REPLAY_POSITION = "select case when pg_is_in_recovery() then pg_last_wal_replay_lsn()::text end"
+NOT_A_REPLICA = "not a streaming replica (promoted, or not in recovery)"
 #: A query on a replica waits at most this long for a lock. Replay holds a table's
 #: exclusive lock from a transaction's lock record to its commit record (DDL, a vacuum
 #: truncating a table): normally milliseconds, but as long as replay is stuck. Past it
@@ -174,13 +177,12 @@ class ReadRouter:
         for replica in self.replicas:
             try:
                 with replica.db.psycopg() as conn:
-                    recovering, replay = conn.execute(
-                        "select pg_is_in_recovery(), pg_last_wal_replay_lsn()::text").fetchone()
+                    replay = conn.execute(REPLAY_POSITION).fetchone()[0]
             except Exception as err:
                 self._set(replica, None, f"unreachable: {first_line(err)}")
                 continue
-            if not recovering or replay is None:
-                self._set(replica, None, "not a streaming replica (promoted, or not in recovery)")
+            if replay is None:
+                self._set(replica, None, NOT_A_REPLICA)
                 continue
             self.observed(replica, parse_lsn(replay))
 
@@ -199,7 +201,7 @@ class ReadRouter:
         """The staleness bound of an answer a replica gave at replay position ``replay``
         (read in the answer's own round trip), or None when it must not be used."""
         if replay is None:
-            self._set(replica, None, "not a streaming replica (promoted, or not in recovery)")
+            self._set(replica, None, NOT_A_REPLICA)
             return None
         position = parse_lsn(replay)
         bound = self.observed(replica, position)
@@ -225,7 +227,7 @@ class ReadRouter:
 
     def taken_out(self, target: Target, err: BaseException) -> None:
         """A query failed on a replica: out of rotation until the monitor sees it well."""
-        if target.replica is not None and _unavailable(err):
+        if target.replica is not None and database_unavailable(err):
             self._set(target.replica, None, f"query failed: {first_line(err)}")
 
     # -- choosing -----------------------------------------------------------------------
@@ -247,10 +249,11 @@ class ReadRouter:
         try:
             with replica.db.psycopg() as conn:
                 while True:
-                    replay = conn.execute("select pg_last_wal_replay_lsn()::text").fetchone()[0]
+                    replay = conn.execute(REPLAY_POSITION).fetchone()[0]
                     conn.commit()
-                    if replay is not None and parse_lsn(replay) >= min_lsn:
-                        self.observed(replica, parse_lsn(replay))
+                    position = parse_lsn(replay) if replay is not None else -1
+                    if position >= min_lsn:
+                        self.observed(replica, position)
                         return [replica]
                     if time.monotonic() >= deadline:
                         return []
@@ -259,13 +262,3 @@ class ReadRouter:
             self._set(replica, None, f"unreachable: {first_line(err)}")
             return []
 
-
-def _unavailable(err: BaseException) -> bool:
-    """Errors that say the replica (not the query) is the problem."""
-    if isinstance(err, sqlalchemy.exc.DBAPIError):
-        err = err.orig
-    return isinstance(err, (psycopg.OperationalError, sqlalchemy.exc.TimeoutError))
-
-
-def first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
