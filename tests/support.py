@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -83,6 +84,33 @@ class Http:
         status, body = self.request("GET", f"/v0/pipes/{name}.json{query}")
         assert status == 200, body
         return body["data"]
+
+
+def metric_value(text: str, series: str) -> float:
+    """One series' value in a Prometheus text scrape (0 when absent)."""
+    found = re.search(r"^" + re.escape(series) + r" (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def request_burst(http: Http, token: str, clients: int, each: int = 10) -> tuple[list[tuple[int, dict]], float]:
+    """``clients`` threads at once, each GETting /v0/pipes ``each`` times with ``token``:
+    every answer's (status, headers), and the seconds the burst took (rate-limit tests)."""
+    answers, lock = [], threading.Lock()
+
+    def client():
+        for _ in range(each):
+            code, _, headers = http.request("GET", "/v0/pipes", headers={"Authorization": f"Bearer {token}"},
+                                            with_headers=True)
+            with lock:
+                answers.append((code, headers))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers, time.monotonic() - started
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-import time
 from datetime import timedelta
 
 import psycopg
@@ -18,7 +17,7 @@ from cartpulse import tokens
 from cartpulse.generate import EventGenerator
 
 import expected
-from support import EVENT, POST, ApiServer, RoundRobinProxy, count, ndjson, wait_http
+from support import EVENT, POST, ApiServer, RoundRobinProxy, count, ndjson, request_burst, wait_http
 
 PIPES = {
     "top_products": expected.top_products,
@@ -133,21 +132,8 @@ def test_rate_limit_is_shared_across_instances(built, admin_token, tmp_path_fact
     try:
         with instances(built, admin_token, tmp_path_factory, RATE_LIMIT_RPS=str(rate),
                        RATE_LIMIT_BURST=str(burst)) as (_, _, proxy):
-            codes, lock, auth = [], threading.Lock(), {"Authorization": f"Bearer {token}"}
-
-            def client():
-                for _ in range(10):
-                    code, _, headers = proxy.http.request("GET", "/v0/pipes", headers=auth, with_headers=True)
-                    with lock:
-                        codes.append((code, headers.get("Retry-After"), headers.get("X-RateLimit-Limit")))
-
-            threads = [threading.Thread(target=client) for _ in range(4)]
-            started = time.monotonic()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.monotonic() - started
+            answers, elapsed = request_burst(proxy.http, token, clients=4)
+            codes = [(code, headers.get("Retry-After"), headers.get("X-RateLimit-Limit")) for code, headers in answers]
             assert proxy.connections == [20, 20]
     finally:
         with psycopg.connect(built.database_url) as conn:

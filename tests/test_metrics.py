@@ -14,7 +14,7 @@ import pytest
 from cartpulse import stats
 from cartpulse.generate import EventGenerator
 
-from support import ApiServer, ndjson, truncate_events
+from support import ApiServer, metric_value, ndjson, truncate_events
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +37,13 @@ def scrape(http) -> str:
         return resp.read().decode()
 
 
-def value(text: str, series: str) -> float:
-    found = re.search(r"^" + re.escape(series) + r" (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
-
-
 def test_metrics_sum_over_workers(served, built):
     http, prom = served
     truncate_events(built.database_url)
     base = scrape(http)
     rows = 'cartpulse_ingested_rows_total{data_source="ecommerce_events",via="events"}'
     bad = 'cartpulse_quarantined_rows_total{data_source="ecommerce_events",via="events"}'
-    before_rows, before_bad = value(base, rows), value(base, bad)
+    before_rows, before_bad = metric_value(base, rows), metric_value(base, bad)
     generator = EventGenerator(seed=3, products=20)
 
     def post(_):
@@ -63,12 +58,12 @@ def test_metrics_sum_over_workers(served, built):
     assert len({p.name.split("_")[-1] for p in prom.glob("counter_*.db")}) >= 2, "one worker served everything"
     for _ in range(6):  # whichever worker answers the scrape, it reports the total of both
         text = scrape(http)
-        assert value(text, rows) - before_rows == 3 * sent
-        assert value(text, bad) - before_bad == sent
-    assert value(text, "cartpulse_database_up") == 1
+        assert metric_value(text, rows) - before_rows == 3 * sent
+        assert metric_value(text, bad) - before_bad == sent
+    assert metric_value(text, "cartpulse_database_up") == 1
     with psycopg.connect(built.database_url) as conn:
         pending = conn.execute("select count(*) from raw.ecommerce_events_pending").fetchone()[0]
-    assert value(text, "cartpulse_pending_rows") == pending == 3 * sent
+    assert metric_value(text, "cartpulse_pending_rows") == pending == 3 * sent
     assert "cartpulse_pending_oldest_event_age_seconds" in text
     assert re.search(r'^cartpulse_rollup_age_seconds\{rollup="[^"]+"\} \S+$', text, re.M)
 
@@ -78,12 +73,12 @@ def test_pipe_requests_in_metrics_and_pipe_stats(served, built):
     with psycopg.connect(built.database_url) as conn:
         since = conn.execute("select now()").fetchone()[0]
     count = 'cartpulse_pipe_request_duration_seconds_count{pipe="top_products",status="200"}'
-    before = value(scrape(http), count)
+    before = metric_value(scrape(http), count)
     for limit in (1, 2, 3):
         status, _ = http.request("GET", f"/v0/pipes/top_products.json?limit={limit}&country=France&token={http.token}")
         assert status == 200
     assert http.request("GET", "/v0/pipes/top_products.json?limit=zero")[0] == 400
-    assert value(scrape(http), count) - before == 3
+    assert metric_value(scrape(http), count) - before == 3
     deadline = time.monotonic() + 10  # each worker flushes its queue about once a second
     while time.monotonic() < deadline:
         with psycopg.connect(built.database_url) as conn:

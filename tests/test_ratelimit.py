@@ -4,7 +4,6 @@ shared by every worker process of the production server."""
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from dataclasses import replace
 
@@ -12,7 +11,7 @@ import pytest
 
 from cartpulse.app import create_app
 
-from support import ApiServer, EVENT, count, ndjson, truncate_events
+from support import ApiServer, EVENT, count, ndjson, request_burst, truncate_events
 
 
 
@@ -67,22 +66,8 @@ def test_limit_is_shared_across_worker_processes(built, admin_token, tmp_path):
         status, body = server.http.request("POST", f"/v0/tokens?name={name}&scope=ADMIN")
         assert status == 200, body
         token = body["token"]
-        codes, lock = [], threading.Lock()
-
-        def client():
-            for _ in range(10):
-                code, _, headers = server.http.request("GET", "/v0/pipes", headers={"Authorization": f"Bearer {token}"},
-                                                       with_headers=True)
-                with lock:
-                    codes.append((code, headers.get("Retry-After")))
-
-        threads = [threading.Thread(target=client) for _ in range(8)]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.monotonic() - started
+        answers, elapsed = request_burst(server.http, token, clients=8)
+        codes = [(code, headers.get("Retry-After")) for code, headers in answers]
         allowed = sum(1 for code, _ in codes if code == 200)
         assert {code for code, _ in codes} <= {200, 429}
         assert all(retry for code, retry in codes if code == 429)

@@ -9,7 +9,6 @@ replica is stopped (immediate shutdown, like a crash) and started again.
 
 from __future__ import annotations
 
-import re
 import secrets
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ from cartpulse.replicas import LSN_HEADER, format_lsn, parse_lsn
 from cartpulse.storage import create_storage
 
 import expected
-from support import EVENT, POST, ApiServer, free_port, ndjson, truncate_events
+from support import EVENT, POST, ApiServer, free_port, metric_value, ndjson, truncate_events
 
 MAX_LAG = 2.0
 WEEK = {"start_date": "2026-10-02 00:00:00", "end_date": "2026-10-03 12:00:00"}
@@ -127,13 +126,8 @@ def read(client, auth, pipe: str, position: str | None = None, **params):
 def counters(client) -> dict:
     """Reads answered by the primary, and replica failovers, from /metrics."""
     text = client.get("/metrics").get_data(as_text=True)
-
-    def value(series: str) -> float:
-        found = re.search("^" + re.escape(series) + r" (\S+)$", text, re.M)
-        return float(found.group(1)) if found else 0.0
-
-    return {"primary": value('cartpulse_pipe_reads_total{source="primary"}'),
-            "failovers": value('cartpulse_replica_failovers_total{replica="replica-1"}')}
+    return {"primary": metric_value(text, 'cartpulse_pipe_reads_total{source="primary"}'),
+            "failovers": metric_value(text, 'cartpulse_replica_failovers_total{replica="replica-1"}')}
 
 
 def generated(n: int, seed: int) -> list[dict]:
