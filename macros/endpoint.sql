@@ -74,18 +74,10 @@
   {%- endset -%}
   {#- Replaced only when changed (macros/stable_ddl.sql): a request in flight never finds
       its function dropped under it. The marker is on the view, made with the function. -#}
-  {%- set marker = ddl_marker(ddl) -%}
 
   {{ run_hooks(pre_hooks, inside_transaction=False) }}
   {{ run_hooks(pre_hooks, inside_transaction=True) }}
-  {% if has_ddl_marker(target, marker) %}
-    {% call statement('main') -%} select 'unchanged' {%- endcall %}
-  {% else %}
-    {% call statement('main') -%}
-      {{ ddl }}
-      comment on view {{ target }} is {{ dbt.string_literal(marker) }};
-    {%- endcall %}
-  {% endif %}
+  {{ replace_if_changed(target, ddl) }}
   {{ run_hooks(post_hooks, inside_transaction=True) }}
   {% do adapter.commit() %}
   {{ run_hooks(post_hooks, inside_transaction=False) }}

@@ -21,6 +21,25 @@
   {{ return(found.rows | length > 0 and found.columns[0].values()[0] == marker) }}
 {%- endmacro %}
 
+{#- Run ``ddl`` (which creates or replaces ``relation``, a view) as statement ``name``,
+    then mark the view with the DDL's marker, unless the view already carries it (and
+    ``force`` is false). ``prelude`` runs first, outside the marker. The model's 'main'
+    statement must run in every case, so an unchanged 'main' runs a no-op. -#}
+{% macro replace_if_changed(relation, ddl, name='main', prelude='', force=false) -%}
+  {%- set marker = ddl_marker(ddl) -%}
+  {%- if not force and has_ddl_marker(relation, marker) -%}
+    {%- if name == 'main' -%}
+      {% call statement('main') -%} select 'unchanged' {%- endcall %}
+    {%- endif -%}
+  {%- else -%}
+    {% call statement(name) -%}
+      {{ prelude }}
+      {{ ddl.strip().rstrip(';') }};
+      comment on view {{ relation }} is {{ dbt.string_literal(marker) }};
+    {%- endcall %}
+  {%- endif -%}
+{%- endmacro %}
+
 {#- The `stable_view` materialization (the staging models): CREATE OR REPLACE VIEW, so
     that the views built on it stay, and only when the definition changed. A change
     that CREATE OR REPLACE cannot make (a column removed or retyped) needs
@@ -29,18 +48,10 @@
 {% materialization stable_view, adapter='postgres' %}
   {%- set target = this.incorporate(type='view') -%}
   {%- set ddl = "create or replace view " ~ target ~ " as\n" ~ sql -%}
-  {%- set marker = ddl_marker(ddl) -%}
   {{ run_hooks(pre_hooks, inside_transaction=False) }}
   {{ run_hooks(pre_hooks, inside_transaction=True) }}
-  {% if not should_full_refresh() and has_ddl_marker(target, marker) %}
-    {% call statement('main') -%} select 'unchanged' {%- endcall %}
-  {% else %}
-    {% call statement('main') -%}
-      {% if should_full_refresh() %}drop view if exists {{ target }} cascade;{% endif %}
-      {{ ddl }};
-      comment on view {{ target }} is {{ dbt.string_literal(marker) }};
-    {%- endcall %}
-  {% endif %}
+  {{ replace_if_changed(target, ddl, force=should_full_refresh(),
+                        prelude=("drop view if exists " ~ target ~ " cascade;") if should_full_refresh() else "") }}
   {{ run_hooks(post_hooks, inside_transaction=True) }}
   {% do adapter.commit() %}
   {{ run_hooks(post_hooks, inside_transaction=False) }}

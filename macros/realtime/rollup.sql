@@ -109,13 +109,7 @@ select * from (
     ) as fresh
   {%- endset -%}
   {#- Replaced only when changed (macros/stable_ddl.sql): readers keep reading it meanwhile. -#}
-  {%- set live_marker = ddl_marker(live_ddl) -%}
-  {% if not has_ddl_marker(live_view, live_marker) %}
-    {% call statement('live_view') -%}
-      {{ live_ddl }};
-      comment on view {{ live_view }} is {{ dbt.string_literal(live_marker) }};
-    {%- endcall %}
-  {% endif %}
+  {{ replace_if_changed(live_view, live_ddl, name='live_view') }}
 
   {{ run_hooks(post_hooks, inside_transaction=True) }}
   {% do adapter.commit() %}
