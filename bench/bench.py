@@ -47,6 +47,8 @@ CLIENTS = int(os.environ.get("CLIENTS", 4))
 BATCH = int(os.environ.get("BATCH", 5000))
 REQUESTS = int(os.environ.get("REQUESTS", 200))
 MINUTE_RATE = int(os.environ.get("MINUTE_RATE", 1000))
+WEB_WORKERS = os.environ.get("WEB_WORKERS", "2")
+WEB_THREADS = os.environ.get("WEB_THREADS", "8")
 START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 SPAN = timedelta(days=30)
 WEEK = {"start_date": "2026-10-08 00:00:00", "end_date": "2026-10-15 00:00:00"}
@@ -296,6 +298,27 @@ def prepare(work: Path) -> tuple[EmbeddedPostgres | None, str, str, Settings, st
     return server, url, token, settings, engine
 
 
+def serve(work: Path, port: int, url: str, settings: Settings, token: str, **env) -> subprocess.Popen:
+    """`cartpulse serve` on ``port``, answering when this returns (``env`` overrides its
+    environment). The rate limiter stays on (its cost is part of every request) but high
+    enough that no benchmark client is ever throttled."""
+    environment = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "TB_ADMIN_TOKEN": token,
+                   "DBT_TARGET_PATH": str(settings.target_dir), "CARTPULSE_STATE_DIR": str(settings.state_dir),
+                   "WEB_WORKERS": WEB_WORKERS, "WEB_THREADS": WEB_THREADS,
+                   "RATE_LIMIT_RPS": os.environ.get("RATE_LIMIT_RPS", "1000000"),
+                   "RATE_LIMIT_BURST": os.environ.get("RATE_LIMIT_BURST", "1000000"), **env}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=environment,
+                            stdout=open(work / f"serve-{port}.log", "w"), stderr=subprocess.STDOUT)
+    for _ in range(200):
+        try:
+            Client(port, token).get("events_by_country", {})
+            return proc
+        except (OSError, RuntimeError):
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"cartpulse serve on port {port} did not answer: see {work / f'serve-{port}.log'}")
+
+
 def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     report: list[tuple[str, str]] = []
@@ -309,24 +332,10 @@ def main() -> int:
     server, url, token, settings, engine = prepare(WORK)
 
     port = 18000 + secrets.randbelow(1000)
-    env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "TB_ADMIN_TOKEN": token,
-           "DBT_TARGET_PATH": str(settings.target_dir), "CARTPULSE_STATE_DIR": str(settings.state_dir),
-           "WEB_WORKERS": os.environ.get("WEB_WORKERS", "2"), "WEB_THREADS": os.environ.get("WEB_THREADS", "8"),
-           # The limiter stays on (its cost is part of every request) but high enough
-           # that one benchmark client is never throttled.
-           "RATE_LIMIT_RPS": os.environ.get("RATE_LIMIT_RPS", "1000000"),
-           "RATE_LIMIT_BURST": os.environ.get("RATE_LIMIT_BURST", "1000000")}
-    service = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=env,
-                               stdout=open(WORK / "serve.log", "w"), stderr=subprocess.STDOUT)
+    service = serve(WORK, port, url, settings, token)
     memory = MemoryWatch(service.pid, postmaster_of(url))
     memory.start()
     try:
-        for _ in range(100):
-            try:
-                Client(port, token).get("events_by_country", {})
-                break
-            except (OSError, RuntimeError):
-                time.sleep(0.2)
 
         # -- ingest over HTTP ----------------------------------------------------
         total_bytes = sum(f.with_suffix(".ndjson").stat().st_size for f in files)
@@ -508,7 +517,7 @@ def main() -> int:
         f"Machine: {os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB,"
         f" {platform.system()} {platform.release()}; engine: {engine}"
         f" ({'embedded PostgreSQL 18' if server else 'DATABASE_URL'}); service: gunicorn"
-        f" {env['WEB_WORKERS']} workers × {env['WEB_THREADS']} threads. All figures from this one run.", "",
+        f" {WEB_WORKERS} workers × {WEB_THREADS} threads. All figures from this one run.", "",
         "## Ingest, refresh, freshness, memory", "", "| measure | result |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in report], "",
         "## Endpoint latency over HTTP (ms)", "",

@@ -39,7 +39,7 @@ import psutil
 import psycopg
 
 import bench
-from cartpulse.config import PROJECT_DIR, Settings
+from cartpulse.config import PROJECT_DIR
 from cartpulse.dbt_cli import run_dbt
 from cartpulse.embedded import EmbeddedPostgres
 
@@ -94,22 +94,6 @@ def wal_position(url: str) -> str:
 def wal_bytes_since(url: str, start: str) -> int:
     with psycopg.connect(url) as conn:
         return int(conn.execute("select pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", [start]).fetchone()[0])
-
-
-def serve(port: int, url: str, settings: Settings, token: str, **env) -> subprocess.Popen:
-    environment = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "TB_ADMIN_TOKEN": token,
-                   "DBT_TARGET_PATH": str(settings.target_dir), "CARTPULSE_STATE_DIR": str(settings.state_dir),
-                   "WEB_WORKERS": "2", "WEB_THREADS": "8", "RATE_LIMIT_RPS": "1000000",
-                   "RATE_LIMIT_BURST": "1000000", **env}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=environment,
-                            stdout=open(WORK / f"serve-{port}.log", "w"), stderr=subprocess.STDOUT)
-    for _ in range(200):
-        try:
-            bench.Client(port, token).get("events_by_country", {})
-            return proc
-        except (OSError, RuntimeError):
-            time.sleep(0.2)
-    raise RuntimeError(f"cartpulse serve on port {port} did not answer")
 
 
 def read_load(port: int, token: str, seconds: float) -> tuple[int, list[float], dict]:
@@ -191,7 +175,7 @@ def main() -> int:
     rows: list[tuple[str, str, str]] = []
     try:
         port = 19000 + secrets.randbelow(500)
-        services.append(serve(port, url, settings, token))
+        services.append(bench.serve(WORK, port, url, settings, token))
         api, db = services[0].pid, bench.postmaster_of(url)
 
         # -- ingest --------------------------------------------------------------------
@@ -255,7 +239,7 @@ def main() -> int:
             services[0].send_signal(signal.SIGTERM)
             services[0].wait(timeout=60)
             port = port + 500
-            services.append(serve(port, url, settings, token, READ_DATABASE_URLS=replica.url))
+            services.append(bench.serve(WORK, port, url, settings, token, READ_DATABASE_URLS=replica.url))
             api, standby = services[-1].pid, bench.postmaster_of(replica.url)
             bench.Client(port, token).get("events_by_country", {})
             time.sleep(3)  # every worker's monitor has put the replica in rotation
@@ -289,7 +273,7 @@ def main() -> int:
         f"## Capacity figures on {engine} (`make bench`, second part: bench/capacity.py)", "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {EVENTS:,} events (30 days, as above); {os.cpu_count()}"
         f" cores ({cpu}); {'embedded PostgreSQL 18 + a streaming replica' if primary else 'DATABASE_URL'}"
-        + (f", TimescaleDB {version}" if version else "") + "; `cartpulse serve` with 2 workers × 8 threads."
+        + (f", TimescaleDB {version}" if version else "") + f"; `cartpulse serve` with {bench.WEB_WORKERS} workers × {bench.WEB_THREADS} threads."
         " Per-core figures divide by CPU seconds of that process tree (user + system, exited children"
         " included), so they do not depend on the load generator sharing the machine.", "",
         "| part | measure | value |", "|---|---|---|",
