@@ -75,9 +75,9 @@ browser:
 # test and a fresh clone need no npm; this is how it was made, and how to upgrade it.
 vendor:
 	cd service/vendor && npm ci --no-audit --no-fund
-	mkdir -p service/cartpulse/static/vendor
-	cp service/vendor/node_modules/chart.js/dist/chart.umd.min.js service/cartpulse/static/vendor/
-	cp service/vendor/node_modules/chart.js/LICENSE.md service/cartpulse/static/vendor/chart.js.LICENSE.md
+	mkdir -p service/cartpulse/web/static/vendor
+	cp service/vendor/node_modules/chart.js/dist/chart.umd.min.js service/cartpulse/web/static/vendor/
+	cp service/vendor/node_modules/chart.js/LICENSE.md service/cartpulse/web/static/vendor/chart.js.LICENSE.md
 
 screenshot: $(STAMP) browser
 	CARTPULSE_README_SCREENSHOT=1 $(BIN)/pytest -q tests/test_dashboard_browser.py -k readme_screenshot

@@ -36,11 +36,11 @@ from urllib.parse import urlencode
 import psutil
 import psycopg
 
+from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.config import PROJECT_DIR, Settings
-from cartpulse.dbt_cli import run_dbt
-from cartpulse.embedded import EmbeddedPostgres
-from cartpulse.generate import EventGenerator
-from cartpulse.storage import create_storage
+from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.storage.embedded import EmbeddedPostgres
+from cartpulse.storage.schema import create_storage
 
 EVENTS = int(os.environ.get("EVENTS", 10_000_000))
 CLIENTS = int(os.environ.get("CLIENTS", 4))
@@ -280,7 +280,7 @@ def prepare(work: Path) -> tuple[EmbeddedPostgres | None, str, str, Settings, st
     """A database with storage, an admin token and the models built: DATABASE_URL when set,
     else a new embedded server under ``work``. Returns (server or None, url, token,
     settings, engine)."""
-    from cartpulse.auth import ensure_admin_token
+    from cartpulse.access.auth import ensure_admin_token
 
     server = None
     if os.environ.get("DATABASE_URL"):
@@ -547,7 +547,9 @@ def main() -> int:
     if loadtest.exists():  # `make loadtest` writes its own table; results.md carries both
         text += "\n" + loadtest.read_text()
     out = Path(os.environ.get("BENCH_OUT", HERE / "results.md"))
-    from capacity import kept_sections  # capacity.py's sections (per engine) stay in the file
+    from capacity import (
+        kept_sections,  # capacity.py's sections (per engine) stay in the file
+    )
 
     out.write_text(text + kept_sections(out))
     print(f"written to {out}")

@@ -40,8 +40,8 @@ import psycopg
 
 import bench
 from cartpulse.config import PROJECT_DIR
-from cartpulse.dbt_cli import run_dbt
-from cartpulse.embedded import EmbeddedPostgres
+from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.storage.embedded import EmbeddedPostgres
 
 EVENTS = int(os.environ.get("CAPACITY_EVENTS", 1_000_000))
 READ_SECONDS = float(os.environ.get("CAPACITY_READ_SECONDS", 20))
@@ -142,7 +142,7 @@ def storage_bytes(url: str, engine: str) -> dict:
 
 def compress_all(url: str) -> float:
     """Compress every chunk with CartPulse's compression settings (storage.py); seconds."""
-    from cartpulse.storage import _COMPRESSION
+    from cartpulse.storage.schema import _COMPRESSION
 
     with psycopg.connect(url, autocommit=True) as conn:
         enabled = conn.execute("select compression_enabled from timescaledb_information.hypertables"

@@ -31,11 +31,11 @@ from urllib.parse import urlencode
 
 import psycopg
 
-from cartpulse.auth import ensure_admin_token
+from cartpulse.access.auth import ensure_admin_token
 from cartpulse.config import Settings
-from cartpulse.dbt_cli import run_dbt
-from cartpulse.embedded import EmbeddedPostgres
-from cartpulse.storage import create_storage
+from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.storage.embedded import EmbeddedPostgres
+from cartpulse.storage.schema import create_storage
 
 HERE = Path(__file__).resolve().parent
 CLIENTS = int(os.environ.get("CLIENTS", "16"))

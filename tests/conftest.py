@@ -17,12 +17,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from cartpulse.auth import ensure_admin_token
+from cartpulse.access.auth import ensure_admin_token
 from cartpulse.config import Settings
-from cartpulse.dbt_cli import run_dbt
-from cartpulse.embedded import EmbeddedPostgres
-from cartpulse.storage import create_storage
-
+from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.storage.embedded import EmbeddedPostgres
+from cartpulse.storage.schema import create_storage
 from support import truncate_events
 
 GIVEN_SERVER = os.environ.get("CARTPULSE_TEST_DATABASE_URL")

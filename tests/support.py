@@ -17,7 +17,6 @@ from pathlib import Path
 
 import psycopg
 
-
 #: One valid purchase, for tests that need an event and do not care which.
 EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
          "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
@@ -46,7 +45,7 @@ def count(url: str, table: str = "raw.ecommerce_events") -> int:
 
 def dbt_ok(settings, *args) -> str:
     """Run dbt against the test database; fail the test with dbt's output if it fails."""
-    from cartpulse.dbt_cli import run_dbt
+    from cartpulse.ops.dbt_runner import run_dbt
 
     result = run_dbt(settings, settings.database_url, *args, check=False, capture=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

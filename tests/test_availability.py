@@ -9,9 +9,7 @@ from dataclasses import replace
 import pytest
 
 from cartpulse.app import create_app
-
-from support import ApiServer, EVENT, POST, free_port, ndjson, truncate_events
-
+from support import EVENT, POST, ApiServer, free_port, ndjson, truncate_events
 
 
 def test_unreachable_database_is_503_json_with_retry_after(built, admin_token):

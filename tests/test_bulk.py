@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cartpulse import bulk
-from cartpulse.generate import EventGenerator
-
 import expected
+from cartpulse.cli.event_generator import EventGenerator
+from cartpulse.ingest import bulk
 from support import count, ndjson
 
 URL = "/v0/datasources?name=ecommerce_events&mode=append"
@@ -140,7 +139,7 @@ def test_scopes_and_size_limit(built, client, auth, empty_events):
 
 
 def test_cartpulse_import_cli(empty_events, tmp_path, monkeypatch, capsys):
-    from cartpulse.cli import main
+    from cartpulse.cli.main import main
 
     monkeypatch.setenv("DATABASE_URL", empty_events.database_url)
     sent = events(25)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cartpulse.embedded import EmbeddedPostgres
-
+from cartpulse.storage.embedded import EmbeddedPostgres
 from support import free_port, truncate_events, wait_http
 
 SEED_POST = """curl -X POST "$HOST/v0/events?name=ecommerce_events" -H "Authorization: Bearer $TB_ADMIN_TOKEN" -d '{"event_time":"2024-05-01 10:15:00","event_type":"purchase","user_id":"u123","product_id":"p456","category":"electronics","price":199.99,"quantity":2,"session_id":"s789","country":"US"}'"""

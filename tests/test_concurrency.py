@@ -12,9 +12,8 @@ import random
 import threading
 from datetime import datetime, timedelta, timezone
 
-from cartpulse.dbt_cli import run_dbt
-
 import expected
+from cartpulse.ops.dbt_runner import run_dbt
 from support import truncate_events
 
 BASE = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cartpulse.generate import EventGenerator
+from cartpulse.cli.event_generator import EventGenerator
 from support import truncate_events
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -6,11 +6,10 @@ import json
 import shutil
 from dataclasses import replace
 
-from cartpulse.catalog import endpoints_from_manifest
+from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.config import PROJECT_DIR
-from cartpulse.dbt_cli import run_dbt
-from cartpulse.generate import EventGenerator
-
+from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.project.endpoints import endpoints_from_manifest
 from support import dbt_ok, ndjson, truncate_events
 
 

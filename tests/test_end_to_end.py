@@ -9,9 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cartpulse.generate import EventGenerator
-
 import expected
+from cartpulse.cli.event_generator import EventGenerator
 from support import ndjson, truncate_events
 
 PIPES = {

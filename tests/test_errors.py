@@ -9,7 +9,6 @@ import pytest
 from support import EVENT, POST, count, ndjson, truncate_events
 
 
-
 @pytest.fixture(autouse=True)
 def _empty(settings):
     truncate_events(settings.database_url)

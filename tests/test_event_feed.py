@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-from cartpulse.cli import main
-from cartpulse.events import validate
-
+from cartpulse.cli.main import main
+from cartpulse.ingest.rows import validate
 from support import count, truncate_events
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-
 from datetime import datetime, timezone
 
 import pytest
 
-from cartpulse.events import RowError, parse_body, parse_time, validate
+from cartpulse.ingest.rows import RowError, parse_body, parse_time, validate
 
 GOOD = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
         "category": "shoes", "price": 10, "quantity": 2, "session_id": "s1", "country": "Côte d'Ivoire"}
@@ -80,8 +79,8 @@ def test_missing_fields_are_all_named():
 
 def test_fast_path_agrees_with_the_thorough_one():
     """The inline checks for common rows give exactly what validate() gives."""
-    from cartpulse.events import _fast_row
-    from cartpulse.generate import EventGenerator
+    from cartpulse.cli.event_generator import EventGenerator
+    from cartpulse.ingest.rows import _fast_row
 
     events = EventGenerator(seed=9).events(2000) + [
         {**GOOD, "price": 3}, {**GOOD, "price": 2.5, "quantity": 0}, {**GOOD, "event_time": "2026-10-05T10:15:00"},

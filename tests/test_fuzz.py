@@ -9,10 +9,10 @@ import time
 from urllib.parse import quote, urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from cartpulse import jwt
-
+from cartpulse.access import jwt
 from support import count, ndjson, truncate_events
 
 POST = "/v0/events?name=ecommerce_events"

@@ -8,8 +8,7 @@ import threading
 import psycopg
 import pytest
 
-from cartpulse import idempotency
-
+from cartpulse.ingest import idempotency
 from support import EVENT, POST, count, ndjson, truncate_events
 
 BODY = ndjson([EVENT, {**EVENT, "quantity": -1}, EVENT])  # 2 stored, 1 quarantined

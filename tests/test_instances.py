@@ -13,11 +13,19 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from cartpulse import tokens
-from cartpulse.generate import EventGenerator
-
 import expected
-from support import EVENT, POST, ApiServer, RoundRobinProxy, count, ndjson, request_burst, wait_http
+from cartpulse.access import tokens
+from cartpulse.cli.event_generator import EventGenerator
+from support import (
+    EVENT,
+    POST,
+    ApiServer,
+    RoundRobinProxy,
+    count,
+    ndjson,
+    request_burst,
+    wait_http,
+)
 
 PIPES = {
     "top_products": expected.top_products,

@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from cartpulse import jwt
-
 import expected
+from cartpulse.access import jwt
 from support import ndjson, truncate_events
 
 POST = "/v0/events?name=ecommerce_events"

@@ -11,9 +11,8 @@ from dataclasses import replace
 import psycopg
 import pytest
 
-from cartpulse import stats
-from cartpulse.generate import EventGenerator
-
+from cartpulse.cli.event_generator import EventGenerator
+from cartpulse.ops import pipe_stats as stats
 from support import ApiServer, metric_value, ndjson, truncate_events
 
 

@@ -10,8 +10,8 @@ import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
-from cartpulse.events import COLUMNS
-from cartpulse.render import FORMATS
+from cartpulse.ingest.rows import COLUMNS
+from cartpulse.serving.render import FORMATS
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import pytest
 from support import EVENT, truncate_events
 
 
-
 @pytest.mark.parametrize("pipe, params, name, words", [
     ("top_products", {"limit": "ten"}, "limit", "integer"),
     ("top_products", {"limit": "1001"}, "limit", "at most 1000"),

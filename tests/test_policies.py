@@ -13,10 +13,9 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from cartpulse.generate import EventGenerator
-from cartpulse.storage import TIMESCALEDB, create_storage
-
 import expected
+from cartpulse.cli.event_generator import EventGenerator
+from cartpulse.storage.schema import TIMESCALEDB, create_storage
 from support import dbt_ok, ndjson, truncate_events
 
 

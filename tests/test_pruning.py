@@ -17,10 +17,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cartpulse.pipes import endpoint_query
-from cartpulse.storage import TIMESCALEDB
-
 import expected
+from cartpulse.serving.pipes import endpoint_query
+from cartpulse.storage.schema import TIMESCALEDB
 from support import ndjson, truncate_events
 
 # Neither edge is a whole day, minute or hour: the leading edge lies in 2026-10-02,

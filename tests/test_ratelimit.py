@@ -10,9 +10,7 @@ from dataclasses import replace
 import pytest
 
 from cartpulse.app import create_app
-
-from support import ApiServer, EVENT, count, ndjson, request_burst, truncate_events
-
+from support import EVENT, ApiServer, count, ndjson, request_burst, truncate_events
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from cartpulse.generate import EventGenerator
-
 import expected
+from cartpulse.cli.event_generator import EventGenerator
 from support import dbt_ok, ndjson, truncate_events
 
 POST = "/v0/events?name=ecommerce_events"

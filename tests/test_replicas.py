@@ -20,16 +20,23 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cartpulse.auth import ensure_admin_token
-from cartpulse.config import Settings, split_urls
-from cartpulse.dbt_cli import run_dbt
-from cartpulse.embedded import EmbeddedPostgres
-from cartpulse.generate import EventGenerator
-from cartpulse.replicas import LSN_HEADER, format_lsn, parse_lsn
-from cartpulse.storage import create_storage
-
 import expected
-from support import EVENT, POST, ApiServer, free_port, metric_value, ndjson, truncate_events
+from cartpulse.access.auth import ensure_admin_token
+from cartpulse.cli.event_generator import EventGenerator
+from cartpulse.config import Settings, split_urls
+from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.storage.embedded import EmbeddedPostgres
+from cartpulse.storage.schema import create_storage
+from cartpulse.storage.wal import LSN_HEADER, format_lsn, parse_lsn
+from support import (
+    EVENT,
+    POST,
+    ApiServer,
+    free_port,
+    metric_value,
+    ndjson,
+    truncate_events,
+)
 
 MAX_LAG = 2.0
 WEEK = {"start_date": "2026-10-02 00:00:00", "end_date": "2026-10-03 12:00:00"}

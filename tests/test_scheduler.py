@@ -13,8 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from cartpulse.scheduler import LOCK_KEY, Scheduler
-
+from cartpulse.ops.scheduler import LOCK_KEY, Scheduler
 from support import Http, count, free_port, truncate_events, wait_http
 
 CARTPULSE = str(Path(sys.executable).parent / "cartpulse")

@@ -7,8 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from cartpulse.storage import TIMESCALEDB, create_storage
-
+from cartpulse.storage.schema import TIMESCALEDB, create_storage
 from support import ndjson, truncate_events
 
 EVENT = {"event_type": "view", "user_id": "u1", "product_id": "p1", "category": "shoes", "price": 1.0,

@@ -9,10 +9,8 @@ import secrets
 import psycopg
 import pytest
 
-from cartpulse import cli
-
+from cartpulse.cli import main as cli
 from support import EVENT, POST, ndjson, truncate_events
-
 
 
 @pytest.fixture(autouse=True)

@@ -24,9 +24,10 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from flask import g, request
+from flask import request
 
-from . import metrics
+from cartpulse.context import request_state
+from cartpulse.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,13 @@ def init_app(app, db) -> StatsWriter:
 
     @app.after_request
     def _record(response):
-        pipe, caller = g.get("cartpulse_pipe"), g.get("cartpulse_caller")
+        known = request_state()
+        pipe, caller = known.pipe, known.caller
         if pipe is None or caller is None:
             return response
-        started = g.get("cartpulse_started")
+        started = known.started
         duration = time.perf_counter() - started if started is not None else 0.0
-        result_rows, statistics = g.get("cartpulse_pipe_result") or (0, {})
+        result_rows, statistics = known.pipe_result or (0, {})
         params = {k: v[:MAX_PARAM_CHARS] for k, v in request.args.items() if k != "token"}
         error = None
         if response.status_code >= 400 and response.is_json:

@@ -34,25 +34,18 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 
-import psycopg
 
-from .db import Database, describe
-from .errors import ApiError, database_unavailable, first_line
+from cartpulse.errors import database_unavailable, first_line
+from cartpulse.storage.db import Database, describe
+from cartpulse.storage.wal import FLUSH_POSITION, REPLAY_POSITION, format_lsn, parse_lsn
 
 log = logging.getLogger(__name__)
 
-LSN_HEADER = "CartPulse-LSN"
-_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
-FLUSH_POSITION = "select pg_current_wal_flush_lsn()::text"
-#: On a replica: the position it has replayed up to. Null when the server is not in
-#: recovery: a promoted server keeps reporting the last position it replayed.
-REPLAY_POSITION = "select case when pg_is_in_recovery() then pg_last_wal_replay_lsn()::text end"
 NOT_A_REPLICA = "not a streaming replica (promoted, or not in recovery)"
 #: A query on a replica waits at most this long for a lock. Replay holds a table's
 #: exclusive lock from a transaction's lock record to its commit record (DDL, a vacuum
@@ -61,35 +54,6 @@ NOT_A_REPLICA = "not a streaming replica (promoted, or not in recovery)"
 LOCK_TIMEOUT_MS = 1000
 #: Between two replay checks while a read waits for a replica to catch up.
 POLL_SECONDS = 0.005
-
-
-def parse_lsn(text: str) -> int:
-    """``0/1A2B3C8`` (PostgreSQL's pg_lsn text) as an integer; 400 naming the header otherwise."""
-    match = _LSN.fullmatch(text.strip())
-    if not match:
-        raise ApiError(400, f"header {LSN_HEADER}: '{text[:40]}' is not a WAL position like 0/1A2B3C8"
-                            " (send back the value an ingest acknowledgement gave)")
-    return (int(match[1], 16) << 32) | int(match[2], 16)
-
-
-def format_lsn(value: int) -> str:
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
-def commit_position(conn: psycopg.Connection) -> str:
-    """Commit the caller's transaction now and return a WAL position covering it.
-
-    With ``synchronous_commit`` on, the commit record is flushed before ``commit()``
-    returns, so the primary's flush position read afterwards is at or past it; a replica
-    that has replayed up to that position shows the commit."""
-    conn.commit()
-    return conn.execute(FLUSH_POSITION).fetchone()[0]
-
-
-def current_position(db: Database) -> str:
-    """The primary's flush position now: covers every commit acknowledged before."""
-    with db.psycopg() as conn:
-        return conn.execute(FLUSH_POSITION).fetchone()[0]
 
 
 @dataclass(frozen=True)

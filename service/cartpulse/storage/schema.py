@@ -26,7 +26,7 @@ TIMESCALEDB = "timescaledb"
 
 
 def _sql(name: str) -> str:
-    return files("cartpulse").joinpath("sql", name).read_text()
+    return files("cartpulse.storage").joinpath("sql", name).read_text()
 
 
 def detect_engine(conn: psycopg.Connection) -> str:

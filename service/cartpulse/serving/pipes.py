@@ -14,16 +14,17 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, jsonify, request
 from psycopg import sql
 from psycopg.adapt import Loader
 
-from . import metrics
-from .auth import allows, request_caller, request_scopes, require_scope
-from .errors import ApiError, first_line
-from .params import parse_request
-from .render import FORMATS, render, type_name
-from .replicas import LSN_HEADER, REPLAY_POSITION, parse_lsn
+from cartpulse.access.auth import allows, request_caller, request_scopes, require_scope
+from cartpulse.context import request_state, service
+from cartpulse.errors import ApiError, first_line
+from cartpulse.ops import metrics
+from cartpulse.serving.params import parse_request
+from cartpulse.serving.render import FORMATS, render, type_name
+from cartpulse.storage.wal import LSN_HEADER, REPLAY_POSITION, parse_lsn
 
 bp = Blueprint("pipes", __name__)
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class UtcDateTimeText(Loader):
 
 
 def _state():
-    return current_app.extensions["cartpulse"]
+    return service()
 
 
 def endpoint_query(endpoint, values: dict) -> sql.Composed:
@@ -151,7 +152,7 @@ def get_pipe(filename: str):
     endpoint = catalog.get(name)
     if endpoint is None:
         raise ApiError(404, f"pipe '{name}' not found")
-    g.cartpulse_pipe = name  # for the latency histogram (metrics.py) and pipe_stats (stats.py)
+    request_state().pipe = name  # for the latency histogram (metrics) and pipe_stats
     require_scope(f"PIPES:READ:{name}")
     fixed = request_caller().fixed_params.get(name)
     if fixed:
@@ -163,7 +164,7 @@ def get_pipe(filename: str):
     values = parse_request(endpoint.params, request.args, fixed=fixed)
     position = request.headers.get(LSN_HEADER)
     meta, rows, statistics = run_endpoint(endpoint, values, parse_lsn(position) if position else None)
-    g.cartpulse_pipe_result = (len(rows), statistics)
+    request_state().pipe_result = (len(rows), statistics)
     response = render(fmt, meta, rows, statistics)
     response.headers["CartPulse-Read-From"] = statistics["source"]
     response.headers["CartPulse-Max-Staleness"] = f"{statistics['max_staleness']:.3f}"

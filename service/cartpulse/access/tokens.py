@@ -15,10 +15,17 @@ from __future__ import annotations
 import re
 
 import psycopg
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from .auth import ADMIN, ADMIN_TOKEN_NAME, hash_token, new_token, require_scope
-from .errors import ApiError
+from cartpulse.access.auth import (
+    ADMIN,
+    ADMIN_TOKEN_NAME,
+    hash_token,
+    new_token,
+    require_scope,
+)
+from cartpulse.context import service
+from cartpulse.errors import ApiError
 
 bp = Blueprint("tokens", __name__)
 
@@ -106,7 +113,7 @@ def delete(conn: psycopg.Connection, name: str) -> None:
 
 
 def _state():
-    return current_app.extensions["cartpulse"]
+    return service()
 
 
 def _run(operation, *args):

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from .datasources import PARAMS as DATASOURCE_PARAMS, SOURCES
-from .events import COLUMNS as EVENT_COLUMNS, MAX_STRING_LENGTH, STRING_COLUMNS
-from .ingest import DATA_SOURCES
-from .params import Param
-from .render import FORMATS
+from cartpulse.context import service
+from cartpulse.ingest.events_api import DATA_SOURCES
+from cartpulse.ingest.rows import COLUMNS as EVENT_COLUMNS
+from cartpulse.ingest.rows import MAX_STRING_LENGTH, STRING_COLUMNS
+from cartpulse.serving.datasources import PARAMS as DATASOURCE_PARAMS
+from cartpulse.serving.datasources import SOURCES
+from cartpulse.serving.params import Param
+from cartpulse.serving.render import FORMATS
 
 bp = Blueprint("openapi", __name__)
 
@@ -445,5 +448,5 @@ def build_spec(endpoints, server_url: str = "/") -> dict:
 @bp.get("/v0/openapi.json")
 def openapi_json():
     """The document, for this request's host; no token needed (it reveals no data)."""
-    endpoints = current_app.extensions["cartpulse"].catalog.all().values()
+    endpoints = service().catalog.all().values()
     return jsonify(build_spec(endpoints, request.url_root.rstrip("/") or "/"))

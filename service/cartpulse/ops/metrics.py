@@ -21,12 +21,20 @@ import logging
 import os
 import time
 
-from flask import Blueprint, Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from flask import Blueprint, Response, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
-from .errors import ApiError, database_unavailable
-from .multiproc import ENV as MULTIPROC_ENV
+from cartpulse.context import request_state, service
+from cartpulse.errors import ApiError, database_unavailable
+from cartpulse.ops.multiproc import ENV as MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -63,16 +71,17 @@ def init_app(app) -> None:
 
     @app.before_request
     def _start_clock():
-        g.cartpulse_started = time.perf_counter()
+        request_state().started = time.perf_counter()
 
     @app.after_request
     def _observe(response):
-        started = g.get("cartpulse_started")
+        known = request_state()
+        started = known.started
         if started is not None:
             elapsed = time.perf_counter() - started
             route = request.url_rule.rule if request.url_rule else "unmatched"
             REQUEST_SECONDS.labels(route, request.method, str(response.status_code)).observe(elapsed)
-            pipe = g.get("cartpulse_pipe")
+            pipe = known.pipe
             if pipe is not None:
                 PIPE_SECONDS.labels(pipe, str(response.status_code)).observe(elapsed)
         return response
@@ -82,7 +91,7 @@ def init_app(app) -> None:
 
 @bp.get("/metrics")
 def metrics():
-    state = current_app.extensions["cartpulse"]
+    state = service()
     expected = state.settings.metrics_token
     if expected and request.headers.get("Authorization", "") != f"Bearer {expected}":
         raise ApiError(401, "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'")

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,8 +42,9 @@ from pathlib import Path
 
 import psycopg
 
-from . import refresh_runs, stats
-from .dbt_cli import run_dbt
+from cartpulse.ops import pipe_stats as stats
+from cartpulse.ops import refresh_runs
+from cartpulse.ops.dbt_runner import run_dbt
 
 log = logging.getLogger("cartpulse.scheduler")
 
@@ -182,14 +182,10 @@ def _tail(text: str, chars: int = MAX_ERROR_CHARS) -> str:
     return text.strip()[-chars:]
 
 
-def host_and_pid() -> tuple[str, int]:
-    return socket.gethostname(), os.getpid()
-
-
 def spawn(url: str, skip_first: bool = True) -> subprocess.Popen:
     """Start ``cartpulse scheduler`` as a child (``cartpulse run``): its own process and
     session, so the terminal's Ctrl-C reaches only ``cartpulse run``, which stops it."""
-    args = [sys.executable, "-m", "cartpulse.cli", "scheduler", "--parent", str(os.getpid())]
+    args = [sys.executable, "-m", "cartpulse.cli.main", "scheduler", "--parent", str(os.getpid())]
     if skip_first:
         args.append("--skip-first")  # cartpulse run has just built the models
     return subprocess.Popen(args, env={**os.environ, "DATABASE_URL": url}, start_new_session=True)

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, jsonify, request
 from psycopg import sql
 
-from .auth import ADMIN, require_scope
-from .errors import ApiError
-from .events import COLUMNS
-from .params import Param, parse_request
-from .render import FORMATS, render, type_name
+from cartpulse.access.auth import ADMIN, require_scope
+from cartpulse.context import service
+from cartpulse.errors import ApiError
+from cartpulse.ingest import bulk
+from cartpulse.ingest.rows import COLUMNS
+from cartpulse.project.datasources import DATA_SOURCES
+from cartpulse.serving.params import Param, parse_request
+from cartpulse.serving.render import FORMATS, render, type_name
+from cartpulse.storage.wal import LSN_HEADER
 
 bp = Blueprint("datasources", __name__)
 
@@ -64,7 +68,7 @@ def read_datasource(filename: str):
         sql.SQL("where ") + sql.SQL(" and ").join(where) if where else sql.SQL(""),
         sql.Identifier(source.order_by), sql.Placeholder("limit"), sql.Placeholder("offset"))
     bound = {"limit": 100, "offset": 0, **values}
-    with current_app.extensions["cartpulse"].db.psycopg() as conn:
+    with service().db.psycopg() as conn:
         cur = conn.execute(query, bound)
         meta = [{"name": d.name, "type": type_name(d.type_code)} for d in cur.description]
         rows = [tuple(_plain_arrays(v) for v in row) for row in cur.fetchall()]
@@ -76,3 +80,40 @@ def _plain_arrays(value):
     if isinstance(value, list) and request.path.endswith(".csv"):
         return "; ".join(value)
     return value
+
+
+@bp.post("/v0/datasources")
+def post_datasource():
+    name = request.args.get("name")
+    if not name:
+        raise ApiError(400, "missing the 'name' parameter (the data source to append to)")
+    if name not in DATA_SOURCES:
+        raise ApiError(404, f"data source '{name}' not found")
+    mode = request.args.get("mode", "append")
+    if mode == "replace":
+        raise ApiError(400, "mode=replace is not supported: rollups only absorb additions, so replaced events "
+                            "could not be taken out of them exactly; see docs/operations.md (bulk import)")
+    if mode != "append":
+        raise ApiError(400, f"unknown mode '{mode[:40]}': use mode=append")
+    require_scope(f"DATASOURCES:APPEND:{name}")
+    state = service()
+    request.max_content_length = state.settings.max_import_bytes
+    gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
+    if request.mimetype == "multipart/form-data":
+        upload = next(iter(request.files.values()), None)
+        field = next(iter(request.files), None)
+        if upload is None:
+            raise ApiError(400, "no file in the multipart body: send it as -F csv=@file.csv (or ndjson=, parquet=)")
+        fmt = bulk.detect_format(request.args.get("format") or (field if field in bulk.FORMATS else None),
+                            upload.filename, upload.mimetype)
+        raw, gzipped = upload.stream, gzipped or (upload.filename or "").lower().endswith(".gz")
+    else:
+        fmt = bulk.detect_format(request.args.get("format"), None, request.mimetype)
+        raw = request.stream
+    if fmt == "parquet" and gzipped:
+        raise ApiError(400, "Parquet compresses itself: send it without gzip")
+    stream = bulk.open_stream(raw, gzipped, state.settings.max_import_bytes)
+    summary = bulk.import_stream(state.db, state.partitions, DATA_SOURCES[name], fmt, stream)
+    response = jsonify(summary.answer(name, mode))
+    response.headers[LSN_HEADER] = summary.position  # read-your-writes (replicas.py)
+    return response

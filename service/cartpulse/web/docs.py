@@ -15,7 +15,14 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from flask import Blueprint, abort, redirect, render_template, send_from_directory, url_for
+from flask import (
+    Blueprint,
+    abort,
+    redirect,
+    render_template,
+    send_from_directory,
+    url_for,
+)
 
 bp = Blueprint("docs", __name__)
 

@@ -8,7 +8,7 @@ werkzeug; a raw Parquet body is spooled to one, Parquet keeps its index at the e
 
 Each chunk meets exactly the events API's rules (``events.parse_body`` for NDJSON,
 ``events.add_record`` for CSV and Parquet rows) and is written by the events API's own
-writer (``ingest.copy_batch``): valid rows to the events table *and* its pending twin,
+writer (``writer.copy_batch``): valid rows to the events table *and* its pending twin,
 so rollups stay exact, bad rows to the quarantine with this import's ``import_id``.
 
 **Atomicity: all or nothing per import.** Every chunk is COPYed inside one transaction,
@@ -41,15 +41,11 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
-from flask import Blueprint, current_app, jsonify, request
-
-from . import ingest, metrics
-from .auth import require_scope
-from .errors import ApiError
-from .events import COLUMNS, Batch, add_record, parse_body
-from .replicas import LSN_HEADER, commit_position
-
-bp = Blueprint("bulk", __name__)
+from cartpulse.errors import ApiError
+from cartpulse.ingest import writer
+from cartpulse.ingest.rows import COLUMNS, Batch, add_record, parse_body
+from cartpulse.ops import metrics
+from cartpulse.storage.wal import commit_position
 
 FORMATS = ("csv", "ndjson", "parquet")
 #: Rows per chunk: parsed, validated and COPYed together (one COPY statement each).
@@ -259,7 +255,7 @@ def import_stream(db, partitions, table: str, fmt: str, stream: BinaryIO,
             # Partitions are created in their own committed transactions (ATTACH takes a
             # lock that does not conflict with this transaction's inserts).
             partitions.ensure(db, batch.rows)
-            ingest.copy_batch(cur, table, batch, summary.import_id)
+            writer.copy_batch(cur, table, batch, summary.import_id)
             summary.successful_rows += len(batch.rows)
             summary.quarantined_rows += len(batch.quarantined)
             decoded += batch.json_lines
@@ -275,40 +271,3 @@ def import_stream(db, partitions, table: str, fmt: str, stream: BinaryIO,
     metrics.count_rows(table, "import", summary.successful_rows, summary.quarantined_rows)
     summary.elapsed = time.perf_counter() - started
     return summary
-
-
-@bp.post("/v0/datasources")
-def post_datasource():
-    name = request.args.get("name")
-    if not name:
-        raise ApiError(400, "missing the 'name' parameter (the data source to append to)")
-    if name not in ingest.DATA_SOURCES:
-        raise ApiError(404, f"data source '{name}' not found")
-    mode = request.args.get("mode", "append")
-    if mode == "replace":
-        raise ApiError(400, "mode=replace is not supported: rollups only absorb additions, so replaced events "
-                            "could not be taken out of them exactly; see docs/operations.md (bulk import)")
-    if mode != "append":
-        raise ApiError(400, f"unknown mode '{mode[:40]}': use mode=append")
-    require_scope(f"DATASOURCES:APPEND:{name}")
-    state = current_app.extensions["cartpulse"]
-    request.max_content_length = state.settings.max_import_bytes
-    gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
-    if request.mimetype == "multipart/form-data":
-        upload = next(iter(request.files.values()), None)
-        field = next(iter(request.files), None)
-        if upload is None:
-            raise ApiError(400, "no file in the multipart body: send it as -F csv=@file.csv (or ndjson=, parquet=)")
-        fmt = detect_format(request.args.get("format") or (field if field in FORMATS else None),
-                            upload.filename, upload.mimetype)
-        raw, gzipped = upload.stream, gzipped or (upload.filename or "").lower().endswith(".gz")
-    else:
-        fmt = detect_format(request.args.get("format"), None, request.mimetype)
-        raw = request.stream
-    if fmt == "parquet" and gzipped:
-        raise ApiError(400, "Parquet compresses itself: send it without gzip")
-    stream = open_stream(raw, gzipped, state.settings.max_import_bytes)
-    summary = import_stream(state.db, state.partitions, ingest.DATA_SOURCES[name], fmt, stream)
-    response = jsonify(summary.answer(name, mode))
-    response.headers[LSN_HEADER] = summary.position  # read-your-writes (replicas.py)
-    return response

@@ -22,15 +22,15 @@ import os
 import secrets
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataclasses import dataclass, field
-
 import psycopg
-from flask import current_app, g, request
+from flask import request
 
-from . import jwt, ratelimit
-from .errors import ApiError
+from cartpulse.access import jwt, ratelimit
+from cartpulse.context import request_state, service
+from cartpulse.errors import ApiError
 
 ADMIN = "ADMIN"
 ADMIN_TOKEN_NAME = "admin token"
@@ -132,7 +132,7 @@ def admin_secret(state) -> str | None:
 
 
 def _resolve(token: str) -> Caller:
-    state = current_app.extensions["cartpulse"]
+    state = service()
     if jwt.looks_like_jwt(token):
         secret = admin_secret(state)
         if secret is None:
@@ -153,22 +153,23 @@ def _resolve(token: str) -> Caller:
 def request_caller() -> Caller:
     """The request's caller, resolved once per request; 401 JSON without a valid token,
     429 JSON when its rate limit is exhausted."""
-    if "cartpulse_caller" in g:
-        return g.cartpulse_caller
+    known = request_state()
+    if known.caller is not None:
+        return known.caller
     token = request_token()
     if not token:
         raise ApiError(401, "missing token: pass ?token=<token> or an 'Authorization: Bearer <token>' header")
     caller = _resolve(token)
-    g.cartpulse_caller = caller
-    state = current_app.extensions["cartpulse"]
+    known.caller = caller
+    state = service()
     settings = state.settings
-    g.cartpulse_quota = ratelimit.check(state.db, caller.bucket, settings.rate_limit_rps, settings.rate_limit_burst)
+    known.quota = ratelimit.check(state.db, caller.bucket, settings.rate_limit_rps, settings.rate_limit_burst)
     return caller
 
 
 def add_rate_limit_headers(response):
     """after_request hook: every answer to an authenticated request shows its quota."""
-    quota = g.get("cartpulse_quota")
+    quota = request_state().quota
     if quota is not None:
         response.headers.update(quota.headers())
     return response

@@ -21,7 +21,7 @@ import psycopg
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
-from .errors import first_line
+from cartpulse.errors import first_line
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ import signal
 import sys
 from dataclasses import replace
 
-from . import embedded
-from .config import Settings
+from cartpulse.config import Settings
+from cartpulse.storage import embedded
 
 log = logging.getLogger("cartpulse")
 
@@ -84,8 +84,8 @@ def cmd_replica(settings: Settings, args) -> int:
 
 def init(settings: Settings, url: str) -> str:
     """Create storage; return the admin token."""
-    from .auth import ensure_admin_token
-    from .storage import create_storage
+    from cartpulse.access.auth import ensure_admin_token
+    from cartpulse.storage.schema import create_storage
 
     create_storage(url)
     return ensure_admin_token(url, settings.state_dir, settings.admin_token)
@@ -98,13 +98,13 @@ def cmd_init(settings: Settings, args) -> int:
 
 
 def cmd_build(settings: Settings, args) -> int:
-    from .dbt_cli import run_dbt
+    from cartpulse.ops.dbt_runner import run_dbt
 
     return run_dbt(settings, database_url(settings), "run", *args.rest, check=False).returncode
 
 
 def cmd_dbt(settings: Settings, args) -> int:
-    from .dbt_cli import run_dbt
+    from cartpulse.ops.dbt_runner import run_dbt
 
     return run_dbt(settings, database_url(settings), *args.rest, check=False).returncode
 
@@ -121,10 +121,10 @@ def serve(settings: Settings) -> None:
     """Run gunicorn in this process; each worker builds its own app (and pool) after fork."""
     from gunicorn.app.base import BaseApplication
 
-    from . import multiproc
+    from cartpulse.ops import multiproc
 
     multiproc.prepare()  # before any worker imports prometheus_client (metrics.py)
-    from .app import create_app
+    from cartpulse.app import create_app
 
     def watch_database(worker) -> None:
         """post_worker_init: log, with backoff, until the database answers.
@@ -133,7 +133,7 @@ def serve(settings: Settings) -> None:
         once and answers 503 until the database is up; this makes that state plain in the log."""
         import threading
 
-        from .db import wait_until_reachable
+        from cartpulse.storage.db import wait_until_reachable
 
         threading.Thread(target=wait_until_reachable, args=(settings.database_url,),
                          name="database-watch", daemon=True).start()
@@ -166,7 +166,7 @@ def cmd_token(settings: Settings, args) -> int:
     """Manage API tokens with a direct database connection (no running server needed)."""
     import psycopg
 
-    from . import tokens
+    from cartpulse.access import tokens
 
     try:
         with psycopg.connect(database_url(settings)) as conn:
@@ -205,8 +205,8 @@ Ctrl-C stops the API{'' if settings.database_url else ' and the embedded databas
 def cmd_run(settings: Settings, args) -> int:
     """Start the database, create storage, build the models, serve and refresh them
     (the scheduler, a child process); stop all on Ctrl-C."""
-    from . import scheduler
-    from .dbt_cli import run_dbt
+    from cartpulse.ops import scheduler
+    from cartpulse.ops.dbt_runner import run_dbt
 
     server = None if settings.database_url else embedded.for_settings(settings)
     started_here = server is not None and not (server.initialized() and server.running())
@@ -238,8 +238,8 @@ def cmd_scheduler(settings: Settings, args) -> int:
     (exit 1 if it failed) for cron, systemd timers and orchestrators."""
     import psycopg
 
-    from .db import wait_until_reachable
-    from .scheduler import Scheduler
+    from cartpulse.ops.scheduler import Scheduler
+    from cartpulse.storage.db import wait_until_reachable
 
     url = database_url(settings)
     refresher = Scheduler(settings, url)
@@ -261,13 +261,13 @@ def cmd_scheduler(settings: Settings, args) -> int:
 def cmd_import(settings: Settings, args) -> int:
     from pathlib import Path
 
-    from .event_feed import import_file
+    from cartpulse.cli.import_file import import_file
 
     return import_file(settings, database_url(settings), Path(args.file))
 
 
 def cmd_generate(settings: Settings, args) -> int:
-    from .event_feed import generate
+    from cartpulse.cli.generate import generate
 
     return generate(args.events, args.seed, args.rate, args.output, args.url,
                     args.token or settings.admin_token, live=args.live)

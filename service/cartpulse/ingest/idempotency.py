@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .errors import ApiError
+from cartpulse.errors import ApiError
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255

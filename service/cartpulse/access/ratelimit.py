@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ApiError
+from cartpulse.errors import ApiError
 
 
 @dataclass(frozen=True)

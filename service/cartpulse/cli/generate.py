@@ -1,30 +1,24 @@
-"""``cartpulse generate`` and ``cartpulse import``: events into CartPulse from the command line.
+"""``cartpulse generate``: synthetic events as NDJSON, or POSTed to a running server.
 
-``generate`` makes synthetic events with ``generate.EventGenerator``: the same ``--seed``
-gives byte-identical output. By default it writes NDJSON to stdout (or ``--output FILE``),
+The events come from ``event_generator.EventGenerator``: the same ``--seed`` gives
+byte-identical output. By default it writes NDJSON to stdout (or ``--output FILE``),
 which composes with everything (``cartpulse import``, curl, a file for later); with
 ``--url`` it POSTs batches to a running server's events API instead, each batch with an
-``Idempotency-Key`` made of a per-run id and the batch number, so a retried batch (after a
-503 or a lost connection) is stored exactly once, while running it again adds events again. ``--rate`` paces it (events per second).
-
-``import`` loads a CSV, NDJSON or Parquet file (by its extension, ``.gz`` allowed for
-CSV/NDJSON) straight into the database with the bulk import's code (``bulk.py``): the same
-validation, quarantine and pending rows as the API, one transaction for the whole file.
-
-Both draw a progress bar with rate and ETA on stderr when it is a terminal (tqdm).
+``Idempotency-Key`` made of a per-run id and the batch number, so a retried batch (after
+a 503 or a lost connection) is stored exactly once, while running it again adds events
+again. ``--rate`` paces it (events per second). A progress bar with rate and ETA goes to
+stderr when it is a terminal (tqdm).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import os
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 from tqdm import tqdm
 
@@ -38,7 +32,7 @@ def generate(events: int, seed: int, rate: float | None, output: str | None, url
     """Write or POST ``events`` synthetic events; return a process exit status."""
     from datetime import datetime, timezone
 
-    from .generate import EventGenerator
+    from cartpulse.cli.event_generator import EventGenerator
 
     generator = EventGenerator(seed=seed)
     started = time.monotonic()
@@ -122,41 +116,3 @@ class _Poster:
 
     def close(self) -> None:
         pass
-
-
-def import_file(settings, url: str, path: Path) -> int:
-    """Load one file with the bulk import's code; print its summary as JSON."""
-    from . import bulk, ingest
-    from .db import Database
-    from .errors import ApiError
-
-    fmt = bulk.detect_format(None, path.name)
-    gzipped = path.name.lower().endswith(".gz")
-    db = Database(url, pool_size=2, statement_timeout_ms=settings.statement_timeout_ms)
-    size = path.stat().st_size
-    with open(path, "rb") as raw, tqdm(desc=f"import {path.name}", disable=None, file=sys.stderr,
-                                       unit="B" if fmt != "parquet" else "rows", unit_scale=True,
-                                       total=size if fmt != "parquet" else _parquet_rows(path)) as bar:
-        def progress(batch) -> None:
-            if fmt == "parquet":
-                bar.update(len(batch.rows) + len(batch.quarantined))
-            else:  # how far into the file (compressed bytes for .gz): what the total measures
-                bar.update(os.lseek(raw.fileno(), 0, os.SEEK_CUR) - bar.n)
-
-        try:
-            stream = raw if fmt == "parquet" else bulk.open_stream(raw, gzipped, None)
-            summary = bulk.import_stream(db, ingest.PartitionCache(), ingest.DATA_SOURCES["ecommerce_events"],
-                                         fmt, stream, on_chunk=progress)
-        except ApiError as err:
-            print(f"cartpulse import: {err.message}; nothing was stored", file=sys.stderr)
-            return 2
-        finally:
-            db.dispose()
-    print(json.dumps(summary.answer("ecommerce_events", "append")))
-    return 0
-
-
-def _parquet_rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from .errors import ApiError
-from .events import RowError, parse_time
+from cartpulse.errors import ApiError
+from cartpulse.ingest.rows import RowError, parse_time
 
 TYPES = ("DateTime", "Int", "Float", "String")
 

@@ -1,0 +1,99 @@
+"""The Events API: ``POST /v0/events?name=<data source>`` with NDJSON or one JSON object.
+
+A request is answered only after its rows are committed, so an acknowledgement means
+the events are durable (``synchronous_commit`` is left on). Valid rows and quarantined
+rows of one request are written in one transaction: a request is stored whole or not
+at all, never half. With an ``Idempotency-Key`` the key and the answer are recorded in
+that same transaction (``idempotency.py``), so a retried batch is stored exactly once.
+
+``wait=true`` is accepted for Tinybird compatibility and changes only the status (200
+instead of 202): CartPulse answers after the commit either way.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+
+from flask import Blueprint, jsonify, request
+
+from cartpulse.access.auth import request_caller, require_scope
+from cartpulse.context import service
+from cartpulse.errors import ApiError
+from cartpulse.ingest import idempotency
+from cartpulse.ingest.rows import parse_body
+from cartpulse.ingest.writer import write_batch
+from cartpulse.project.datasources import DATA_SOURCES
+from cartpulse.storage.wal import LSN_HEADER, current_position
+
+bp = Blueprint("ingest", __name__)
+
+
+def _body(max_bytes: int) -> bytes:
+    body = request.get_data(cache=False)
+    if request.headers.get("Content-Encoding", "").lower() == "gzip":
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            body = inflater.decompress(body, max_bytes + 1)
+        except zlib.error as err:
+            raise ApiError(400, f"body is not valid gzip: {err}") from None
+        if len(body) > max_bytes or inflater.unconsumed_tail:
+            raise ApiError(413, f"decompressed body over the limit of {max_bytes} bytes")
+        if not inflater.eof:
+            raise ApiError(400, "body is not valid gzip: truncated stream")
+    return body
+
+
+@bp.post("/v0/events")
+def post_events():
+    name = request.args.get("name")
+    if not name:
+        raise ApiError(400, "missing the 'name' parameter (the data source to append to)")
+    if name not in DATA_SOURCES:
+        raise ApiError(404, f"data source '{name}' not found")
+    require_scope(f"DATASOURCES:APPEND:{name}")
+    state = service()
+    body = _body(state.settings.max_body_bytes)
+    if not body.strip():
+        raise ApiError(400, "empty body: send one JSON object, or one per line (NDJSON)")
+    settings = state.settings
+    key = idempotency.request_key(request.headers)
+    claim = None
+    if key is not None:
+        claim = idempotency.Claim(token_name=request_caller().name, data_source=name, key=key,
+                                  body_sha256=idempotency.body_digest(body),
+                                  ttl_seconds=settings.idempotency_ttl_seconds)
+        with state.db.psycopg() as conn:
+            replay = idempotency.lookup(conn, claim)
+        if replay is not None:
+            return _replayed(replay)
+    batch = parse_body(body)
+    if batch.json_lines == 0:
+        line, why = batch.first_bad_line
+        raise ApiError(400, f"line {line}: {why}; nothing was stored", line=line)
+    import_id = uuid.uuid4().hex
+    wait = request.args.get("wait", "false").lower() == "true"
+    status = 200 if wait else 202
+    answer = {"successful_rows": len(batch.rows), "quarantined_rows": len(batch.quarantined),
+              "import_id": import_id}
+    try:
+        position = write_batch(state.db, state.partitions, DATA_SOURCES[name], batch, import_id, claim,
+                               (status, answer))
+    except idempotency.AlreadyStored as twin:  # a concurrent retry committed first
+        return _replayed(twin.replay)
+    if claim is not None:
+        state.purger.maybe_purge(state.db, settings.idempotency_ttl_seconds)
+    response = jsonify(answer)
+    response.status_code = status
+    response.headers[LSN_HEADER] = position  # read-your-writes through replicas (replicas.py)
+    return response
+
+
+def _replayed(replay: idempotency.Replay):
+    """The first answer given for this key, marked as a replay. Its position is the
+    primary's current one: the first request's commit is at or before it."""
+    response = jsonify(replay.response)
+    response.status_code = replay.status
+    response.headers["Idempotent-Replayed"] = "true"
+    response.headers[LSN_HEADER] = current_position(service().db)
+    return response
