@@ -1,0 +1,1 @@
+"""Writes: validating rows, the one batch writer, the Events API, bulk import, idempotency keys."""

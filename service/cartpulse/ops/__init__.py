@@ -1,0 +1,1 @@
+"""Running CartPulse: the refresh scheduler, health and status, metrics, pipe statistics, dbt."""

@@ -1,0 +1,1 @@
+"""What the dbt project declares, read by the service: the data sources and the endpoints."""

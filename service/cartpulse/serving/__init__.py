@@ -1,0 +1,1 @@
+"""Reads: pipe endpoints, their parameters, rendering, read replicas, the Data Sources API."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: connections, the data-source tables and policies, the embedded server, WAL positions."""

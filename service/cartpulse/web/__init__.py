@@ -1,0 +1,1 @@
+"""Pages for people: the OpenAPI document, the API reference, the live dashboard."""
