@@ -52,6 +52,9 @@ class Tab:
         self.context.route("**/*", self._guard)
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda err: self.errors.append(str(err)))
+        # A script, style or request the Content-Security-Policy refused (web/security.py).
+        self.page.on("console", lambda msg: self.errors.append(msg.text)
+                     if "Content Security Policy" in msg.text else None)
 
     def _guard(self, route):
         url = route.request.url

@@ -98,3 +98,73 @@ def test_a_jwt_cannot_claim_admin(client, loaded, admin_token):
                      admin_token)
     assert get(client, "/v0/tokens", token).status_code == 403
     assert get(client, "/v0/pipes/top_products.json", token).status_code == 403
+
+
+# -- hostile spellings and values (issue: never silently wrong) ----------------------------
+
+def _sign_raw(payload_json: str, secret: str) -> str:
+    """A JWT whose payload is exactly this JSON text (NaN, Infinity and 1e309 included)."""
+    import hashlib
+    import hmac
+
+    header = jwt.b64encode(b'{"alg":"HS256","typ":"JWT"}')
+    body = jwt.b64encode(payload_json.encode())
+    signature = hmac.new(secret.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{jwt.b64encode(signature)}"
+
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _other_trailing_bits(token: str) -> str:
+    """The same signature bytes, spelled with different unused trailing bits (a 32-byte
+    signature is 43 characters: the last one carries 2 bits that decode to nothing)."""
+    last = ALPHABET.index(token[-1])
+    return token[:-1] + ALPHABET[last ^ 1]
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda t: t + "!",                        # a stray character, skipped by lenient decoders
+    lambda t: t + "==",                       # padding
+    lambda t: t.replace(".", "=.", 1),        # padding inside the header
+    _other_trailing_bits,                     # non-canonical trailing bits
+    lambda t: t + "A",                        # one character too many
+    lambda t: t.replace("-", "+").replace("_", "/") if ("-" in t or "_" in t) else t + "+",  # base64, not base64url
+])
+def test_a_jwt_has_one_spelling(client, admin_token, loaded, mangle):
+    token = mint(admin_token, {"top_products": None})
+    assert get(client, "/v0/pipes/top_products.json", token).status_code == 200
+    variant = mangle(token)
+    assert variant != token
+    response = get(client, "/v0/pipes/top_products.json", variant)
+    assert response.status_code == 401, (variant, response.get_json())
+
+
+def test_the_rate_limit_bucket_is_the_tokens_identity(admin_token):
+    """Two spellings of the same claims (key order) are the same token to the limiter."""
+    claims = {"name": "shop-42", "exp": int(time.time() + 600),
+              "scopes": [{"type": "PIPES:READ", "resource": "top_products"}]}
+    reordered = dict(reversed(list(claims.items())))
+    one, two = jwt.sign(claims, admin_token), jwt.sign(reordered, admin_token)
+    assert one != two
+    assert jwt.verify(one, admin_token).identity == jwt.verify(two, admin_token).identity
+    other = jwt.verify(mint(admin_token, {"top_products": {"country": "Spain"}}), admin_token)
+    assert other.identity != jwt.verify(one, admin_token).identity
+
+
+@pytest.mark.parametrize("exp", ["NaN", "Infinity", "-Infinity", "1e309", "1e300"])
+def test_a_signed_jwt_with_an_impossible_exp_is_refused_not_a_500(client, admin_token, loaded, exp):
+    token = _sign_raw('{"name":"x","exp":%s,"scopes":[{"type":"PIPES:READ","resource":"top_products"}]}' % exp,
+                      admin_token)
+    response = get(client, "/v0/pipes/top_products.json", token)
+    assert response.status_code == 401
+    assert "exp" in response.get_json()["error"]
+
+
+def test_an_empty_fixed_parameter_binds_as_empty(client, admin_token, loaded):
+    """Fixed to country='' the token sees the purchases of country '' (none), never all."""
+    token = mint(admin_token, {"events_by_country": {"event_type": ""}, "top_products": {"country": ""}})
+    for pipe in ("events_by_country", "top_products"):
+        response = get(client, f"/v0/pipes/{pipe}.json?country=France&event_type=purchase", token)
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["data"] == [], pipe

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from cartpulse.ingest import events_api
     from cartpulse.ops import metrics, pipe_stats, status
     from cartpulse.serving import datasources, pipes
-    from cartpulse.web import dashboard, docs, openapi
+    from cartpulse.web import dashboard, docs, openapi, security
 
     # Ingest and serving: the Tinybird-shaped API.
     app.register_blueprint(events_api.bp)
@@ -72,4 +72,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(dashboard.bp)
+    security.init_app(app)
     return app

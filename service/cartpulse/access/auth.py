@@ -142,7 +142,7 @@ def _resolve(token: str) -> Caller:
         except jwt.InvalidToken as err:
             raise ApiError(401, f"invalid token: {err}") from None
         return Caller(name=f"jwt:{claims.name}", scopes=claims.scopes, fixed_params=claims.pipes,
-                      bucket=hash_token(token))
+                      bucket=claims.identity)
     found = state.tokens.lookup(token)
     if found is None:
         raise ApiError(401, "invalid token")

@@ -17,11 +17,15 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
 
 #: Longest JWT accepted, in characters: a token is a header, not a payload.
 MAX_LENGTH = 8192
+#: Largest ``exp`` accepted (the year 10000): beyond, no clock will ever get there.
+MAX_EXP = 253_402_300_800
 
 
 class InvalidToken(ValueError):
@@ -34,6 +38,9 @@ class Claims:
     expires: int
     #: pipe name → its fixed parameters (empty dict when none)
     pipes: dict[str, dict] = field(default_factory=dict)
+    #: A digest of the claims (keys sorted): what the token *is*, whatever its spelling;
+    #: the rate-limit bucket of every request made with it.
+    identity: bytes = b""
 
     @property
     def scopes(self) -> list[str]:
@@ -45,11 +52,23 @@ def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _b64decode(part: str) -> bytes:
+    """Strict base64url: the alphabet only, no padding, and the one canonical spelling
+    (unused trailing bits zero). Python's decoder is lenient — it skips stray characters
+    and ignores trailing bits — so one token would have many accepted spellings, each
+    its own rate-limit bucket and log line."""
+    if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
+        raise InvalidToken("not base64url")
     try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     except (binascii.Error, ValueError):
         raise InvalidToken("not base64url") from None
+    if b64encode(data) != part:
+        raise InvalidToken("not canonical base64url")
+    return data
 
 
 def b64encode(data: bytes) -> str:
@@ -87,6 +106,9 @@ def verify(token: str, secret: str, now: float | None = None) -> Claims:
     exp = payload.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         raise InvalidToken("exp (epoch seconds) is required")
+    # json reads NaN, Infinity and 1e309 (infinite) as floats: none is a time.
+    if not math.isfinite(exp) or abs(exp) > MAX_EXP:
+        raise InvalidToken("exp must be a finite number of epoch seconds")
     if exp <= (time.time() if now is None else now):
         raise InvalidToken("expired")
     pipes: dict[str, dict] = {}
@@ -99,4 +121,5 @@ def verify(token: str, secret: str, now: float | None = None) -> Claims:
         if any(isinstance(v, (dict, list)) or v is None for v in fixed.values()):
             raise InvalidToken("fixed_params values must be strings or numbers")
         pipes[resource] = {str(k): str(v) for k, v in fixed.items()}
-    return Claims(name=str(payload.get("name") or "jwt"), expires=int(exp), pipes=pipes)
+    return Claims(name=str(payload.get("name") or "jwt"), expires=int(exp), pipes=pipes,
+                  identity=hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).digest())

@@ -17,6 +17,7 @@ names), never from raw request text, so the number of series stays bounded.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
@@ -93,7 +94,8 @@ def init_app(app) -> None:
 def metrics():
     state = service()
     expected = state.settings.metrics_token
-    if expected and request.headers.get("Authorization", "") != f"Bearer {expected}":
+    given = request.headers.get("Authorization", "").encode()
+    if expected and not hmac.compare_digest(given, f"Bearer {expected}".encode()):
         raise ApiError(401, "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'")
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess

@@ -90,11 +90,17 @@ def _datetime(name: str, raw: str) -> datetime:
 def parse_request(params: tuple[Param, ...], args, fixed: dict | None = None) -> dict:
     """Validate the request's values; return ``{name: value}`` for those given.
 
-    ``fixed`` values (from a signed token) override whatever the query string says.
+    ``fixed`` values (from a signed token) override whatever the query string says, and
+    bind even when empty.
     """
     values = {}
     for param in params:
-        raw = (fixed or {}).get(param.name, args.get(param.name))
+        if fixed and param.name in fixed:
+            # A signed token's value always binds, the empty one included: read as
+            # "absent", it would lift the token's filter and show every row.
+            values[param.name] = param.parse(str(fixed[param.name]))
+            continue
+        raw = args.get(param.name)
         if raw is None or raw == "":
             continue
         values[param.name] = param.parse(str(raw))
