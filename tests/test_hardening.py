@@ -1,8 +1,16 @@
-"""Hardening that a browser or a log reader meets: security headers (web/security.py)."""
+"""Hostile input and hardening: security headers (web/security.py) and request bodies that
+are cut off, mis-chunked, multi-member or trailing-garbage gzip, or bombs (ingest/transport.py)."""
 
 from __future__ import annotations
 
+import gzip
+import json
+import socket
+from urllib.parse import urlsplit
+
 import pytest
+
+from support import EVENT, POST, count, ndjson, truncate_events
 
 
 @pytest.mark.parametrize("path", ["/", "/v0/docs"])
@@ -23,3 +31,82 @@ def test_json_answers_are_not_sniffed_and_leak_no_referrer(client, auth):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "no-referrer"
         assert "Content-Security-Policy" not in response.headers  # HTML pages only
+
+
+# -- transport: all or nothing (ingest/transport.py), through the production server ------
+
+IMPORT = "/v0/datasources?name=ecommerce_events&mode=append&format=ndjson"
+
+
+def raw_request(base: str, token: str, path: str, head: dict, body: bytes) -> tuple[int, dict]:
+    """Send exactly these bytes (headers as given, no Content-Length fixed up), close our
+    side, and read the answer: how a client that dies mid-upload looks to the server."""
+    where = urlsplit(base)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        lines = [f"POST {path} HTTP/1.1", f"Host: {where.netloc}", f"Authorization: Bearer {token}",
+                 "Connection: close", *(f"{k}: {v}" for k, v in head.items())]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"null")
+
+
+def events(n: int) -> list[dict]:
+    return [{**EVENT, "user_id": f"cut-{i}"} for i in range(n)]
+
+
+@pytest.mark.parametrize("path", [POST, IMPORT])
+def test_a_cut_off_body_stores_nothing_and_its_retry_is_stored_once(live_server, settings, path):
+    truncate_events(settings.database_url)
+    body = ndjson(events(10))
+    key = {"Idempotency-Key": f"cut-{path[4:10]}"} if path == POST else {}
+    status, answer = raw_request(live_server.base, live_server.token, path,
+                                 {"Content-Length": len(body), "Content-Type": "application/x-ndjson", **key},
+                                 body[: len(body) // 2])
+    assert status == 400 and "cut off" in answer["error"], answer
+    assert count(settings.database_url) == 0
+    status, answer = live_server.request("POST", path, body, {"Content-Type": "application/x-ndjson", **key})
+    assert status in (200, 202) and answer["successful_rows"] == 10, answer
+    assert count(settings.database_url) == 10
+
+
+def test_broken_chunked_encoding_is_a_400_not_a_500(live_server, settings):
+    truncate_events(settings.database_url)
+    body = ndjson(events(2))
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\nZZ\r\nnot a chunk\r\n0\r\n\r\n"
+    status, answer = raw_request(live_server.base, live_server.token, POST, {"Transfer-Encoding": "chunked"}, chunked)
+    assert status == 400, answer
+    assert count(settings.database_url) == 0
+
+
+@pytest.mark.parametrize("path", [POST, IMPORT])
+def test_every_gzip_member_is_stored(live_server, settings, path):
+    truncate_events(settings.database_url)
+    body = gzip.compress(ndjson(events(3))) + gzip.compress(ndjson(events(4)))
+    status, answer = live_server.request("POST", path, body, {"Content-Encoding": "gzip"})
+    assert status in (200, 202) and answer["successful_rows"] == 7, answer
+    assert count(settings.database_url) == 7
+
+
+@pytest.mark.parametrize("path", [POST, IMPORT])
+@pytest.mark.parametrize("tail", [b"garbage", b"\x1f", b"\x00" * 8])
+def test_bytes_after_a_gzip_stream_are_refused(live_server, settings, path, tail):
+    truncate_events(settings.database_url)
+    status, answer = live_server.request("POST", path, gzip.compress(ndjson(events(3))) + tail,
+                                         {"Content-Encoding": "gzip"})
+    assert status == 400 and "gzip" in answer["error"], answer
+    assert count(settings.database_url) == 0
+
+
+def test_a_gzip_bomb_is_refused_early(live_server, settings):
+    """A few kilobytes that would inflate to gigabytes: refused on its ratio, long before
+    MAX_IMPORT_BYTES (10 GiB by default) is reached."""
+    truncate_events(settings.database_url)
+    bomb = gzip.compress(b"\n" * (64 << 20), 9)  # 64 MiB of newlines in ~64 kB
+    assert len(bomb) < 100_000
+    status, answer = live_server.request("POST", IMPORT, bomb, {"Content-Encoding": "gzip"})
+    assert status == 413 and "expands more than" in answer["error"], answer
+    assert count(settings.database_url) == 0

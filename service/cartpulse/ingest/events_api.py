@@ -13,7 +13,6 @@ instead of 202): CartPulse answers after the commit either way.
 from __future__ import annotations
 
 import uuid
-import zlib
 
 from flask import Blueprint, jsonify, request
 
@@ -22,26 +21,12 @@ from cartpulse.context import service
 from cartpulse.errors import ApiError
 from cartpulse.ingest import idempotency
 from cartpulse.ingest.rows import parse_body
+from cartpulse.ingest.transport import read_body
 from cartpulse.ingest.writer import write_batch
 from cartpulse.project.datasources import DATA_SOURCES
 from cartpulse.storage.wal import LSN_HEADER, current_position
 
 bp = Blueprint("ingest", __name__)
-
-
-def _body(max_bytes: int) -> bytes:
-    body = request.get_data(cache=False)
-    if request.headers.get("Content-Encoding", "").lower() == "gzip":
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            body = inflater.decompress(body, max_bytes + 1)
-        except zlib.error as err:
-            raise ApiError(400, f"body is not valid gzip: {err}") from None
-        if len(body) > max_bytes or inflater.unconsumed_tail:
-            raise ApiError(413, f"decompressed body over the limit of {max_bytes} bytes")
-        if not inflater.eof:
-            raise ApiError(400, "body is not valid gzip: truncated stream")
-    return body
 
 
 @bp.post("/v0/events")
@@ -53,7 +38,8 @@ def post_events():
         raise ApiError(404, f"data source '{name}' not found")
     require_scope(f"DATASOURCES:APPEND:{name}")
     state = service()
-    body = _body(state.settings.max_body_bytes)
+    gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
+    body = read_body(request, gzipped, state.settings.max_body_bytes)
     if not body.strip():
         raise ApiError(400, "empty body: send one JSON object, or one per line (NDJSON)")
     settings = state.settings

@@ -18,7 +18,7 @@ from psycopg import sql
 from cartpulse.access.auth import ADMIN, require_scope
 from cartpulse.context import service
 from cartpulse.errors import ApiError
-from cartpulse.ingest import bulk
+from cartpulse.ingest import bulk, transport
 from cartpulse.ingest.rows import COLUMNS
 from cartpulse.project.datasources import DATA_SOURCES
 from cartpulse.serving.params import Param, parse_request
@@ -109,7 +109,7 @@ def post_datasource():
         raw, gzipped = upload.stream, gzipped or (upload.filename or "").lower().endswith(".gz")
     else:
         fmt = bulk.detect_format(request.args.get("format"), None, request.mimetype)
-        raw = request.stream
+        raw = transport.ExactStream(request.stream, request.content_length)
     if fmt == "parquet" and gzipped:
         raise ApiError(400, "Parquet compresses itself: send it without gzip")
     stream = bulk.open_stream(raw, gzipped, state.settings.max_import_bytes)

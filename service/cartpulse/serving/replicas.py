@@ -39,7 +39,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-
 from cartpulse.errors import database_unavailable, first_line
 from cartpulse.storage.db import Database, describe
 from cartpulse.storage.wal import FLUSH_POSITION, REPLAY_POSITION, format_lsn, parse_lsn
