@@ -171,6 +171,36 @@ def test_dashboard_draws_the_api_answers_and_follows_new_events(browser, live_se
         tab.close()
 
 
+def test_revenue_line_runs_along_zero_across_empty_buckets(browser, live_server, settings):
+    """Two sales seven months apart, drawn per hour (5,000 buckets, of which 2 hold sales):
+    the line must drop to zero after the first and rise from zero before the second, never
+    slope across the empty months; within an asked range, it runs to the range's edges."""
+    truncate_events(settings.database_url)
+    sale = {"event_type": "purchase", "user_id": "u", "product_id": "p", "category": "c", "price": 10.0,
+            "quantity": 1, "session_id": "s", "country": "France"}
+    assert live_server.post_events([{**sale, "event_time": "2026-03-02 10:20:00"},
+                                    {**sale, "event_time": "2026-10-05 15:40:00", "price": 30.0}])[0] == 202
+    hour = 3600_000
+    tab = Tab(browser, live_server.base)
+    try:
+        for query, edges in (("interval=1%20hour", None),
+                             ("start=2026-03-01&end=2026-10-06&interval=1%20hour",
+                              (datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 10, 6, 23, tzinfo=timezone.utc)))):
+            tab.page.goto(f"{live_server.base}/?{query}&token={live_server.token}")
+            tab.wait_refresh(0)  # a new page counts its refreshes from 0
+            points = json.loads(tab.page.evaluate("document.getElementById('chart-total_revenue').dataset.points"))
+            xs = [p["x"] for p in points]
+            assert xs == sorted(xs)
+            assert [p["y"] for p in points if p["y"]] == [10.0, 30.0]
+            for a, b in zip(points, points[1:]):
+                if b["x"] - a["x"] > hour:  # a straight segment over empty buckets must lie on zero
+                    assert a["y"] == 0 and b["y"] == 0, (query, a, b)
+            if edges:  # the whole asked range is drawn, at zero where nothing sold
+                assert (xs[0], xs[-1]) == (edges[0].timestamp() * 1000, edges[1].timestamp() * 1000)
+    finally:
+        tab.close()
+
+
 def test_dashboard_asks_for_a_token_once(browser, live_server, settings):
     tab = Tab(browser, live_server.base)
     try:

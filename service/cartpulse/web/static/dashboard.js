@@ -177,20 +177,33 @@
     return iso.slice(5, 10) + " " + iso.slice(11, 16);
   }
 
-  // Buckets without purchases are absent from the answer: their revenue is 0, so the
-  // line is drawn through zeros, not straight across the gap.
+  // Buckets without purchases are absent from the answer: their revenue is 0. A zero is
+  // drawn at each edge of every gap (the bucket after the last one with purchases, and the
+  // one before the next), and at the edges of the asked range, so the line drops to zero
+  // and runs along it across the gap. That is exact for a line chart however many empty
+  // buckets a gap holds, and never a slope across days without a sale.
   function withZeros(points, interval, range) {
     var step = INTERVAL_MS[interval];
-    if (!points.length || !step) return points;
-    var first = points[0].x, last = points[points.length - 1].x;
-    if (range.start_date) first = Math.min(first, Math.ceil(binTime(range.start_date) / step) * step);
-    if (range.end_date) last = Math.max(last, Math.floor((binTime(range.end_date) - 1) / step) * step);
-    if ((last - first) / step > 3000) return points;
-    var byTime = new Map(points.map(function (p) { return [p.x, p.y]; }));
+    if (!step) return points;
+    var sorted = points.slice().sort(function (a, b) { return a.x - b.x; });
+    var first = range.start_date ? Math.ceil(binTime(range.start_date) / step) * step : null;
+    var last = range.end_date ? Math.floor((binTime(range.end_date) - 1) / step) * step : null;
     var out = [];
-    for (var t = first; t <= last; t += step) out.push({x: t, y: byTime.get(t) || 0});
-    points.forEach(function (p) { if (!out.some(function (o) { return o.x === p.x; })) out.push(p); });
-    return out.sort(function (a, b) { return a.x - b.x; });
+    function zero(x) { if (!out.length || out[out.length - 1].x < x) out.push({x: x, y: 0}); }
+    if (first !== null && (!sorted.length || sorted[0].x > first)) zero(first);
+    sorted.forEach(function (p) {
+      var previous = out.length ? out[out.length - 1].x : null;
+      if (previous !== null && p.x - previous > step) {
+        zero(previous + step);
+        zero(p.x - step);
+      }
+      out.push(p);
+    });
+    if (last !== null && out.length && out[out.length - 1].x < last) {
+      zero(out[out.length - 1].x + step);
+      zero(last);
+    }
+    return out;
   }
 
   // Ticks on round UTC times (bins start on multiples of their width), at most ~8 of them.
@@ -265,6 +278,7 @@
     x.min = points.length ? points[0].x : undefined;
     x.max = points.length ? points[points.length - 1].x : undefined;
     charts.total_revenue.data.datasets[0].data = points;
+    $("chart-total_revenue").dataset.points = JSON.stringify(points);  // what is drawn, for tests
     charts.total_revenue.update("none");
 
     var events = countries.reduce(function (s, r) { return s + r.event_count; }, 0);
