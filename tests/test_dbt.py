@@ -101,6 +101,18 @@ def test_time_bin_follows_the_engine(built, engine):
         assert "date_bin('1 day'::interval, event_time" in compiled
 
 
+def test_the_models_and_the_service_ask_the_same_engine(built, engine):
+    """One engine detection: dbt's macro (what a plain `dbt run` from cron uses, with no
+    flag) and the service both ask the database's cartpulse.engine()."""
+    import psycopg
+
+    from cartpulse.storage import engine as engines
+
+    macro = dbt_ok(built, "compile", "--quiet", "--inline", "{{ cartpulse_engine() }}").strip()
+    with psycopg.connect(built.database_url) as conn:
+        assert macro == engines.current(conn) == engine
+
+
 def _reader_objects(url: str) -> dict[str, int]:
     """OIDs of what readers use: the staging and `_live` views, the endpoint functions."""
     import psycopg

@@ -18,7 +18,6 @@ names), never from raw request text, so the number of series stays bounded.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from flask import Blueprint, Response, request
@@ -34,7 +33,6 @@ from prometheus_client.core import GaugeMetricFamily
 
 from cartpulse.context import request_state, service
 from cartpulse.errors import ApiError, database_unavailable
-from cartpulse.ops.multiproc import ENV as MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -95,11 +93,11 @@ def metrics():
     expected = state.settings.metrics_token
     if expected and request.headers.get("Authorization", "") != f"Bearer {expected}":
         raise ApiError(401, "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'")
-    if os.environ.get(MULTIPROC_ENV):
+    if state.settings.prometheus_multiproc_dir:  # set by multiproc.prepare under `cartpulse serve`
         from prometheus_client import multiprocess
 
         counted = CollectorRegistry()
-        multiprocess.MultiProcessCollector(counted)
+        multiprocess.MultiProcessCollector(counted, path=str(state.settings.prometheus_multiproc_dir))
     else:
         counted = REGISTRY
     from_database = CollectorRegistry(auto_describe=False)
