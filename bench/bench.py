@@ -292,7 +292,7 @@ def prepare(work: Path) -> tuple[EmbeddedPostgres | None, str, str, Settings, st
     token = "bench-" + secrets.token_hex(12)
     settings = Settings.from_env(database_url=url, state_dir=work / "state", target_dir=work / "target",
                                  admin_token=token)
-    engine = create_storage(url)
+    engine = create_storage(url, settings)
     ensure_admin_token(url, settings.state_dir, token)
     run_dbt(settings, url, "run", "--quiet", capture=True)
     return server, url, token, settings, engine

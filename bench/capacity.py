@@ -124,7 +124,7 @@ def read_load(port: int, token: str, seconds: float) -> tuple[int, list[float], 
     return len(latencies), latencies, sources
 
 
-def storage_bytes(url: str, engine: str) -> dict:
+def storage_bytes(url: str, engine: str, dbt_schema: str) -> dict:
     with psycopg.connect(url) as conn:
         events = conn.execute("select count(*) from raw.ecommerce_events").fetchone()[0]
         if engine == "timescaledb":
@@ -136,7 +136,7 @@ def storage_bytes(url: str, engine: str) -> dict:
         rollups = conn.execute(
             "select coalesce(sum(pg_total_relation_size(c.oid)), 0) from pg_class c join pg_namespace n"
             " on n.oid = c.relnamespace where n.nspname = %s and c.relkind in ('r', 'm')",
-            [os.environ.get("DBT_SCHEMA", "analytics")]).fetchone()[0]
+            [dbt_schema]).fetchone()[0]
     return {"events": events, "table": int(table), "rollups": int(rollups)}
 
 
@@ -204,13 +204,13 @@ def main() -> int:
             conn.execute("vacuum analyze")
 
         # -- storage -------------------------------------------------------------------
-        size = storage_bytes(url, engine)
+        size = storage_bytes(url, engine, settings.dbt_schema)
         rows += [("storage", "bytes per event: events table + indexes", f"{size['table'] / size['events']:.0f}"),
                  ("storage", "rollups, all (bytes; grow with products × days, not events)",
                   f"{size['rollups'] / 2**20:.1f} MiB")]
         if engine == "timescaledb":
             seconds = compress_all(url)
-            packed = storage_bytes(url, engine)
+            packed = storage_bytes(url, engine, settings.dbt_schema)
             rows += [("storage", "bytes per event: compressed (TimescaleDB, every chunk)",
                       f"{packed['table'] / packed['events']:.0f}"),
                      ("storage", "compression ratio; compressing every chunk took",

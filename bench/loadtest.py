@@ -139,7 +139,7 @@ def main() -> int:
         admin = "loadtest-admin-" + secrets.token_hex(8)
         settings = Settings.from_env(database_url=url, state_dir=work / "state", target_dir=work / "target",
                                      admin_token=admin)
-        engine = create_storage(url)
+        engine = create_storage(url, settings)
         ensure_admin_token(url, settings.state_dir, admin)
         print(f"building the models ({engine})…", flush=True)
         run_dbt(replace(settings), url, "run", "--quiet")

@@ -79,7 +79,7 @@ def database_url(server_url):
 
 @pytest.fixture(scope="session")
 def engine(database_url):
-    return create_storage(database_url)
+    return create_storage(database_url, Settings.from_env(database_url=database_url))
 
 
 @pytest.fixture(scope="session")

@@ -32,16 +32,16 @@ def stop(proc: subprocess.Popen, sig=signal.SIGINT) -> str:
 
 
 def test_seed_curl_commands_verbatim(built, admin_token, tmp_path):
-    """The tutorial's two commands, with only the host changed, against the real server."""
+    """The tutorial's two commands, with only the host changed, against the real server
+    started in a shell that has already exported the tour's HOST (a URL, not read by CartPulse)."""
     truncate_events(built.database_url)
     port = free_port()
+    host = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DATABASE_URL": built.database_url, "PORT": str(port), "TB_ADMIN_TOKEN": admin_token,
-           "DBT_TARGET_PATH": str(built.target_dir), "CARTPULSE_STATE_DIR": str(tmp_path)}
+           "DBT_TARGET_PATH": str(built.target_dir), "CARTPULSE_STATE_DIR": str(tmp_path), "HOST": host}
     proc = subprocess.Popen([CARTPULSE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        host = f"http://127.0.0.1:{port}"
         wait_http(f"{host}/healthz", proc)
-        env["HOST"] = host
         assert '"successful_rows":1' in shell(SEED_POST, env).replace(" ", "")
         body = __import__("json").loads(shell(SEED_GET, env))
         assert body["data"] == [{"product_id": "p456", "total_quantity": 2, "total_revenue": 399.98}]

@@ -101,6 +101,47 @@ def test_time_bin_follows_the_engine(built, engine):
         assert "date_bin('1 day'::interval, event_time" in compiled
 
 
+def test_the_models_and_the_service_ask_the_same_engine(built, engine):
+    """One engine detection: dbt's macro (what a plain `dbt run` from cron uses, with no
+    flag) and the service both ask the database's cartpulse.engine()."""
+    import psycopg
+
+    from cartpulse.storage import engine as engines
+
+    macro = dbt_ok(built, "compile", "--quiet", "--inline", "{{ cartpulse_engine() }}").strip()
+    with psycopg.connect(built.database_url) as conn:
+        assert macro == engines.current(conn) == engine
+
+
+def test_each_folder_declares_its_materialization_once(built):
+    """dbt_project.yml names each folder's materialization; no model or yml repeats it,
+    and the build makes what each one makes: views (staging), tables with `_live` views
+    (rollups), functions with views of their defaults (marts)."""
+    import psycopg
+    import yaml
+
+    folders = {folder: conf["+materialized"] for folder, conf in
+               yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())["models"]["cartpulse"].items()}
+    assert folders == {"staging": "stable_view", "rollups": "rollup", "marts": "endpoint"}
+    repeated = [str(p.relative_to(PROJECT_DIR)) for p in (PROJECT_DIR / "models").rglob("*")
+                if p.suffix in (".sql", ".yml") and "materialized" in p.read_text()]
+    assert repeated == []
+    manifest = json.loads((built.target_dir / "manifest.json").read_text())
+    models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    with psycopg.connect(built.database_url) as conn:
+        kinds = dict(conn.execute("select c.relname, c.relkind from pg_class c join pg_namespace n"
+                                  " on n.oid = c.relnamespace where n.nspname = %s", [built.dbt_schema]).fetchall())
+        functions = {r[0] for r in conn.execute("select p.proname from pg_proc p join pg_namespace n"
+                                                " on n.oid = p.pronamespace where n.nspname = %s", [built.dbt_schema])}
+    for name, node in models.items():
+        folder = node["fqn"][1]
+        assert node["config"]["materialized"] == folders[folder], name
+        made = {"staging": kinds.get(name) == "v",
+                "rollups": kinds.get(name) == "r" and kinds.get(f"{name}_live") == "v",
+                "marts": kinds.get(name) == "v" and name in functions}[folder]
+        assert made, name
+
+
 def _reader_objects(url: str) -> dict[str, int]:
     """OIDs of what readers use: the staging and `_live` views, the endpoint functions."""
     import psycopg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 
 import pytest
 
@@ -75,6 +76,25 @@ def test_body_over_the_limit_is_413(app, auth, settings):
         app.config["MAX_CONTENT_LENGTH"] = limit
     assert_error(r, 413, "too large")
     assert count(settings.database_url) == 0
+
+
+def test_more_rows_than_the_limit_is_413_naming_it(built, auth, settings):
+    """MAX_ROWS_PER_REQUEST counts every row a request would write, quarantined ones
+    included; over it nothing is stored, at it the batch is."""
+    from cartpulse.app import create_app
+
+    small = create_app(replace(built, max_rows_per_request=3))
+    try:
+        client = small.test_client()
+        over = client.post(POST, data=ndjson([EVENT] * 3) + b"not json\n", headers=auth)
+        assert_error(over, 413, "4 rows", "limit of 3 rows", "MAX_ROWS_PER_REQUEST", "nothing was stored")
+        assert count(settings.database_url) == 0
+        assert count(settings.database_url, "raw.ecommerce_events_quarantine") == 0
+        at = client.post(POST, data=ndjson([EVENT] * 2) + b"not json\n", headers=auth)
+        assert at.status_code == 202 and at.get_json()["successful_rows"] == 2
+        assert count(settings.database_url) == 2
+    finally:
+        small.extensions["cartpulse"].db.dispose()
 
 
 def test_bad_rows_are_quarantined_and_good_rows_stored(client, auth, settings):

@@ -53,12 +53,12 @@ def cluster(tmp_path_factory):
     try:
         primary.start()
         url = primary.tcp_url()
-        create_storage(url)
         state = tmp_path_factory.mktemp("replica-state")
         settings = Settings.from_env(database_url=url, state_dir=state, target_dir=state / "target",
                                      admin_token="test-admin-" + secrets.token_hex(8), rate_limit_rps=0,
                                      read_database_urls=(replica.tcp_url(),), replica_max_lag_seconds=MAX_LAG,
                                      replica_check_seconds=0.2, replica_wait_ms=100)
+        create_storage(url, settings)
         token = ensure_admin_token(url, state, settings.admin_token)
         run_dbt(settings, url, "run", "--quiet")
         replica.follow(primary, over_tcp=True)  # streaming over loopback TCP, like a remote replica

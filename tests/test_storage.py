@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import psycopg
 import pytest
 
-from cartpulse.storage.schema import TIMESCALEDB, create_storage
+from cartpulse.config import SettingError
+from cartpulse.storage.schema import POSTGRES, TIMESCALEDB, create_storage
 from support import ndjson, truncate_events
 
 EVENT = {"event_type": "view", "user_id": "u1", "product_id": "p1", "category": "shoes", "price": 1.0,
@@ -49,21 +51,29 @@ def test_layout_matches_the_engine(settings, engine):
 
 
 def test_create_storage_is_idempotent(settings, engine):
-    assert create_storage(settings.database_url) == engine
+    assert create_storage(settings.database_url, settings) == engine
 
 
-def test_a_changed_chunk_interval_applies_to_new_chunks(settings, engine, monkeypatch):
-    """CHUNK_INTERVAL is read at every start, not only when the hypertable is created."""
+def test_forcing_the_other_engine_is_refused_naming_the_setting(settings, engine):
+    """CARTPULSE_ENGINE applies when storage is provisioned; it cannot make the service
+    and the models disagree: postgres where the extension is installed (the models would
+    still see TimescaleDB), or timescaledb where it cannot be created, stops the start."""
+    other = POSTGRES if engine == TIMESCALEDB else TIMESCALEDB
+    with pytest.raises(SettingError, match=f"^CARTPULSE_ENGINE={other}: "):
+        create_storage(settings.database_url, replace(settings, engine=other))
+    assert create_storage(settings.database_url, replace(settings, engine=engine)) == engine
+
+
+def test_a_changed_chunk_interval_applies_to_new_chunks(settings, engine):
+    """CHUNK_INTERVAL is applied at every start, not only when the hypertable is created."""
     if engine != TIMESCALEDB:
         pytest.skip("chunks are TimescaleDB's; PostgreSQL partitions by month")
     query = ("select time_interval from timescaledb_information.dimensions"
              " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'")
-    monkeypatch.setenv("CHUNK_INTERVAL", "6 hours")
-    create_storage(settings.database_url)
+    create_storage(settings.database_url, replace(settings, chunk_interval="6 hours"))
     with psycopg.connect(settings.database_url) as conn:
         assert conn.execute(query).fetchone()[0] == timedelta(hours=6)
-    monkeypatch.delenv("CHUNK_INTERVAL")
-    create_storage(settings.database_url)
+    create_storage(settings.database_url, settings)
     with psycopg.connect(settings.database_url) as conn:
         assert conn.execute(query).fetchone()[0] == timedelta(days=1)
 

@@ -1,4 +1,3 @@
-{{ config(materialized='endpoint') }}
 -- Events per country, most first, over [start_date, end_date), optionally of one type.
 -- Whole days come from the daily rollup, partial days at the ends from the events table.
 {%- set start, end = param('start_date'), param('end_date') %}

@@ -1,4 +1,3 @@
-{{ config(materialized='endpoint') }}
 -- Products by purchase revenue, best first, over [start_date, end_date), optionally for
 -- one category and one country. No range: all-time rollups. A range: daily rollups for
 -- its whole days, the events table for the partial days at its ends.

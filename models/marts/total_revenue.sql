@@ -1,4 +1,3 @@
-{{ config(materialized='endpoint') }}
 -- Purchase revenue per `interval` bucket of event_time (UTC), in time order, over
 -- [start_date, end_date), optionally for one country. Every interval but 1 minute is
 -- a whole number of quarter-hours, so whole quarter-hours come from the 15-minute

@@ -24,7 +24,7 @@ import signal
 import sys
 from dataclasses import replace
 
-from cartpulse.config import Settings
+from cartpulse.config import SettingError, Settings
 from cartpulse.storage import embedded
 
 log = logging.getLogger("cartpulse")
@@ -87,7 +87,7 @@ def init(settings: Settings, url: str) -> str:
     from cartpulse.access.auth import ensure_admin_token
     from cartpulse.storage.schema import create_storage
 
-    create_storage(url)
+    create_storage(url, settings)
     return ensure_admin_token(url, settings.state_dir, settings.admin_token)
 
 
@@ -123,7 +123,8 @@ def serve(settings: Settings) -> None:
 
     from cartpulse.ops import multiproc
 
-    multiproc.prepare()  # before any worker imports prometheus_client (metrics.py)
+    # Before any worker imports prometheus_client (metrics.py); the app reads the folder.
+    settings = replace(settings, prometheus_multiproc_dir=multiproc.prepare(settings.prometheus_multiproc_dir))
     from cartpulse.app import create_app
 
     def watch_database(worker) -> None:
@@ -140,13 +141,13 @@ def serve(settings: Settings) -> None:
 
     class Server(BaseApplication):
         def load_config(self):
-            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("bind", f"{settings.bind_address}:{settings.port}")
             self.cfg.set("workers", settings.workers)
             self.cfg.set("threads", settings.threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
-            self.cfg.set("accesslog", os.environ.get("ACCESS_LOG") or None)
+            self.cfg.set("accesslog", settings.access_log)
             self.cfg.set("control_socket_disable", True)
             self.cfg.set("post_worker_init", watch_database)
             self.cfg.set("child_exit", multiproc.worker_exited)
@@ -187,7 +188,9 @@ def cmd_token(settings: Settings, args) -> int:
 
 
 def banner(settings: Settings, token: str) -> str:
-    host = f"http://{settings.host}:{settings.port}"
+    """What ``cartpulse run`` prints: the URL, the admin token and the tour's first commands.
+    HOST there is the service's URL, as in the README; the address served on is BIND_ADDRESS."""
+    host = f"http://{settings.bind_address}:{settings.port}"
     return f"""
 CartPulse is serving on {host}
 
@@ -274,8 +277,6 @@ def cmd_generate(settings: Settings, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="cartpulse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -323,7 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"db": cmd_db, "replica": cmd_replica, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
                 "psql": cmd_psql, "serve": cmd_serve, "run": cmd_run, "token": cmd_token,
                 "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate}
-    return handlers[args.command](Settings.from_env(), args) or 0
+    try:
+        settings = Settings.from_env()
+    except SettingError as err:  # names the variable: nothing has started yet
+        print(f"cartpulse: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return handlers[args.command](settings, args) or 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ the events are durable (``synchronous_commit`` is left on). Valid rows and quara
 rows of one request are written in one transaction: a request is stored whole or not
 at all, never half. With an ``Idempotency-Key`` the key and the answer are recorded in
 that same transaction (``idempotency.py``), so a retried batch is stored exactly once.
+A request over ``MAX_BODY_BYTES`` (after decompression) or ``MAX_ROWS_PER_REQUEST`` rows
+is refused whole with a 413: one request is one transaction, and these bound it.
 
 ``wait=true`` is accepted for Tinybird compatibility and changes only the status (200
 instead of 202): CartPulse answers after the commit either way.
@@ -57,6 +59,10 @@ def post_events():
     if batch.json_lines == 0:
         line, why = batch.first_bad_line
         raise ApiError(400, f"line {line}: {why}; nothing was stored", line=line)
+    rows = len(batch.rows) + len(batch.quarantined)
+    if rows > settings.max_rows_per_request:
+        raise ApiError(413, f"{rows} rows, over the limit of {settings.max_rows_per_request} rows per request"
+                            " (MAX_ROWS_PER_REQUEST); nothing was stored: split the batch")
     import_id = uuid.uuid4().hex
     wait = request.args.get("wait", "false").lower() == "true"
     status = 200 if wait else 202

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
 
 from flask import Blueprint, Response, request
@@ -35,7 +34,6 @@ from prometheus_client.core import GaugeMetricFamily
 
 from cartpulse.context import request_state, service
 from cartpulse.errors import ApiError, database_unavailable
-from cartpulse.ops.multiproc import ENV as MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -97,11 +95,11 @@ def metrics():
     given = request.headers.get("Authorization", "").encode()
     if expected and not hmac.compare_digest(given, f"Bearer {expected}".encode()):
         raise ApiError(401, "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'")
-    if os.environ.get(MULTIPROC_ENV):
+    if state.settings.prometheus_multiproc_dir:  # set by multiproc.prepare under `cartpulse serve`
         from prometheus_client import multiprocess
 
         counted = CollectorRegistry()
-        multiprocess.MultiProcessCollector(counted)
+        multiprocess.MultiProcessCollector(counted, path=str(state.settings.prometheus_multiproc_dir))
     else:
         counted = REGISTRY
     from_database = CollectorRegistry(auto_describe=False)

@@ -4,8 +4,11 @@ Each gunicorn worker is its own process with its own counters; a scrape reaches 
 worker at random. prometheus_client's multiprocess mode makes every worker write its
 values to memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR`` and sums them at scrape
 time, so ``/metrics`` is the same whichever worker answers. The library decides the mode
-when it is first imported, which is why this module must not import it at the top: the
-directory is set in the master, before the workers are forked and build the app.
+when it is first imported, from its own environment variable, which is why this module
+must not import it at the top: the directory is exported in the master, before the
+workers are forked and build the app. The variable is read, like every setting, by
+``config.Settings`` (``prometheus_multiproc_dir``); ``prepare`` is the one place that
+writes it, for the library.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from pathlib import Path
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def prepare() -> Path:
-    """Use ``PROMETHEUS_MULTIPROC_DIR`` (emptied: files of a previous server would be added
-    to this one's counts) or a fresh temporary folder, removed when this process exits."""
-    given = os.environ.get(ENV)
+def prepare(given: Path | None) -> Path:
+    """Use ``given`` (the PROMETHEUS_MULTIPROC_DIR setting; emptied: files of a previous
+    server would be added to this one's counts) or a fresh temporary folder, removed when
+    this process exits; export it for prometheus_client and return it."""
     if given:
         folder = Path(given)
         folder.mkdir(parents=True, exist_ok=True)
@@ -31,14 +34,13 @@ def prepare() -> Path:
     else:
         folder = Path(tempfile.mkdtemp(prefix="cartpulse-metrics-"))
         atexit.register(shutil.rmtree, folder, True)
-        os.environ[ENV] = str(folder)
+    os.environ[ENV] = str(folder)
     return folder
 
 
 def worker_exited(server, worker) -> None:
-    """gunicorn's child_exit hook: drop the live-gauge files of a dead worker (its counters
-    stay: they are totals)."""
-    if os.environ.get(ENV):
-        from prometheus_client import multiprocess
+    """gunicorn's child_exit hook, installed after ``prepare``: drop the live-gauge files
+    of a dead worker (its counters stay: they are totals)."""
+    from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)

@@ -109,11 +109,11 @@ class Scheduler:
             conn.execute("vacuum (analyze) raw.ecommerce_events_pending")
             stats.purge(conn, self.settings.pipe_stats_retention_days)
             refresh_runs.purge(conn, self.settings.refresh_runs_retention_days)
-            if os.environ.get("RETENTION"):
+            if self.settings.retention:
                 # Plain PostgreSQL has no retention job: drop expired months here too (on
                 # TimescaleDB this is drop_chunks, which its own policy also runs).
                 conn.execute("select cartpulse.drop_expired_event_partitions(%s::interval)",
-                             [os.environ["RETENTION"]])
+                             [self.settings.retention])
         except psycopg.Error as err:
             errors.append(f"maintenance failed: {err}")
         return RunResult("failed" if errors else "success", started_at, datetime.now(timezone.utc),

@@ -1,9 +1,9 @@
 """Data-source storage: creating the tables events land in, on either engine.
 
 The service owns its data sources (as Tinybird does); dbt reads them as sources. The
-DDL lives in ``sql/*.sql`` beside this module so it reads as SQL. Which engine we are
-on is decided here once: TimescaleDB when the extension is installed in the database
-or can be created there, plain PostgreSQL otherwise (``CARTPULSE_ENGINE`` forces one).
+DDL lives in ``sql/*.sql`` beside this module so it reads as SQL. The engine is
+provisioned and then asked in ``engine.py`` (TimescaleDB when the extension is installed
+in the database); the events table's layout follows it.
 
 Time-based storage settings are applied here too, at every start, so that the settings
 own them: ``CHUNK_INTERVAL`` (TimescaleDB), ``COMPRESS_AFTER`` (TimescaleDB compression)
@@ -14,48 +14,34 @@ partitions). Unset, the last two are off, and a policy set before is removed.
 from __future__ import annotations
 
 import logging
-import os
 from importlib.resources import files
 
 import psycopg
 
-log = logging.getLogger(__name__)
+from cartpulse.config import Settings
+from cartpulse.storage import engine as engines
+from cartpulse.storage.engine import POSTGRES, TIMESCALEDB  # noqa: F401 (callers' names)
 
-POSTGRES = "postgres"
-TIMESCALEDB = "timescaledb"
+log = logging.getLogger(__name__)
 
 
 def _sql(name: str) -> str:
     return files("cartpulse.storage").joinpath("sql", name).read_text()
 
 
-def detect_engine(conn: psycopg.Connection) -> str:
-    """TimescaleDB if it is (or can be) installed in this database, else PostgreSQL."""
-    forced = os.environ.get("CARTPULSE_ENGINE", "auto")
-    if forced in (POSTGRES, TIMESCALEDB):
-        return forced
-    if conn.execute("select 1 from pg_extension where extname = 'timescaledb'").fetchone():
-        return TIMESCALEDB
-    available = conn.execute(
-        "select 1 from pg_available_extensions where name = 'timescaledb'").fetchone()
-    preloaded = "timescaledb" in (conn.execute("show shared_preload_libraries").fetchone()[0] or "")
-    return TIMESCALEDB if available and preloaded else POSTGRES
-
-
-def create_storage(url: str) -> str:
-    """Create (idempotently) every table CartPulse writes; return the engine in use."""
+def create_storage(url: str, settings: Settings) -> str:
+    """Create (idempotently) every table CartPulse writes, for the engine ``settings``
+    provision (engine.py); apply the time-based settings; return the engine in use."""
     with psycopg.connect(url, autocommit=True) as conn:
         # Serialize concurrent starts (several workers, a test and `make run`).
         conn.execute("select pg_advisory_lock(hashtext('cartpulse.create_storage'))")
         try:
-            engine = detect_engine(conn)
-            if engine == TIMESCALEDB:
-                conn.execute("create extension if not exists timescaledb")
+            engine = engines.provision(conn, settings.engine)
             conn.execute(_sql("storage.sql"))
             partitioning = "" if engine == TIMESCALEDB else "partition by range (event_time)"
             conn.execute(_sql("events.sql").format(partitioning=partitioning))
             if engine == TIMESCALEDB:
-                chunk_interval = _interval_setting(conn, "CHUNK_INTERVAL") or "1 day"
+                chunk_interval = settings.chunk_interval
                 conn.execute(
                     "select create_hypertable('raw.ecommerce_events', 'event_time',"
                     " chunk_time_interval => %s::interval, create_default_indexes => false,"
@@ -72,7 +58,7 @@ def create_storage(url: str) -> str:
                     [chunk_interval, chunk_interval],
                 )
             conn.execute(_sql("chunks.sql" if engine == TIMESCALEDB else "partitions.sql"))
-            apply_policies(conn, engine)
+            apply_policies(conn, engine, settings)
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('cartpulse.create_storage'))")
     log.info("storage ready (engine: %s)", engine)
@@ -93,25 +79,8 @@ _COMPRESSION = ("alter table raw.ecommerce_events set (timescaledb.compress,"
                 " timescaledb.compress_segmentby = 'event_type', timescaledb.compress_orderby = 'event_time')")
 
 
-def _interval_setting(conn: psycopg.Connection, name: str) -> str | None:
-    """The environment variable ``name`` as an interval, or None when unset or empty.
-
-    Checked by the server (the interval syntax is PostgreSQL's) so that a typo fails the
-    start with the variable's name rather than somewhere inside a policy call."""
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        positive = conn.execute("select %s::interval > interval '0'", [raw]).fetchone()[0]
-    except psycopg.errors.DataError:
-        positive = False
-    if not positive:
-        raise ValueError(f"{name}={raw!r}: expected a positive PostgreSQL interval, e.g. '7 days'")
-    return raw
-
-
-def apply_policies(conn: psycopg.Connection, engine: str) -> None:
-    """Make compression and retention match ``COMPRESS_AFTER`` and ``RETENTION``.
+def apply_policies(conn: psycopg.Connection, engine: str, settings: Settings) -> None:
+    """Make compression and retention match the ``COMPRESS_AFTER`` and ``RETENTION`` settings.
 
     Idempotent, and the settings own the policies: an unchanged setting leaves its job
     alone, a changed one replaces it, an unset one removes it. Chunks compressed
@@ -121,7 +90,7 @@ def apply_policies(conn: psycopg.Connection, engine: str) -> None:
     partitions older than it, here at each start (a scheduler may call the same SQL
     function, cartpulse.drop_expired_event_partitions).
     """
-    wanted = {name: _interval_setting(conn, name) for name in _POLICIES}
+    wanted = {"COMPRESS_AFTER": settings.compress_after, "RETENTION": settings.retention}
     if engine != TIMESCALEDB:
         if wanted["COMPRESS_AFTER"]:
             log.warning("COMPRESS_AFTER is ignored: compression needs TimescaleDB")
