@@ -63,6 +63,7 @@ class Settings:
     #: How long an ``Idempotency-Key`` is remembered (its first answer is replayed).
     idempotency_ttl_seconds: int = 24 * 3600
     dbt_schema: str = "analytics"
+    #: The schema of the data sources' tables (dbt's var raw_schema, via ops/dbt_runner.py).
     raw_schema: str = "raw"
     #: Seconds between scheduled refreshes (`dbt run` + freshness + VACUUM); 0: no
     #: scheduler beside `cartpulse run`.
@@ -100,6 +101,7 @@ class Settings:
             rate_limit_burst=_env_int("RATE_LIMIT_BURST", 200),
             idempotency_ttl_seconds=_env_int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
             dbt_schema=os.environ.get("DBT_SCHEMA", "analytics"),
+            raw_schema=os.environ.get("RAW_SCHEMA") or cls.raw_schema,
             refresh_seconds=_env_int("REFRESH_SECONDS", 60),
             pipe_stats_retention_days=_env_int("PIPE_STATS_RETENTION_DAYS", 7),
             refresh_runs_retention_days=_env_int("REFRESH_RUNS_RETENTION_DAYS", 30),

@@ -1,7 +1,8 @@
-"""Data-source storage: creating the tables events land in, on either engine.
+"""Storage: creating the tables events land in, and the service's own, on either engine.
 
-The service owns its data sources (as Tinybird does); dbt reads them as sources. The
-DDL lives in ``sql/*.sql`` beside this module so it reads as SQL. Which engine we are
+The service owns its data sources (as Tinybird does); dbt reads them as sources. Their
+tables follow from their declarations in the dbt project (``ddl.py``); the service's
+own tables and functions are SQL in ``sql/*.sql`` beside this module. Which engine we are
 on is decided here once: TimescaleDB when the extension is installed in the database
 or can be created there, plain PostgreSQL otherwise (``CARTPULSE_ENGINE`` forces one).
 
@@ -18,6 +19,10 @@ import os
 from importlib.resources import files
 
 import psycopg
+from psycopg import sql
+
+from cartpulse.project.datasources import DataSource, for_settings
+from cartpulse.storage.ddl import create_tables
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,15 @@ def detect_engine(conn: psycopg.Connection) -> str:
     return TIMESCALEDB if available and preloaded else POSTGRES
 
 
-def create_storage(url: str) -> str:
-    """Create (idempotently) every table CartPulse writes; return the engine in use."""
+def create_storage(url: str, datasources: dict[str, DataSource] | None = None) -> str:
+    """Create (idempotently) every table CartPulse writes; return the engine in use.
+
+    ``datasources``: the declared data sources (default: those of the project and
+    RAW_SCHEMA in the environment's settings)."""
+    if datasources is None:
+        from cartpulse.config import Settings
+
+        datasources = for_settings(Settings.from_env())
     with psycopg.connect(url, autocommit=True) as conn:
         # Serialize concurrent starts (several workers, a test and `make run`).
         conn.execute("select pg_advisory_lock(hashtext('cartpulse.create_storage'))")
@@ -52,31 +64,32 @@ def create_storage(url: str) -> str:
             if engine == TIMESCALEDB:
                 conn.execute("create extension if not exists timescaledb")
             conn.execute(_sql("storage.sql"))
-            partitioning = "" if engine == TIMESCALEDB else "partition by range (event_time)"
-            conn.execute(_sql("events.sql").format(partitioning=partitioning))
-            if engine == TIMESCALEDB:
-                chunk_interval = _interval_setting(conn, "CHUNK_INTERVAL") or "1 day"
-                conn.execute(
-                    "select create_hypertable('raw.ecommerce_events', 'event_time',"
-                    " chunk_time_interval => %s::interval, create_default_indexes => false,"
-                    " if_not_exists => true)",
-                    [chunk_interval],
-                )
-                # An existing hypertable keeps its interval unless told: a changed
-                # CHUNK_INTERVAL applies to chunks created from now on.
-                conn.execute(
-                    "select set_chunk_time_interval('raw.ecommerce_events', %s::interval)"
-                    " from timescaledb_information.dimensions"
-                    " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'"
-                    " and column_name = 'event_time' and time_interval <> %s::interval",
-                    [chunk_interval, chunk_interval],
-                )
             conn.execute(_sql("chunks.sql" if engine == TIMESCALEDB else "partitions.sql"))
-            apply_policies(conn, engine)
+            for source in datasources.values():
+                create_tables(conn, source, partitioned=engine != TIMESCALEDB)
+                if engine == TIMESCALEDB:
+                    _hypertable(conn, source)
+                apply_policies(conn, engine, source)
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('cartpulse.create_storage'))")
-    log.info("storage ready (engine: %s)", engine)
+    log.info("storage ready (engine: %s; data sources: %s)", engine, ", ".join(datasources) or "none")
     return engine
+
+
+def _hypertable(conn: psycopg.Connection, source: DataSource) -> None:
+    """Make the data source's table a hypertable on its partition key, chunked by
+    CHUNK_INTERVAL (default a day)."""
+    chunk_interval = _interval_setting(conn, "CHUNK_INTERVAL") or "1 day"
+    conn.execute(
+        "select create_hypertable(%s::regclass, %s::name, chunk_time_interval => %s::interval,"
+        " create_default_indexes => false, if_not_exists => true)",
+        [source.regclass(), source.partition_key, chunk_interval])
+    # An existing hypertable keeps its interval unless told: a changed CHUNK_INTERVAL
+    # applies to chunks created from now on.
+    conn.execute(
+        "select set_chunk_time_interval(%s::regclass, %s::interval) from timescaledb_information.dimensions"
+        " where hypertable_schema = %s and hypertable_name = %s and column_name = %s and time_interval <> %s::interval",
+        [source.regclass(), chunk_interval, source.schema, source.name, source.partition_key, chunk_interval])
 
 
 # TimescaleDB policies, keyed by the setting that drives each: (job proc, config key,
@@ -86,11 +99,18 @@ _POLICIES = {
                        "add_compression_policy", "remove_compression_policy"),
     "RETENTION": ("policy_retention", "drop_after", "add_retention_policy", "remove_retention_policy"),
 }
-# Compressed batches grouped by event type (every endpoint filters on it: purchases, or
-# the `event_type` parameter; a handful of values, so batches stay full) and ordered by
-# time within a batch, whose min/max let the range-edge scans skip batches.
-_COMPRESSION = ("alter table raw.ecommerce_events set (timescaledb.compress,"
-                " timescaledb.compress_segmentby = 'event_type', timescaledb.compress_orderby = 'event_time')")
+
+
+def _compression(source: DataSource) -> sql.Composed:
+    """Compression settings: batches grouped by the declared ``segment_by`` columns
+    (ecommerce_events: the event type, which every endpoint filters on; a handful of
+    values, so batches stay full) and ordered by the partition key within a batch, whose
+    min/max let range scans skip batches."""
+    settings = [sql.SQL("timescaledb.compress")]
+    if source.segment_by:
+        settings.append(sql.SQL("timescaledb.compress_segmentby = {}").format(sql.Literal(",".join(source.segment_by))))
+    settings.append(sql.SQL("timescaledb.compress_orderby = {}").format(sql.Literal(source.partition_key)))
+    return sql.SQL("alter table {} set ({})").format(source.table(), sql.SQL(", ").join(settings))
 
 
 def _interval_setting(conn: psycopg.Connection, name: str) -> str | None:
@@ -110,8 +130,8 @@ def _interval_setting(conn: psycopg.Connection, name: str) -> str | None:
     return raw
 
 
-def apply_policies(conn: psycopg.Connection, engine: str) -> None:
-    """Make compression and retention match ``COMPRESS_AFTER`` and ``RETENTION``.
+def apply_policies(conn: psycopg.Connection, engine: str, source: DataSource) -> None:
+    """Make compression and retention of ``source`` match ``COMPRESS_AFTER`` and ``RETENTION``.
 
     Idempotent, and the settings own the policies: an unchanged setting leaves its job
     alone, a changed one replaces it, an unset one removes it. Chunks compressed
@@ -119,7 +139,7 @@ def apply_policies(conn: psycopg.Connection, engine: str) -> None:
     answer queries; decompressing a whole table on a restart would be a surprise).
     On plain PostgreSQL there is no compression; RETENTION drops whole monthly
     partitions older than it, here at each start (a scheduler may call the same SQL
-    function, cartpulse.drop_expired_event_partitions).
+    function, cartpulse.drop_expired_partitions).
     """
     wanted = {name: _interval_setting(conn, name) for name in _POLICIES}
     if engine != TIMESCALEDB:
@@ -127,7 +147,8 @@ def apply_policies(conn: psycopg.Connection, engine: str) -> None:
             log.warning("COMPRESS_AFTER is ignored: compression needs TimescaleDB")
         if wanted["RETENTION"]:
             dropped = [r[0] for r in conn.execute(
-                "select cartpulse.drop_expired_event_partitions(%s::interval)", [wanted["RETENTION"]])]
+                "select cartpulse.drop_expired_partitions(%s::regclass, %s::interval)",
+                [source.regclass(), wanted["RETENTION"]])]
             if dropped:
                 log.info("retention %s: dropped partitions %s", wanted["RETENTION"], ", ".join(dropped))
         return
@@ -138,18 +159,20 @@ def apply_policies(conn: psycopg.Connection, engine: str) -> None:
     if wanted["COMPRESS_AFTER"]:
         enabled = conn.execute(
             "select compression_enabled from timescaledb_information.hypertables"
-            " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'").fetchone()[0]
+            " where hypertable_schema = %s and hypertable_name = %s", [source.schema, source.name]).fetchone()[0]
         if not enabled:
-            conn.execute(_COMPRESSION)
+            conn.execute(_compression(source))
     for name, (proc, key, add, remove) in _POLICIES.items():
         current = conn.execute(
             "select config ->> %s from timescaledb_information.jobs where proc_name = %s"
-            " and hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'", [key, proc]).fetchone()
+            " and hypertable_schema = %s and hypertable_name = %s", [key, proc, source.schema, source.name]).fetchone()
         if current and wanted[name] and conn.execute(
                 "select %s::interval = %s::interval", [current[0], wanted[name]]).fetchone()[0]:
             continue
         if current:
-            conn.execute(f"select {remove}('raw.ecommerce_events', if_exists => true)")
+            conn.execute(sql.SQL("select {}(%s::regclass, if_exists => true)").format(sql.Identifier(remove)),
+                         [source.regclass()])
         if wanted[name]:
-            conn.execute(f"select {add}('raw.ecommerce_events', %s::interval)", [wanted[name]])
-            log.info("%s=%s: %s added", name, wanted[name], add)
+            conn.execute(sql.SQL("select {}(%s::regclass, %s::interval)").format(sql.Identifier(add)),
+                         [source.regclass(), wanted[name]])
+            log.info("%s=%s: %s added on %s", name, wanted[name], add, source.name)
