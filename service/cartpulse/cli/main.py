@@ -85,9 +85,10 @@ def cmd_replica(settings: Settings, args) -> int:
 def init(settings: Settings, url: str) -> str:
     """Create storage; return the admin token."""
     from cartpulse.access.auth import ensure_admin_token
+    from cartpulse.project.datasources import for_settings
     from cartpulse.storage.schema import create_storage
 
-    create_storage(url)
+    create_storage(url, for_settings(settings))
     return ensure_admin_token(url, settings.state_dir, settings.admin_token)
 
 

@@ -140,7 +140,7 @@ class DataSource:
 
     def regclass(self, name: str | None = None) -> str:
         """``"schema"."table"`` as text, to bind as a ``regclass`` argument."""
-        return f'"{self.schema}"."{name or self.name}"'
+        return self.table(name).as_string(None)
 
 
 def for_settings(settings) -> dict[str, DataSource]:
