@@ -72,6 +72,8 @@ INSERTION_DATE = "insertion_date"
 
 @dataclass(frozen=True)
 class Column:
+    """One declared column: its type and bounds decide what a row may hold there."""
+
     name: str
     type: Type
     nullable: bool = False
@@ -80,7 +82,7 @@ class Column:
     max: object = None
     max_length: int | None = None
     description: str = ""
-    #: The declared bounds as written, for messages and documentation.
+    #: A DateTime column's accepted range as declared, for messages and documentation.
     accepted: str = ""
 
     def accept(self, value):
@@ -104,6 +106,8 @@ class Column:
 
 @dataclass(frozen=True)
 class DataSource:
+    """One declared data source: its table in ``schema``, the names of its twins, its keys."""
+
     name: str
     schema: str
     columns: tuple[Column, ...]
