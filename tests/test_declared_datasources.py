@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import secrets
 import shutil
 from collections import defaultdict
@@ -257,6 +258,22 @@ def test_a_second_data_source_works_end_to_end(web, auth, client):
     # The default project declares no page_views: its scopes cannot name it.
     r = client.post("/v0/tokens?name=nope&scope=DATASOURCES:APPEND:page_views", headers=auth)
     assert r.status_code == 400 and "does not accept appends" in r.get_json()["error"]
+
+
+def test_cartpulse_import_into_a_named_data_source(web, tmp_path, monkeypatch, capsys):
+    """`cartpulse import FILE --name page_views` validates against that data source."""
+    from cartpulse.cli.main import main
+
+    settings, _ = web
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CARTPULSE_PROJECT_DIR", str(settings.project_dir))
+    monkeypatch.setenv("RAW_SCHEMA", RAW_SCHEMA)
+    (tmp_path / "views.ndjson").write_bytes(ndjson([VIEWS[0], {**VIEWS[0], "duration_ms": -1}]))
+    assert main(["import", str(tmp_path / "views.ndjson"), "--name", "page_views"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["datasource"], summary["successful_rows"], summary["quarantined_rows"]) == ("page_views", 1, 1)
+    assert main(["import", str(tmp_path / "views.ndjson"), "--name", "clicks"]) == 2
+    assert "'clicks' not found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("meta, words", [

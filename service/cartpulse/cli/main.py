@@ -9,7 +9,7 @@
     cartpulse serve                      the production server (gunicorn)
     cartpulse run                        all of the above, in order, plus the scheduler, until Ctrl-C
     cartpulse scheduler [--once]         refresh the models every REFRESH_SECONDS (or once)
-    cartpulse import FILE                bulk-load a CSV, NDJSON or Parquet file of events
+    cartpulse import FILE [--name DS]    bulk-load a CSV, NDJSON or Parquet file into a data source
     cartpulse generate --events N        synthetic events as NDJSON (stdout, --output, or --url)
     cartpulse token create NAME --scope S [--scope S2…] | list | refresh NAME | delete NAME
 """
