@@ -260,6 +260,29 @@ def test_a_second_data_source_works_end_to_end(web, auth, client):
     assert r.status_code == 400 and "does not accept appends" in r.get_json()["error"]
 
 
+def test_the_compiled_fast_path_agrees_with_validation(web):
+    """page_views' fast path (a nullable column, bounds on a DateTime and an Int) accepts
+    exactly what validate() accepts, with the same row, or hands the row over (None)."""
+    from cartpulse.ingest.fastpath import fast_row_for
+    from cartpulse.ingest.rows import RowErrors, validate
+
+    source = declared(web[0].project_dir.resolve(), RAW_SCHEMA)["page_views"]
+    fast_row = fast_row_for(source)
+    rows = VIEWS + [{**VIEWS[0], "duration_ms": 3600000}, {**VIEWS[0], "duration_ms": 3600001},
+                    {**VIEWS[0], "event_time": "1999-12-31 23:59:59"}, {**VIEWS[0], "event_time": "2099-12-31 23:59:59"},
+                    {**VIEWS[0], "user_id": 7}, {**VIEWS[0], "path": "/" * 201}, {"path": "/"}]
+    accepted = 0
+    for row in rows:
+        try:
+            valid = validate(row, source)
+        except RowErrors:
+            valid = None
+        fast = fast_row(row)
+        assert fast is None or fast == valid, row
+        accepted += fast is not None
+    assert accepted == 5  # the three VIEWS and the two rows at a bound
+
+
 def test_cartpulse_import_into_a_named_data_source(web, tmp_path, monkeypatch, capsys):
     """`cartpulse import FILE --name page_views` validates against that data source."""
     from cartpulse.cli.main import main
