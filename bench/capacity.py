@@ -142,13 +142,17 @@ def storage_bytes(url: str, engine: str, dbt_schema: str) -> dict:
 
 def compress_all(url: str) -> float:
     """Compress every chunk with CartPulse's compression settings (storage.py); seconds."""
-    from cartpulse.storage.schema import _COMPRESSION
+    from cartpulse.config import Settings
+    from cartpulse.project.datasources import for_settings
+    from cartpulse.storage.schema import _compression
+
+    events = for_settings(Settings.from_env())["ecommerce_events"]
 
     with psycopg.connect(url, autocommit=True) as conn:
         enabled = conn.execute("select compression_enabled from timescaledb_information.hypertables"
                                " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'").fetchone()
         if not enabled[0]:
-            conn.execute(_COMPRESSION)
+            conn.execute(_compression(events))
         t = time.perf_counter()
         conn.execute("select compress_chunk(c, if_not_compressed => true)"
                      " from show_chunks('raw.ecommerce_events') c")

@@ -3,7 +3,7 @@
 
   Its SQL may read typed parameters with {{ param('name') }}; the parameters are
   declared in the model's yml, under config.meta.endpoint.params, each with a `type`
-  (DateTime, Int, Float or String) and optionally `default`, `description`, `min`,
+  (DateTime, Int, Float or String: macros/types.sql) and optionally `default`, `description`, `min`,
   `max`, `enum`, `max_length`, `after`. The output columns are the yml's columns, each
   with a `data_type`.
 
@@ -30,9 +30,11 @@
 {%- endmacro %}
 
 {% macro endpoint_sql_type(type) -%}
-  {%- set types = {'DateTime': 'timestamptz', 'Int': 'bigint', 'Float': 'double precision', 'String': 'text'} -%}
+  {#- The SQL type of a declared type: the vocabulary of service/cartpulse/project/types.py,
+      generated into macros/types.sql. -#}
+  {%- set types = cartpulse_types() -%}
   {%- if type not in types -%}
-    {{ exceptions.raise_compiler_error("unknown parameter type " ~ type ~ " (use DateTime, Int, Float or String)") }}
+    {{ exceptions.raise_compiler_error("unknown parameter type " ~ type ~ " (use " ~ (types.keys() | join(', ')) ~ ")") }}
   {%- endif -%}
   {{ return(types[type]) }}
 {%- endmacro %}

@@ -1,6 +1,7 @@
-{#- The staging select over an events relation (the events table or its pending twin):
-    the stored columns, renamed and cast where needed, plus revenue = price × quantity.
-    `extra` lists further columns to pass through (the pending table's ingest_xid). -#}
+{#- The staging select over an events relation (a data source's table or its pending
+    twin): the data source's declared columns (models/staging/__sources.yml), plus
+    revenue = price × quantity. `extra` lists further columns to pass through (the
+    pending table's ingest_xid). -#}
 {% macro stage_events(relation, extra=[]) %}
 with source as (
     select * from {{ relation }}
@@ -8,15 +9,9 @@ with source as (
 
 final as (
     select
-        event_time,
-        event_type,
-        user_id,
-        product_id,
-        category,
-        price,
-        quantity,
-        session_id,
-        country,
+        {%- for column in datasource_columns(relation) %}
+        {{ adapter.quote(column) }},
+        {%- endfor %}
         price * quantity as revenue
         {%- for column in extra %},
         {{ column }}

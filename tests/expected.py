@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from cartpulse.ingest.rows import parse_time
+from cartpulse.project.types import parse_time
 
 ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 INTERVALS = {"1 minute": timedelta(minutes=1), "15 minutes": timedelta(minutes=15),

@@ -22,15 +22,26 @@ EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id
          "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
 POST = "/v0/events?name=ecommerce_events"
 
-def truncate_events(url: str) -> None:
-    """Empty the events, the pending rows, the quarantine and every rollup, consistently:
-    with everything empty, each rollup has absorbed "everything so far"."""
+def datasources(raw_schema: str = "raw", project_dir: Path | None = None):
+    """The data sources the project declares (default: this repository's, in ``raw``)."""
+    from cartpulse.config import PROJECT_DIR
+    from cartpulse.project.datasources import declared
+
+    return declared((project_dir or PROJECT_DIR).resolve(), raw_schema)
+
+
+def truncate_events(url: str, sources=None) -> None:
+    """Empty every data source's table, pending rows and quarantine (``sources``: default
+    the repository's, in ``raw``) and every rollup, consistently: with everything empty,
+    each rollup has absorbed "everything so far"."""
+    from psycopg import sql
+
+    tables = [s.table(t) for s in (sources or datasources()).values() for t in (s.name, s.pending, s.quarantine)]
     with psycopg.connect(url) as conn:
         conn.execute("delete from cartpulse.rollup_state where to_regclass(rollup) is null")
         rollups = [r for (r,) in conn.execute(
             "select rollup from cartpulse.rollup_state where to_regclass(rollup) is not null").fetchall()]
-        conn.execute("truncate raw.ecommerce_events, raw.ecommerce_events_pending, raw.ecommerce_events_quarantine"
-                     + "".join(f", {r}" for r in rollups))
+        conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(tables + [sql.SQL(r) for r in rollups])))
         conn.execute("update cartpulse.rollup_state set absorbed = pg_current_snapshot()")
 
 

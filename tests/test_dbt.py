@@ -35,7 +35,7 @@ def test_a_failing_data_test_fails_the_build(built, client, auth):
     import psycopg
 
     with psycopg.connect(built.database_url) as conn:
-        conn.execute("select cartpulse.ensure_event_partitions(array[timestamptz '2026-10-01'])")
+        conn.execute("select cartpulse.ensure_partitions('raw.ecommerce_events', array[timestamptz '2026-10-01'])")
         # A purchase without a price cannot come through the API; write one directly.
         for table in ("raw.ecommerce_events", "raw.ecommerce_events_pending"):
             conn.execute(f"alter table {table} alter column price drop not null")

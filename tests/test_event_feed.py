@@ -7,7 +7,7 @@ import json
 
 from cartpulse.cli.main import main
 from cartpulse.ingest.rows import validate
-from support import count, truncate_events
+from support import count, datasources, truncate_events
 
 
 def generated(capsys, *args) -> str:
@@ -24,8 +24,9 @@ def test_same_seed_same_events(capsys, tmp_path):
     lines = first.splitlines()
     assert len(lines) == 1500
     events = [json.loads(line) for line in lines]
+    source = datasources()["ecommerce_events"]
     for event in events:
-        validate(event)  # raises on any invalid field
+        validate(event, source)  # raises on any invalid field
     assert {e["event_type"] for e in events} == {"view", "add_to_cart", "remove_from_cart", "purchase"}
 
 

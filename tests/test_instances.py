@@ -22,6 +22,7 @@ from support import (
     ApiServer,
     RoundRobinProxy,
     count,
+    datasources,
     ndjson,
     request_burst,
     wait_http,
@@ -136,7 +137,7 @@ def test_rate_limit_is_shared_across_instances(built, admin_token, tmp_path_fact
     rate, burst = 1, 10
     name = f"rl-{secrets.token_hex(4)}"
     with psycopg.connect(built.database_url) as conn:  # not over the API: the admin token's bucket may be empty
-        token = tokens.create(conn, name, ["ADMIN"])
+        token = tokens.create(conn, name, ["ADMIN"], datasources())
     try:
         with instances(built, admin_token, tmp_path_factory, RATE_LIMIT_RPS=str(rate),
                        RATE_LIMIT_BURST=str(burst)) as (_, _, proxy):

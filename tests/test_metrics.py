@@ -62,8 +62,8 @@ def test_metrics_sum_over_workers(served, built):
     assert metric_value(text, "cartpulse_database_up") == 1
     with psycopg.connect(built.database_url) as conn:
         pending = conn.execute("select count(*) from raw.ecommerce_events_pending").fetchone()[0]
-    assert metric_value(text, "cartpulse_pending_rows") == pending == 3 * sent
-    assert "cartpulse_pending_oldest_event_age_seconds" in text
+    assert metric_value(text, 'cartpulse_pending_rows{data_source="ecommerce_events"}') == pending == 3 * sent
+    assert 'cartpulse_pending_oldest_event_age_seconds{data_source="ecommerce_events"}' in text
     assert re.search(r'^cartpulse_rollup_age_seconds\{rollup="[^"]+"\} \S+$', text, re.M)
 
 

@@ -10,8 +10,10 @@ import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
-from cartpulse.ingest.rows import COLUMNS
 from cartpulse.serving.render import FORMATS
+from support import datasources
+
+COLUMNS = datasources()["ecommerce_events"].column_names
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +105,13 @@ def test_events_and_other_routes_are_described(spec):
     post = spec["paths"]["/v0/events"]["post"]
     assert {p["name"] for p in post["parameters"]} >= {"name", "wait", "Idempotency-Key"}
     assert "application/x-ndjson" in post["requestBody"]["content"]
-    event = spec["components"]["schemas"]["Event"]
+    body = _resolve(spec, post["requestBody"]["content"]["application/json"]["schema"])
+    assert [_resolve(spec, one)["properties"].keys() for one in body["oneOf"]] == [
+        spec["components"]["schemas"][f"{name}_event"]["properties"].keys() for name in sorted(datasources())]
+    event = spec["components"]["schemas"]["ecommerce_events_event"]
     assert list(event["properties"]) == list(COLUMNS) and event["required"] == list(COLUMNS)
+    assert event["properties"]["quantity"] == {**event["properties"]["quantity"], "type": "integer", "minimum": 0}
+    assert event["properties"]["country"]["maxLength"] == 1000
     assert {"200", "202", "400", "401", "403", "404", "413", "422", "429", "503"} <= set(post["responses"])
     for path in ("/v0/pipes", "/v0/tokens", "/v0/tokens/{name}", "/v0/tokens/{name}/refresh",
                  "/v0/datasources/ecommerce_events.json", "/v0/datasources/ecommerce_events_quarantine.csv",

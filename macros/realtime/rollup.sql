@@ -20,9 +20,11 @@
 -#}
 
 {% macro rollup_input() -%}
-  {#- Register the dependencies here so that a rollup model only names its input. -#}
+  {#- Register the dependencies here so that a rollup model only names its input (and the
+      pending table the materialization locks for a full build). -#}
   {%- do ref('stg_raw__ecommerce_events') -%}
   {%- do ref('stg_raw__ecommerce_events_pending') -%}
+  {%- do source('raw', 'ecommerce_events_pending') -%}
   __rollup_input
 {%- endmacro %}
 
@@ -46,8 +48,7 @@ select * from (
   {%- set build = this.incorporate(path={"identifier": this.identifier ~ "__build"}, type='table') -%}
   {%- set events = ref('stg_raw__ecommerce_events') -%}
   {%- set pending = ref('stg_raw__ecommerce_events_pending') -%}
-  {%- set pending_table = api.Relation.create(database=this.database, schema=var('raw_schema'),
-                                               identifier='ecommerce_events_pending', type='table') -%}
+  {%- set pending_table = source('raw', 'ecommerce_events_pending') -%}
   {%- set key = this.render() -%}
   {%- set input_columns = adapter.get_columns_in_relation(events) | map(attribute='name') | join(', ') -%}
 

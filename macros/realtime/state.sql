@@ -11,13 +11,16 @@ create table if not exists cartpulse.rollup_state (
 {% endmacro %}
 
 {% macro clean_pending() %}
-{#- Forget rollups whose table is gone, then delete the pending rows every remaining
-    rollup has absorbed. A rollup built later starts from the events table, not from
-    pending rows, so nothing it needs is lost. -#}
+{#- Forget rollups whose table is gone, then delete, from the pending table of every data
+    source (macros/datasources.sql), the rows every remaining rollup has absorbed. A
+    rollup built later starts from the events table, not from pending rows, so nothing
+    it needs is lost. -#}
 delete from cartpulse.rollup_state where to_regclass(rollup) is null;
-delete from {{ var('raw_schema') }}.ecommerce_events_pending p
+{%- for node in datasources() %}
+delete from {{ pending_relation(node) }} p
 where not exists (
     select 1 from cartpulse.rollup_state s
     where not pg_visible_in_snapshot(p.ingest_xid, s.absorbed)
 );
+{%- endfor %}
 {% endmacro %}

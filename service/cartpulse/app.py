@@ -19,6 +19,7 @@ from cartpulse.config import Settings
 from cartpulse.context import Service, install
 from cartpulse.ingest.idempotency import Purger
 from cartpulse.ingest.writer import PartitionCache
+from cartpulse.project.datasources import for_settings
 from cartpulse.project.endpoints import Catalog
 from cartpulse.serving.pipes import ReadCounters
 from cartpulse.serving.replicas import ReadRouter
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         db=db,
         tokens=TokenStore(db),
         catalog=Catalog(settings.target_dir / "manifest.json"),
+        datasources=for_settings(settings),
         partitions=PartitionCache(),
         purger=Purger(),
         reads=ReadRouter(db, settings.read_database_urls, max_lag=settings.replica_max_lag_seconds,

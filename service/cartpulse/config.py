@@ -16,9 +16,9 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from collections.abc import Callable, Mapping
 
 #: The repository root: dbt project, profiles and the local state folder live here.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -66,6 +66,14 @@ def number(minimum: float) -> Callable[[str], float]:
             raise ValueError(f"expected a number from {minimum:g} up")
         return value
     return parse
+
+
+def identifier(raw: str) -> str:
+    """A schema name as PostgreSQL folds it: lower-case letters, digits and _, not
+    starting with a digit (dbt and the service then name it alike, quoted or not)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", raw):
+        raise ValueError("expected a schema name (lower-case letters, digits and _, at most 63)")
+    return raw
 
 
 def choice(*allowed: str) -> Callable[[str], str]:
@@ -160,7 +168,8 @@ class Settings:
     #: How long an ``Idempotency-Key`` is remembered (its first answer is replayed).
     idempotency_ttl_seconds: int = setting("IDEMPOTENCY_TTL_SECONDS", 24 * 3600, integer(1))
     dbt_schema: str = setting("DBT_SCHEMA", "analytics")
-    raw_schema: str = "raw"
+    #: The schema of the data sources' tables (the sources yml reads it too, as env_var).
+    raw_schema: str = setting("RAW_SCHEMA", "raw", identifier)
     #: Seconds between scheduled refreshes (`dbt run` + freshness + VACUUM); 0: no
     #: scheduler beside `cartpulse run`.
     refresh_seconds: int = setting("REFRESH_SECONDS", 60, integer(0))

@@ -4,7 +4,7 @@ Two objects, each reached through one function, so that no module hands state to
 another through string keys on ``flask.g`` or ``current_app.extensions``:
 
 * ``service()`` — the per-process ``Service`` that ``create_app`` built: settings, the
-  connection pools, the caches;
+  data sources and endpoints declared in the dbt project, the connection pools, the caches;
 * ``request_state()`` — the per-request ``RequestState``: when the request started, who
   is calling and their rate-limit quota (``access/auth.py``), the pipe it reads and the
   result (``serving/pipes.py``); ``ops/metrics.py`` and ``ops/pipe_stats.py`` read them.
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # types only: the modules below import this one
     from cartpulse.config import Settings
     from cartpulse.ingest.idempotency import Purger
     from cartpulse.ingest.writer import PartitionCache
+    from cartpulse.project.datasources import DataSource
     from cartpulse.project.endpoints import Catalog
     from cartpulse.serving.pipes import ReadCounters
     from cartpulse.serving.replicas import ReadRouter
@@ -39,6 +40,7 @@ class Service:
     db: Database
     tokens: TokenStore
     catalog: Catalog
+    datasources: dict[str, DataSource]  # declared in the dbt project (project/datasources.py)
     partitions: PartitionCache
     purger: Purger
     reads: ReadRouter

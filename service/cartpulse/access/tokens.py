@@ -26,12 +26,10 @@ from cartpulse.access.auth import (
 )
 from cartpulse.context import service
 from cartpulse.errors import ApiError
+from cartpulse.project.datasources import DataSource
 
 bp = Blueprint("tokens", __name__)
 
-#: Scopes a token may hold, with the data sources each data-source scope may name.
-APPEND_SOURCES = ("ecommerce_events",)
-READ_SOURCES = ("ecommerce_events", "ecommerce_events_quarantine")
 _RESOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MAX_NAME = 200
 
@@ -44,17 +42,21 @@ class TokenError(ValueError):
         self.status = status
 
 
-def check_scope(scope: str) -> str:
-    """Return ``scope`` if CartPulse knows it, else raise TokenError(400) saying why."""
+def check_scope(scope: str, datasources: dict[str, DataSource]) -> str:
+    """Return ``scope`` if CartPulse knows it, else raise TokenError(400) saying why.
+
+    A data-source scope names a declared data source: APPEND one, READ one or its
+    quarantine (reading a quarantine still needs ADMIN: it holds raw client input)."""
     if scope == ADMIN:
         return scope
     kind, _, resource = scope.rpartition(":")
     if kind not in ("DATASOURCES:APPEND", "DATASOURCES:READ", "PIPES:READ") or not _RESOURCE.fullmatch(resource):
         raise TokenError(400, f"unknown scope {scope[:100]!r}: use ADMIN, DATASOURCES:APPEND:<name>,"
                               " DATASOURCES:READ:<name> or PIPES:READ:<pipe>")
-    if kind == "DATASOURCES:APPEND" and resource not in APPEND_SOURCES:
+    if kind == "DATASOURCES:APPEND" and resource not in datasources:
         raise TokenError(400, f"data source '{resource}' does not accept appends")
-    if kind == "DATASOURCES:READ" and resource not in READ_SOURCES:
+    readable = {*datasources, *(s.quarantine for s in datasources.values())}
+    if kind == "DATASOURCES:READ" and resource not in readable:
         raise TokenError(400, f"data source '{resource}' not found")
     return scope
 
@@ -73,13 +75,14 @@ def _is_admin_token(name: str) -> None:
                               " and signs JWTs: it cannot be changed here")
 
 
-def create(conn: psycopg.Connection, name: str, scopes: list[str]) -> str:
-    """Store a new token's hash and scopes; return the token (its only appearance)."""
+def create(conn: psycopg.Connection, name: str, scopes: list[str], datasources: dict[str, DataSource]) -> str:
+    """Store a new token's hash and scopes; return the token (its only appearance).
+    ``datasources``: the declared ones, which data-source scopes may name."""
     check_name(name)
     _is_admin_token(name)
     if not scopes:
         raise TokenError(400, "give at least one 'scope'")
-    scopes = list(dict.fromkeys(check_scope(s) for s in scopes))
+    scopes = list(dict.fromkeys(check_scope(s, datasources) for s in scopes))
     token = new_token()
     try:
         conn.execute("insert into cartpulse.tokens (name, token_hash, scopes) values (%s, %s, %s)",
@@ -139,7 +142,7 @@ def _answer(name: str):
 @bp.post("/v0/tokens")
 def post_token():
     name = request.args.get("name")
-    token = _run(create, name, request.args.getlist("scope"))
+    token = _run(create, name, request.args.getlist("scope"), _state().datasources)
     return jsonify(name=name, token=token, scopes=_answer(name))
 
 

@@ -1,4 +1,4 @@
-"""``cartpulse import FILE``: a CSV, NDJSON or Parquet file straight into the database.
+"""``cartpulse import FILE [--name DATA_SOURCE]``: a CSV, NDJSON or Parquet file straight into the database.
 
 The file type comes from its extension (``.gz`` allowed for CSV/NDJSON). It goes through
 the bulk import's code (``ingest/bulk.py``): the same validation, quarantine and pending
@@ -16,14 +16,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 
-def import_file(settings, url: str, path: Path) -> int:
-    """Load one file with the bulk import's code; print its summary as JSON."""
+def import_file(settings, url: str, path: Path, name: str) -> int:
+    """Load one file into the data source ``name`` with the bulk import's code; print its
+    summary as JSON."""
     from cartpulse.errors import ApiError
     from cartpulse.ingest import bulk
     from cartpulse.ingest.writer import PartitionCache
-    from cartpulse.project.datasources import DATA_SOURCES
+    from cartpulse.project.datasources import for_settings
     from cartpulse.storage.db import Database
 
+    source = for_settings(settings).get(name)
+    if source is None:
+        print(f"cartpulse import: data source '{name}' not found", file=sys.stderr)
+        return 2
     fmt = bulk.detect_format(None, path.name)
     gzipped = path.name.lower().endswith(".gz")
     db = Database(url, pool_size=2, statement_timeout_ms=settings.statement_timeout_ms)
@@ -39,14 +44,13 @@ def import_file(settings, url: str, path: Path) -> int:
 
         try:
             stream = raw if fmt == "parquet" else bulk.open_stream(raw, gzipped, None)
-            summary = bulk.import_stream(db, PartitionCache(), DATA_SOURCES["ecommerce_events"],
-                                         fmt, stream, on_chunk=progress)
+            summary = bulk.import_stream(db, PartitionCache(), source, fmt, stream, on_chunk=progress)
         except ApiError as err:
             print(f"cartpulse import: {err.message}; nothing was stored", file=sys.stderr)
             return 2
         finally:
             db.dispose()
-    print(json.dumps(summary.answer("ecommerce_events", "append")))
+    print(json.dumps(summary.answer(name, "append")))
     return 0
 
 

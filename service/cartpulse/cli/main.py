@@ -9,7 +9,7 @@
     cartpulse serve                      the production server (gunicorn)
     cartpulse run                        all of the above, in order, plus the scheduler, until Ctrl-C
     cartpulse scheduler [--once]         refresh the models every REFRESH_SECONDS (or once)
-    cartpulse import FILE                bulk-load a CSV, NDJSON or Parquet file of events
+    cartpulse import FILE [--name DS]    bulk-load a CSV, NDJSON or Parquet file into a data source
     cartpulse generate --events N        synthetic events as NDJSON (stdout, --output, or --url)
     cartpulse token create NAME --scope S [--scope S2…] | list | refresh NAME | delete NAME
 """
@@ -168,11 +168,12 @@ def cmd_token(settings: Settings, args) -> int:
     import psycopg
 
     from cartpulse.access import tokens
+    from cartpulse.project.datasources import for_settings
 
     try:
         with psycopg.connect(database_url(settings)) as conn:
             if args.action == "create":
-                print(tokens.create(conn, args.name, args.scope or []))
+                print(tokens.create(conn, args.name, args.scope or [], for_settings(settings)))
             elif args.action == "refresh":
                 print(tokens.refresh(conn, args.name))
             elif args.action == "delete":
@@ -266,7 +267,7 @@ def cmd_import(settings: Settings, args) -> int:
 
     from cartpulse.cli.import_file import import_file
 
-    return import_file(settings, database_url(settings), Path(args.file))
+    return import_file(settings, database_url(settings), Path(args.file), args.name)
 
 
 def cmd_generate(settings: Settings, args) -> int:
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     sched.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # stop when this process is gone
     imp = sub.add_parser("import", help="bulk-load a .csv, .ndjson or .parquet file (.gz allowed for CSV/NDJSON)")
     imp.add_argument("file")
+    imp.add_argument("--name", default="ecommerce_events", help="the data source (default ecommerce_events)")
     gen = sub.add_parser("generate", help="synthetic events (deterministic with --seed) as NDJSON or POSTed")
     gen.add_argument("--events", type=int, required=True, help="how many events")
     gen.add_argument("--seed", type=int, default=42, help="the same seed gives the same events (default 42)")

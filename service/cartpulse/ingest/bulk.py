@@ -1,4 +1,4 @@
-"""Bulk import: ``POST /v0/datasources?name=ecommerce_events&mode=append`` and ``cartpulse import``.
+"""Bulk import: ``POST /v0/datasources?name=<data source>&mode=append`` and ``cartpulse import``.
 
 CSV (with a header line), NDJSON and Parquet, as a multipart upload (Tinybird's
 ``-F csv=@file.csv``) or as the raw body; ``Content-Encoding: gzip`` or a ``.gz`` file
@@ -6,10 +6,11 @@ name for compressed CSV/NDJSON. The upload is read as a stream, ``CHUNK_ROWS`` r
 time, never whole in memory (a multipart file part is spooled to a temporary file by
 werkzeug; a raw Parquet body is spooled to one, Parquet keeps its index at the end).
 
-Each chunk meets exactly the events API's rules (``events.parse_body`` for NDJSON,
-``events.add_record`` for CSV and Parquet rows) and is written by the events API's own
-writer (``writer.copy_batch``): valid rows to the events table *and* its pending twin,
-so rollups stay exact, bad rows to the quarantine with this import's ``import_id``.
+Each chunk meets exactly the events API's rules (``rows.parse_body`` for NDJSON,
+``rows.add_record`` for CSV and Parquet rows, both from the data source's declaration)
+and is written by the events API's own writer (``writer.copy_batch``): valid rows to the
+data source's table *and* its pending twin, so rollups stay exact, bad rows to the
+quarantine with this import's ``import_id``.
 
 **Atomicity: all or nothing per import.** Every chunk is COPYed inside one transaction,
 committed after the last chunk; a failure (bad gzip, a dropped connection, a server
@@ -41,8 +42,10 @@ from typing import BinaryIO, Callable, Iterator
 
 from cartpulse.errors import ApiError
 from cartpulse.ingest import transport, writer
-from cartpulse.ingest.rows import COLUMNS, Batch, add_record, parse_body
+from cartpulse.ingest.rows import Batch, add_record, parse_body
 from cartpulse.ops import metrics
+from cartpulse.project import types
+from cartpulse.project.datasources import Column, DataSource
 from cartpulse.storage.wal import commit_position
 
 FORMATS = ("csv", "ndjson", "parquet")
@@ -120,20 +123,20 @@ def open_stream(raw: BinaryIO, gzipped: bool, limit: int | None) -> io.BufferedR
     return io.BufferedReader(LimitedReader(raw, limit), buffer_size=1 << 20)
 
 
-def chunks(fmt: str, stream: BinaryIO) -> Iterator[Batch]:
+def chunks(fmt: str, stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
     """The upload as batches of at most CHUNK_ROWS validated rows and quarantined lines."""
-    return {"csv": _csv_chunks, "ndjson": _ndjson_chunks, "parquet": _parquet_chunks}[fmt](stream)
+    return {"csv": _csv_chunks, "ndjson": _ndjson_chunks, "parquet": _parquet_chunks}[fmt](stream, source)
 
 
-def _ndjson_chunks(stream: BinaryIO) -> Iterator[Batch]:
+def _ndjson_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
     lines, first = [], 1
     for number, line in enumerate(iter(stream.readline, b""), start=1):
         lines.append(line.rstrip(b"\n"))
         if len(lines) == CHUNK_ROWS:
-            yield _renumbered(parse_body(b"\n".join(lines)), first - 1)
+            yield _renumbered(parse_body(b"\n".join(lines), source), first - 1)
             lines, first = [], number + 1
     if lines:
-        yield _renumbered(parse_body(b"\n".join(lines)), first - 1)
+        yield _renumbered(parse_body(b"\n".join(lines), source), first - 1)
 
 
 def _renumbered(batch: Batch, offset: int) -> Batch:
@@ -145,7 +148,7 @@ def _renumbered(batch: Batch, offset: int) -> Batch:
     return batch
 
 
-def _csv_chunks(stream: BinaryIO) -> Iterator[Batch]:
+def _csv_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
     # surrogateescape: invalid UTF-8 reaches validation as a lone surrogate, which
     # quarantines that row (as the events API does) instead of failing the import.
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
@@ -154,16 +157,16 @@ def _csv_chunks(stream: BinaryIO) -> Iterator[Batch]:
     if header is None:
         return
     header = [h.strip() for h in header]
-    missing = [c for c in COLUMNS if c not in header]
+    missing = [c.name for c in source.columns if c.name not in header and not c.nullable]
     if missing:
         raise BadImport(400, f"the CSV header lacks {', '.join(missing)} (the first line must name the columns)")
-    index = {c: header.index(c) for c in COLUMNS}
+    index = [(c, header.index(c.name)) for c in source.columns if c.name in header]
     batch = Batch()
     for fields in reader:
         if not fields:
             continue
-        record = {c: _csv_value(c, fields[i]) if i < len(fields) else None for c, i in index.items()}
-        add_record(batch, reader.line_num, _csv_line(fields), record)
+        record = {c.name: _csv_value(c, fields[i]) if i < len(fields) else None for c, i in index}
+        add_record(batch, source, reader.line_num, _csv_line(fields), record)
         if len(batch.rows) + len(batch.quarantined) >= CHUNK_ROWS:
             yield batch
             batch = Batch()
@@ -171,17 +174,17 @@ def _csv_chunks(stream: BinaryIO) -> Iterator[Batch]:
         yield batch
 
 
-def _csv_value(column: str, text: str):
-    """CSV has only text: numbers are read as the JSON of the events API would carry them
-    (``price`` a number, ``quantity`` an integer, ``event_time`` a string or epoch seconds);
-    an empty field is missing; anything else stays text and fails validation by name."""
+def _csv_value(column: Column, text: str):
+    """CSV has only text: a field of a type that JSON would carry as a number (Int and
+    Float, a DateTime as epoch seconds) is read as one when it looks like one; an empty
+    field is missing; anything else stays text and fails validation by name."""
     if text == "":
         return None
-    if column in ("price", "quantity") or (column == "event_time" and _NUMBER.fullmatch(text.strip())):
+    if column.type.numbers_in_csv:
         stripped = text.strip()
         if _NUMBER.fullmatch(stripped):
             return int(stripped) if re.fullmatch(r"[+-]?\d+", stripped) else float(stripped)
-        if column == "price" and stripped.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+        if column.type is types.FLOAT and stripped.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
             return float(stripped)  # rejected by validation as non-finite, with that reason
     return text
 
@@ -192,7 +195,7 @@ def _csv_line(fields: list[str]) -> str:
     return out.getvalue()
 
 
-def _parquet_chunks(stream: BinaryIO) -> Iterator[Batch]:
+def _parquet_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -207,16 +210,18 @@ def _parquet_chunks(stream: BinaryIO) -> Iterator[Batch]:
             parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError) as err:
             raise BadImport(400, f"not a Parquet file: {err}") from None
-        missing = [c for c in COLUMNS if c not in parquet.schema_arrow.names]
+        present = parquet.schema_arrow.names
+        missing = [c.name for c in source.columns if c.name not in present and not c.nullable]
         if missing:
             raise BadImport(400, f"the Parquet file lacks the columns {', '.join(missing)}")
         number = 0
-        for record_batch in parquet.iter_batches(batch_size=CHUNK_ROWS, columns=list(COLUMNS)):
+        columns = [c for c in source.column_names if c in present]
+        for record_batch in parquet.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
             batch = Batch()
             for record in record_batch.to_pylist():
                 number += 1
                 record = {c: _plain(v) for c, v in record.items()}
-                add_record(batch, number, json.dumps(record, ensure_ascii=False, default=str), record)
+                add_record(batch, source, number, json.dumps(record, ensure_ascii=False, default=str), record)
             yield batch
     finally:
         if spool is not None:
@@ -241,7 +246,7 @@ def _plain(value):
     return value
 
 
-def import_stream(db, partitions, table: str, fmt: str, stream: BinaryIO,
+def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO,
                   on_chunk: Callable[[Batch], None] | None = None) -> Summary:
     """Read, validate and write a whole upload in one transaction (all or nothing)."""
     started = time.perf_counter()
@@ -249,11 +254,11 @@ def import_stream(db, partitions, table: str, fmt: str, stream: BinaryIO,
     decoded = 0
     first_bad = None
     with db.psycopg() as conn, conn.cursor() as cur:
-        for batch in chunks(fmt, stream):
+        for batch in chunks(fmt, stream, source):
             # Partitions are created in their own committed transactions (ATTACH takes a
             # lock that does not conflict with this transaction's inserts).
-            partitions.ensure(db, batch.rows)
-            writer.copy_batch(cur, table, batch, summary.import_id)
+            partitions.ensure(db, source, batch.rows)
+            writer.copy_batch(cur, source, batch, summary.import_id)
             summary.successful_rows += len(batch.rows)
             summary.quarantined_rows += len(batch.quarantined)
             decoded += batch.json_lines
@@ -266,6 +271,6 @@ def import_stream(db, partitions, table: str, fmt: str, stream: BinaryIO,
             line, why = first_bad or (1, "no row could be read")
             raise BadImport(400, f"line {line}: {why}; nothing was stored", line=line)
         summary.position = commit_position(conn)
-    metrics.count_rows(table, "import", summary.successful_rows, summary.quarantined_rows)
+    metrics.count_rows(source.name, "import", summary.successful_rows, summary.quarantined_rows)
     summary.elapsed = time.perf_counter() - started
     return summary

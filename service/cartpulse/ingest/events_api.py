@@ -25,19 +25,28 @@ from cartpulse.ingest import idempotency
 from cartpulse.ingest.rows import parse_body
 from cartpulse.ingest.transport import read_body
 from cartpulse.ingest.writer import write_batch
-from cartpulse.project.datasources import DATA_SOURCES
+from cartpulse.project.datasources import DataSource
 from cartpulse.storage.wal import LSN_HEADER, current_position
 
 bp = Blueprint("ingest", __name__)
 
 
-@bp.post("/v0/events")
-def post_events():
+def append_target() -> DataSource:
+    """The data source ``?name=`` appends to: 400 without a name, 404 for a name the
+    project does not declare."""
     name = request.args.get("name")
     if not name:
         raise ApiError(400, "missing the 'name' parameter (the data source to append to)")
-    if name not in DATA_SOURCES:
+    source = service().datasources.get(name)
+    if source is None:
         raise ApiError(404, f"data source '{name}' not found")
+    return source
+
+
+@bp.post("/v0/events")
+def post_events():
+    source = append_target()
+    name = source.name
     require_scope(f"DATASOURCES:APPEND:{name}")
     state = service()
     gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
@@ -55,7 +64,7 @@ def post_events():
             replay = idempotency.lookup(conn, claim)
         if replay is not None:
             return _replayed(replay)
-    batch = parse_body(body)
+    batch = parse_body(body, source)
     if batch.json_lines == 0:
         line, why = batch.first_bad_line
         raise ApiError(400, f"line {line}: {why}; nothing was stored", line=line)
@@ -69,7 +78,7 @@ def post_events():
     answer = {"successful_rows": len(batch.rows), "quarantined_rows": len(batch.quarantined),
               "import_id": import_id}
     try:
-        position = write_batch(state.db, state.partitions, DATA_SOURCES[name], batch, import_id, claim,
+        position = write_batch(state.db, state.partitions, source, batch, import_id, claim,
                                (status, answer))
     except idempotency.AlreadyStored as twin:  # a concurrent retry committed first
         return _replayed(twin.replay)

@@ -3,6 +3,8 @@
 dbt reads its connection from ``profiles/profiles.yml``, which takes libpq's ``PG*``
 environment variables; this module derives them from the one ``DATABASE_URL`` so that
 the service, ``cartpulse dbt …`` and a scheduled ``dbt run`` all hit the same database.
+The schemas come from the settings the same way: ``DBT_SCHEMA`` (the models) and
+``RAW_SCHEMA`` (the data sources, dbt_project.yml's ``raw_schema`` var).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def dbt_env(settings, url: str) -> dict[str, str]:
             env[_LIBPQ_ENV[key]] = str(value)
     env.update(
         DBT_SCHEMA=settings.dbt_schema,
+        RAW_SCHEMA=settings.raw_schema,  # dbt_project.yml's var raw_schema: where the data sources are
         DBT_TARGET_PATH=str(settings.target_dir),
         DBT_LOG_PATH=str(settings.target_dir / "logs"),
         DBT_PROFILES_DIR=str(settings.project_dir / "profiles"),

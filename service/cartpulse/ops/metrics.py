@@ -6,8 +6,9 @@ Two kinds of figures, from two places:
   and per pipe. prometheus_client keeps them; under ``cartpulse serve`` it runs in
   multiprocess mode (``multiproc.py``), so a scrape answered by any worker shows the sum
   over all of them.
-* **Read from the database at scrape time** — rollup lag (pending rows, age of the oldest
-  pending event, seconds since each rollup was refreshed) and the last scheduled refresh
+* **Read from the database at scrape time** — rollup lag (pending rows and the age of the
+  oldest pending row of each data source, seconds since each rollup was refreshed) and
+  the last scheduled refresh
   (``cartpulse.refresh_runs``). The scheduler is another process, possibly on another
   host; the database is the one place that knows, so no worker has to be told.
 
@@ -31,9 +32,11 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from psycopg import sql
 
 from cartpulse.context import request_state, service
 from cartpulse.errors import ApiError, database_unavailable
+from cartpulse.project.datasources import DataSource
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -56,9 +59,9 @@ PIPE_STATS_DROPPED = Counter("cartpulse_pipe_stats_dropped_rows",
                              "pipe_stats rows not written (queue full or database unavailable).")
 
 
-def count_rows(table: str, via: str, stored: int, quarantined: int) -> None:
-    """Count a committed write (called after the commit, so only stored rows count)."""
-    source = table.rpartition(".")[2]
+def count_rows(source: str, via: str, stored: int, quarantined: int) -> None:
+    """Count a committed write to the data source ``source`` (called after the commit, so
+    only stored rows count)."""
     if stored:
         INGESTED_ROWS.labels(source, via).inc(stored)
     if quarantined:
@@ -103,18 +106,17 @@ def metrics():
     else:
         counted = REGISTRY
     from_database = CollectorRegistry(auto_describe=False)
-    from_database.register(DatabaseCollector(state.db))
+    from_database.register(DatabaseCollector(state.db, state.datasources))
     body = generate_latest(counted) + generate_latest(from_database)
     return Response(body, mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
 
-# One round trip: each part guarded by to_regclass, so a database without storage or
-# without built models still answers (with the figures that exist).
-_LAG = """
-select
-    (select count(*) from raw.ecommerce_events_pending),
-    (select extract(epoch from now() - min(event_time)) from raw.ecommerce_events_pending)
-"""
+
+def _lag(source: DataSource) -> sql.Composed:
+    """Pending rows of a data source, and the age of the oldest by its partition key."""
+    return sql.SQL("select count(*), extract(epoch from now() - min({})) from {}").format(
+        sql.Identifier(source.partition_key), source.table(source.pending))
+
 # rollup_state names a rollup "db"."schema"."table"; the label is schema.table.
 _ROLLUPS = ("select coalesce(to_regclass(rollup)::text, rollup), extract(epoch from now() - refreshed_at)"
             " from cartpulse.rollup_state")
@@ -132,8 +134,9 @@ from cartpulse.refresh_runs where status <> 'skipped' order by finished_at desc 
 class DatabaseCollector:
     """Gauges read from the database at scrape time (see the module docstring)."""
 
-    def __init__(self, db):
+    def __init__(self, db, datasources: dict[str, DataSource]):
         self.db = db
+        self.datasources = datasources
 
     def collect(self):
         up = GaugeMetricFamily("cartpulse_database_up", "1 when the database answered this scrape.")
@@ -152,27 +155,36 @@ class DatabaseCollector:
     def _read(self) -> list:
         families = []
         with self.db.psycopg() as conn:
+            # Each part guarded by to_regclass, so a database without storage or without
+            # built models still answers (with the figures that exist).
+            sources = list(self.datasources.values())
             present = conn.execute(
-                "select to_regclass('raw.ecommerce_events_pending') is not null,"
-                " to_regclass('cartpulse.rollup_state') is not null,"
-                " to_regclass('cartpulse.refresh_runs') is not null").fetchone()
+                "select to_regclass('cartpulse.rollup_state') is not null,"
+                " to_regclass('cartpulse.refresh_runs') is not null,"
+                " array(select name from unnest(%s::text[], %s::text[]) as t(name, pending)"
+                "       where to_regclass(pending) is not null)",
+                [[s.name for s in sources], [s.regclass(s.pending) for s in sources]]).fetchone()
+            pending = GaugeMetricFamily(
+                "cartpulse_pending_rows", "Rows not yet absorbed by every rollup (the data source's _pending"
+                " table); endpoints aggregate them on the fly.", labels=["data_source"])
+            oldest = GaugeMetricFamily(
+                "cartpulse_pending_oldest_event_age_seconds", "now() minus the smallest partition key (event_time)"
+                " among pending rows (0 when none; a late event makes it large until the next refresh).",
+                labels=["data_source"])
+            for name in present[2]:
+                rows, age = conn.execute(_lag(self.datasources[name])).fetchone()
+                pending.add_metric([name], rows)
+                oldest.add_metric([name], float(age or 0))
+            if present[2]:
+                families += [pending, oldest]
             if present[0]:
-                pending, oldest = conn.execute(_LAG).fetchone()
-                families.append(GaugeMetricFamily(
-                    "cartpulse_pending_rows", "Events not yet absorbed by every rollup "
-                    "(raw.ecommerce_events_pending); endpoints aggregate them on the fly.", value=pending))
-                families.append(GaugeMetricFamily(
-                    "cartpulse_pending_oldest_event_age_seconds", "now() minus the smallest event_time among "
-                    "pending events (0 when none; a late event makes it large until the next refresh).",
-                    value=float(oldest or 0)))
-            if present[1]:
                 ages = GaugeMetricFamily("cartpulse_rollup_age_seconds",
                                          "Seconds since each rollup was last refreshed (rollup_state.refreshed_at).",
                                          labels=["rollup"])
                 for rollup, age in conn.execute(_ROLLUPS).fetchall():
                     ages.add_metric([rollup], float(age))
                 families.append(ages)
-            if present[2]:
+            if present[1]:
                 families.extend(self._last_run(conn.execute(_LAST_RUN).fetchone()))
         return families
 

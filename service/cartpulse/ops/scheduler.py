@@ -6,12 +6,13 @@ Every ``REFRESH_SECONDS`` it runs one *refresh*:
    on-run-end hook deletes the absorbed pending rows (docs/realtime.md);
 2. ``dbt source freshness`` (after a successful run) — its result is recorded; a stale
    source is a warning in the log and in the run's row, never a failed run or a crash;
-3. ``VACUUM (ANALYZE)`` of ``raw.ecommerce_events_pending`` — the rows dbt just deleted
-   would otherwise stay as dead tuples that every endpoint query scans (the pending
-   table is read by each ``_live`` view) until autovacuum comes by. The pending table is
-   a plain table on both engines (not a hypertable on TimescaleDB), so this is the same
-   statement on both;
-4. purging ``cartpulse.pipe_stats`` and ``cartpulse.refresh_runs`` past their retention.
+3. ``VACUUM (ANALYZE)`` of each data source's ``_pending`` table (the data sources the
+   dbt project declares) — the rows dbt just deleted would otherwise stay as dead tuples
+   that every endpoint query scans (a pending table is read by each ``_live`` view) until
+   autovacuum comes by. A pending table is a plain table on both engines (not a
+   hypertable on TimescaleDB), so this is the same statement on both;
+4. purging ``cartpulse.pipe_stats`` and ``cartpulse.refresh_runs`` past their retention,
+   and with ``RETENTION`` the expired partitions of each data source.
 
 It runs in its own process (``cartpulse scheduler``, or a child of ``cartpulse run``),
 never in a request thread. One refresh at a time, everywhere: each takes a PostgreSQL
@@ -41,10 +42,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from cartpulse.ops import pipe_stats as stats
 from cartpulse.ops import refresh_runs
 from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.project.datasources import for_settings
 
 log = logging.getLogger("cartpulse.scheduler")
 
@@ -106,14 +109,21 @@ class Scheduler:
         else:  # after a failed run (often the database or the project) it would tell nothing new
             freshness, results = self._freshness()
         try:
-            conn.execute("vacuum (analyze) raw.ecommerce_events_pending")
+            sources = list(for_settings(self.settings).values())
+        except (OSError, ValueError) as err:  # read each time: a broken project fails a run, not the scheduler
+            errors.append(f"the data sources' declarations could not be read: {err}")
+            sources = []
+        try:
+            for source in sources:
+                conn.execute(sql.SQL("vacuum (analyze) {}").format(source.table(source.pending)))
             stats.purge(conn, self.settings.pipe_stats_retention_days)
             refresh_runs.purge(conn, self.settings.refresh_runs_retention_days)
             if self.settings.retention:
                 # Plain PostgreSQL has no retention job: drop expired months here too (on
                 # TimescaleDB this is drop_chunks, which its own policy also runs).
-                conn.execute("select cartpulse.drop_expired_event_partitions(%s::interval)",
-                             [self.settings.retention])
+                for source in sources:
+                    conn.execute("select cartpulse.drop_expired_partitions(%s::regclass, %s::interval)",
+                                 [source.regclass(), self.settings.retention])
         except psycopg.Error as err:
             errors.append(f"maintenance failed: {err}")
         return RunResult("failed" if errors else "success", started_at, datetime.now(timezone.utc),

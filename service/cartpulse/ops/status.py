@@ -14,7 +14,7 @@ from cartpulse import errors
 from cartpulse.access.auth import ADMIN, require_scope
 from cartpulse.context import service
 from cartpulse.ops import refresh_runs
-from cartpulse.serving.params import Param, parse_request
+from cartpulse.project.params import Param, parse_request
 
 bp = Blueprint("status", __name__)
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cartpulse.serving.params import Param
+from cartpulse.project.params import Param
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
-"""Reading data sources over the API: ``GET /v0/datasources/<name>.json|.csv|.ndjson``.
+"""The Data Sources API: reading a data source or its quarantine, and bulk import.
 
-Mostly for the quarantine: after an import reports ``quarantined_rows``, an admin reads
-``/v0/datasources/ecommerce_events_quarantine.json?import_id=<id>`` to see each bad row
-with its original values and the reasons. The quarantine holds raw client input, so it
-is readable by an ADMIN token only; ``ecommerce_events`` is readable with
-``DATASOURCES:READ:ecommerce_events``. Newest rows first, ``limit`` (default 100, at most
-10,000) and ``offset``; the table and its columns are fixed here, values are bound.
+``GET /v0/datasources/<name>.json|.csv|.ndjson`` reads every data source the dbt project
+declares and its quarantine. Mostly for the quarantine: after an import reports
+``quarantined_rows``, an admin reads ``/v0/datasources/<name>_quarantine.json?import_id=<id>``
+to see each bad row with its original values and the reasons. The quarantine holds raw
+client input, so it is readable by an ADMIN token only; a data source is readable with
+``DATASOURCES:READ:<name>``. Newest rows first (by the partition key; the quarantine by
+``insertion_date``), ``limit`` (default 100, at most 10,000) and ``offset``; tables and
+columns come from the declaration, values are bound.
+
+``POST /v0/datasources?name=<name>&mode=append`` is a bulk import (``ingest/bulk.py``).
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from cartpulse.access.auth import ADMIN, require_scope
 from cartpulse.context import service
 from cartpulse.errors import ApiError
 from cartpulse.ingest import bulk, transport
-from cartpulse.ingest.rows import COLUMNS
-from cartpulse.project.datasources import DATA_SOURCES
-from cartpulse.serving.params import Param, parse_request
+from cartpulse.ingest.events_api import append_target
+from cartpulse.project.datasources import INSERTION_DATE, DataSource
+from cartpulse.project.params import Param, parse_request
 from cartpulse.serving.render import FORMATS, render, type_name
 from cartpulse.storage.wal import LSN_HEADER
 
@@ -30,7 +34,8 @@ bp = Blueprint("datasources", __name__)
 
 @dataclass(frozen=True)
 class Readable:
-    table: tuple[str, str]
+    source: DataSource
+    table: str
     columns: tuple[str, ...]
     order_by: str
     scope: str
@@ -38,14 +43,17 @@ class Readable:
     filters: dict
 
 
-SOURCES = {
-    "ecommerce_events": Readable(
-        ("raw", "ecommerce_events"), COLUMNS, "event_time", "DATASOURCES:READ:ecommerce_events", {}),
-    "ecommerce_events_quarantine": Readable(
-        ("raw", "ecommerce_events_quarantine"),
-        COLUMNS + ("c__error_column", "c__error", "c__import_id", "c__line", "c__raw", "insertion_date"),
-        "insertion_date", ADMIN, {"import_id": "c__import_id"}),
-}
+def readables(datasources: dict[str, DataSource]) -> dict[str, Readable]:
+    """What ``GET /v0/datasources/<name>`` may read: each data source and its quarantine."""
+    found = {}
+    for source in datasources.values():
+        found[source.name] = Readable(source, source.name, source.column_names, source.partition_key,
+                                      f"DATASOURCES:READ:{source.name}", {})
+        found[source.quarantine] = Readable(source, source.quarantine, source.quarantine_columns, INSERTION_DATE,
+                                            ADMIN, {"import_id": "c__import_id"})
+    return found
+
+
 PARAMS = (Param("limit", "Int", min=1, max=10_000), Param("offset", "Int", min=0, max=10**12),
           Param("import_id", "String", max_length=100))
 
@@ -55,16 +63,15 @@ def read_datasource(filename: str):
     name, _, fmt = filename.rpartition(".")
     if not name or fmt not in FORMATS:
         raise ApiError(404, f"unknown format in '{filename}': use .json, .csv or .ndjson")
-    source = SOURCES.get(name)
+    source = readables(service().datasources).get(name)
     if source is None:
         raise ApiError(404, f"data source '{name}' not found")
     require_scope(source.scope)
     values = parse_request(PARAMS, request.args)
     where = [sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(param))
              for param, column in source.filters.items() if param in values]
-    query = sql.SQL("select {} from {}.{} {} order by {} desc limit {} offset {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, source.columns)),
-        sql.Identifier(source.table[0]), sql.Identifier(source.table[1]),
+    query = sql.SQL("select {} from {} {} order by {} desc limit {} offset {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, source.columns)), source.source.table(source.table),
         sql.SQL("where ") + sql.SQL(" and ").join(where) if where else sql.SQL(""),
         sql.Identifier(source.order_by), sql.Placeholder("limit"), sql.Placeholder("offset"))
     bound = {"limit": 100, "offset": 0, **values}
@@ -84,18 +91,14 @@ def _plain_arrays(value):
 
 @bp.post("/v0/datasources")
 def post_datasource():
-    name = request.args.get("name")
-    if not name:
-        raise ApiError(400, "missing the 'name' parameter (the data source to append to)")
-    if name not in DATA_SOURCES:
-        raise ApiError(404, f"data source '{name}' not found")
+    target = append_target()
     mode = request.args.get("mode", "append")
     if mode == "replace":
         raise ApiError(400, "mode=replace is not supported: rollups only absorb additions, so replaced events "
                             "could not be taken out of them exactly; see docs/operations.md (bulk import)")
     if mode != "append":
         raise ApiError(400, f"unknown mode '{mode[:40]}': use mode=append")
-    require_scope(f"DATASOURCES:APPEND:{name}")
+    require_scope(f"DATASOURCES:APPEND:{target.name}")
     state = service()
     request.max_content_length = state.settings.max_import_bytes
     gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
@@ -113,7 +116,7 @@ def post_datasource():
     if fmt == "parquet" and gzipped:
         raise ApiError(400, "Parquet compresses itself: send it without gzip")
     stream = bulk.open_stream(raw, gzipped, state.settings.max_import_bytes)
-    summary = bulk.import_stream(state.db, state.partitions, DATA_SOURCES[name], fmt, stream)
-    response = jsonify(summary.answer(name, mode))
+    summary = bulk.import_stream(state.db, state.partitions, target, fmt, stream)
+    response = jsonify(summary.answer(target.name, mode))
     response.headers[LSN_HEADER] = summary.position  # read-your-writes (replicas.py)
     return response

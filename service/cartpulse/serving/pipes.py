@@ -22,7 +22,7 @@ from cartpulse.access.auth import allows, request_caller, request_scopes, requir
 from cartpulse.context import request_state, service
 from cartpulse.errors import ApiError, first_line
 from cartpulse.ops import metrics
-from cartpulse.serving.params import parse_request
+from cartpulse.project.params import parse_request
 from cartpulse.serving.render import FORMATS, render, type_name
 from cartpulse.storage.wal import LSN_HEADER, REPLAY_POSITION, parse_lsn
 

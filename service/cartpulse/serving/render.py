@@ -1,7 +1,8 @@
 """Writing a result as Tinybird writes a pipe endpoint: JSON, CSV or NDJSON.
 
 The JSON keys (``meta``, ``data``, ``rows``, ``statistics``) are a promise to clients:
-new keys may be added, documented ones never change. DateTime values are written
+new keys may be added, documented ones never change. ``meta`` names each column's type
+as Tinybird does (the vocabulary of project/types.py). DateTime values are written
 ``YYYY-MM-DD HH:MM:SS`` in UTC, as Tinybird writes its DateTime type.
 """
 
@@ -15,16 +16,15 @@ from decimal import Decimal
 import orjson
 from flask import Response
 
+from cartpulse.project.types import tinybird_names
+
 #: PostgreSQL type OID → the type name Tinybird reports in ``meta``.
-TYPE_NAMES = {
-    16: "UInt8", 20: "Int64", 21: "Int16", 23: "Int32", 700: "Float32", 701: "Float64",
-    1700: "Float64", 25: "String", 1043: "String", 19: "String", 1082: "Date",
-    1114: "DateTime", 1184: "DateTime", 1009: "Array(String)",
-}
+TYPE_NAMES = tinybird_names()
 FORMATS = ("json", "csv", "ndjson")
 
 
 def type_name(oid: int) -> str:
+    """Tinybird's name for a column of this PostgreSQL type (String when it has none)."""
     return TYPE_NAMES.get(oid, "String")
 
 
@@ -41,25 +41,22 @@ def plain(value):
     return value
 
 
-def _records(names: list[str], rows: list[tuple]) -> list[dict]:
-    """Rows as dicts, converting only the columns that hold values JSON cannot write
-    as they are (datetimes, decimals): most endpoint columns pass through untouched."""
-    convert = [i for i in range(len(names))
-               if any(v is not None and not isinstance(v, (str, int, float)) for v in (r[i] for r in rows[:50]))]
-    if not convert:
-        return [dict(zip(names, row)) for row in rows]
-    return [dict(zip(names, map(plain, row))) for row in rows]
+#: orjson hands datetimes (and dates, decimals: it cannot write those) to ``plain``.
+_JSON = orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def render(fmt: str, meta: list[dict], rows: list[tuple], statistics: dict) -> Response:
+    """The answer in ``fmt``. Every value is written as ``plain`` says: JSON and NDJSON
+    pass the rows to orjson as they are, which calls ``plain`` for each datetime, date
+    and decimal (text and numbers it writes itself); CSV calls it for every value."""
     names = [m["name"] for m in meta]
-    records = _records(names, rows)
+    records = [dict(zip(names, row)) for row in rows]
     if fmt == "json":
         body = orjson.dumps({"meta": meta, "data": records, "rows": len(records), "statistics": statistics},
-                            default=plain)
+                            default=plain, option=_JSON)
         return Response(body, mimetype="application/json")
     if fmt == "ndjson":
-        body = b"".join(orjson.dumps(r, default=plain) + b"\n" for r in records)
+        body = b"".join(orjson.dumps(r, default=plain, option=_JSON) + b"\n" for r in records)
         return Response(body, mimetype="application/x-ndjson")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

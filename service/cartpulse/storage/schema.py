@@ -1,9 +1,10 @@
-"""Data-source storage: creating the tables events land in, on either engine.
+"""Storage: creating the tables events land in, and the service's own, on either engine.
 
-The service owns its data sources (as Tinybird does); dbt reads them as sources. The
-DDL lives in ``sql/*.sql`` beside this module so it reads as SQL. The engine is
+The service owns its data sources (as Tinybird does); dbt reads them as sources. Their
+tables follow from their declarations in the dbt project (``ddl.py``); the service's
+own tables and functions are SQL in ``sql/*.sql`` beside this module. The engine is
 provisioned and then asked in ``engine.py`` (TimescaleDB when the extension is installed
-in the database); the events table's layout follows it.
+in the database); each table's layout follows it.
 
 Time-based storage settings are applied here too, at every start, so that the settings
 own them: ``CHUNK_INTERVAL`` (TimescaleDB), ``COMPRESS_AFTER`` (TimescaleDB compression)
@@ -17,9 +18,12 @@ import logging
 from importlib.resources import files
 
 import psycopg
+from psycopg import sql
 
 from cartpulse.config import Settings
+from cartpulse.project.datasources import DataSource, for_settings
 from cartpulse.storage import engine as engines
+from cartpulse.storage.ddl import create_tables
 from cartpulse.storage.engine import POSTGRES, TIMESCALEDB  # noqa: F401 (callers' names)
 
 log = logging.getLogger(__name__)
@@ -29,40 +33,44 @@ def _sql(name: str) -> str:
     return files("cartpulse.storage").joinpath("sql", name).read_text()
 
 
-def create_storage(url: str, settings: Settings) -> str:
+def create_storage(url: str, settings: Settings, datasources: dict[str, DataSource] | None = None) -> str:
     """Create (idempotently) every table CartPulse writes, for the engine ``settings``
-    provision (engine.py); apply the time-based settings; return the engine in use."""
+    provision (engine.py), and apply the time-based settings; return the engine in use.
+
+    ``datasources``: the declared data sources (default: those of the settings' project)."""
+    if datasources is None:
+        datasources = for_settings(settings)
     with psycopg.connect(url, autocommit=True) as conn:
         # Serialize concurrent starts (several workers, a test and `make run`).
         conn.execute("select pg_advisory_lock(hashtext('cartpulse.create_storage'))")
         try:
             engine = engines.provision(conn, settings.engine)
             conn.execute(_sql("storage.sql"))
-            partitioning = "" if engine == TIMESCALEDB else "partition by range (event_time)"
-            conn.execute(_sql("events.sql").format(partitioning=partitioning))
-            if engine == TIMESCALEDB:
-                chunk_interval = settings.chunk_interval
-                conn.execute(
-                    "select create_hypertable('raw.ecommerce_events', 'event_time',"
-                    " chunk_time_interval => %s::interval, create_default_indexes => false,"
-                    " if_not_exists => true)",
-                    [chunk_interval],
-                )
-                # An existing hypertable keeps its interval unless told: a changed
-                # CHUNK_INTERVAL applies to chunks created from now on.
-                conn.execute(
-                    "select set_chunk_time_interval('raw.ecommerce_events', %s::interval)"
-                    " from timescaledb_information.dimensions"
-                    " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'"
-                    " and column_name = 'event_time' and time_interval <> %s::interval",
-                    [chunk_interval, chunk_interval],
-                )
             conn.execute(_sql("chunks.sql" if engine == TIMESCALEDB else "partitions.sql"))
-            apply_policies(conn, engine, settings)
+            for source in datasources.values():
+                create_tables(conn, source, partitioned=engine != TIMESCALEDB)
+                if engine == TIMESCALEDB:
+                    _hypertable(conn, source, settings.chunk_interval)
+                apply_policies(conn, engine, settings, source)
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('cartpulse.create_storage'))")
-    log.info("storage ready (engine: %s)", engine)
+    log.info("storage ready (engine: %s; data sources: %s)", engine, ", ".join(datasources) or "none")
     return engine
+
+
+def _hypertable(conn: psycopg.Connection, source: DataSource, chunk_interval: str) -> None:
+    """Make the data source's table a hypertable on its partition key, chunked by
+    ``chunk_interval`` (CHUNK_INTERVAL)."""
+    conn.execute(
+        "select create_hypertable(%s::regclass, %s::name, chunk_time_interval => %s::interval,"
+        " create_default_indexes => false, if_not_exists => true)",
+        [source.regclass(), source.partition_key, chunk_interval])
+    # An existing hypertable keeps its interval unless told: a changed CHUNK_INTERVAL
+    # applies to chunks created from now on.
+    conn.execute(
+        "select set_chunk_time_interval(%s::regclass, %s::interval) from timescaledb_information.dimensions"
+        " where hypertable_schema = %s and hypertable_name = %s and column_name = %s and time_interval <> %s::interval",
+        [source.regclass(), chunk_interval, source.schema, source.name, source.partition_key, chunk_interval])
 
 
 # TimescaleDB policies, keyed by the setting that drives each: (job proc, config key,
@@ -72,15 +80,23 @@ _POLICIES = {
                        "add_compression_policy", "remove_compression_policy"),
     "RETENTION": ("policy_retention", "drop_after", "add_retention_policy", "remove_retention_policy"),
 }
-# Compressed batches grouped by event type (every endpoint filters on it: purchases, or
-# the `event_type` parameter; a handful of values, so batches stay full) and ordered by
-# time within a batch, whose min/max let the range-edge scans skip batches.
-_COMPRESSION = ("alter table raw.ecommerce_events set (timescaledb.compress,"
-                " timescaledb.compress_segmentby = 'event_type', timescaledb.compress_orderby = 'event_time')")
 
 
-def apply_policies(conn: psycopg.Connection, engine: str, settings: Settings) -> None:
-    """Make compression and retention match the ``COMPRESS_AFTER`` and ``RETENTION`` settings.
+def _compression(source: DataSource) -> sql.Composed:
+    """Compression settings: batches grouped by the declared ``segment_by`` columns
+    (ecommerce_events: the event type, which every endpoint filters on; a handful of
+    values, so batches stay full) and ordered by the partition key within a batch, whose
+    min/max let range scans skip batches."""
+    settings = [sql.SQL("timescaledb.compress")]
+    if source.segment_by:
+        settings.append(sql.SQL("timescaledb.compress_segmentby = {}").format(sql.Literal(",".join(source.segment_by))))
+    settings.append(sql.SQL("timescaledb.compress_orderby = {}").format(sql.Literal(source.partition_key)))
+    return sql.SQL("alter table {} set ({})").format(source.table(), sql.SQL(", ").join(settings))
+
+
+def apply_policies(conn: psycopg.Connection, engine: str, settings: Settings, source: DataSource) -> None:
+    """Make compression and retention of ``source`` match the ``COMPRESS_AFTER`` and
+    ``RETENTION`` settings.
 
     Idempotent, and the settings own the policies: an unchanged setting leaves its job
     alone, a changed one replaces it, an unset one removes it. Chunks compressed
@@ -88,7 +104,7 @@ def apply_policies(conn: psycopg.Connection, engine: str, settings: Settings) ->
     answer queries; decompressing a whole table on a restart would be a surprise).
     On plain PostgreSQL there is no compression; RETENTION drops whole monthly
     partitions older than it, here at each start (a scheduler may call the same SQL
-    function, cartpulse.drop_expired_event_partitions).
+    function, cartpulse.drop_expired_partitions).
     """
     wanted = {"COMPRESS_AFTER": settings.compress_after, "RETENTION": settings.retention}
     if engine != TIMESCALEDB:
@@ -96,7 +112,8 @@ def apply_policies(conn: psycopg.Connection, engine: str, settings: Settings) ->
             log.warning("COMPRESS_AFTER is ignored: compression needs TimescaleDB")
         if wanted["RETENTION"]:
             dropped = [r[0] for r in conn.execute(
-                "select cartpulse.drop_expired_event_partitions(%s::interval)", [wanted["RETENTION"]])]
+                "select cartpulse.drop_expired_partitions(%s::regclass, %s::interval)",
+                [source.regclass(), wanted["RETENTION"]])]
             if dropped:
                 log.info("retention %s: dropped partitions %s", wanted["RETENTION"], ", ".join(dropped))
         return
@@ -107,18 +124,20 @@ def apply_policies(conn: psycopg.Connection, engine: str, settings: Settings) ->
     if wanted["COMPRESS_AFTER"]:
         enabled = conn.execute(
             "select compression_enabled from timescaledb_information.hypertables"
-            " where hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'").fetchone()[0]
+            " where hypertable_schema = %s and hypertable_name = %s", [source.schema, source.name]).fetchone()[0]
         if not enabled:
-            conn.execute(_COMPRESSION)
+            conn.execute(_compression(source))
     for name, (proc, key, add, remove) in _POLICIES.items():
         current = conn.execute(
             "select config ->> %s from timescaledb_information.jobs where proc_name = %s"
-            " and hypertable_schema = 'raw' and hypertable_name = 'ecommerce_events'", [key, proc]).fetchone()
+            " and hypertable_schema = %s and hypertable_name = %s", [key, proc, source.schema, source.name]).fetchone()
         if current and wanted[name] and conn.execute(
                 "select %s::interval = %s::interval", [current[0], wanted[name]]).fetchone()[0]:
             continue
         if current:
-            conn.execute(f"select {remove}('raw.ecommerce_events', if_exists => true)")
+            conn.execute(sql.SQL("select {}(%s::regclass, if_exists => true)").format(sql.Identifier(remove)),
+                         [source.regclass()])
         if wanted[name]:
-            conn.execute(f"select {add}('raw.ecommerce_events', %s::interval)", [wanted[name]])
-            log.info("%s=%s: %s added", name, wanted[name], add)
+            conn.execute(sql.SQL("select {}(%s::regclass, %s::interval)").format(sql.Identifier(add)),
+                         [source.regclass(), wanted[name]])
+            log.info("%s=%s: %s added on %s", name, wanted[name], add, source.name)

@@ -1,7 +1,8 @@
 """Endpoint parameters: typed, declared in the dbt project, validated before any SQL.
 
 Each endpoint's yml declares its parameters (``config.meta.endpoint.params``): a
-``type`` (DateTime, Int, Float, String) and optional ``default``, ``min``, ``max``,
+``type`` (DateTime, Int, Float, String: the vocabulary of project/types.py, which also
+parses the value) and optional ``default``, ``min``, ``max``,
 ``enum``, ``max_length`` and ``after`` (this DateTime must be later than that one).
 A request's values are parsed here and then *bound* to the endpoint's SQL function by
 name; a bad value is a 400 that names the parameter. Parameters a request does not give
@@ -10,14 +11,11 @@ take the function's default. An empty value counts as not given.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import datetime
 
 from cartpulse.errors import ApiError
-from cartpulse.ingest.rows import RowError, parse_time
-
-TYPES = ("DateTime", "Int", "Float", "String")
+from cartpulse.project import types
+from cartpulse.project.types import BadValue, Type
 
 
 @dataclass(frozen=True)
@@ -32,10 +30,13 @@ class Param:
     max_length: int | None = None
     after: str | None = None
 
+    @property
+    def kind(self) -> Type:
+        return types.DECLARED[self.type]
+
     @classmethod
     def declared(cls, name: str, spec: dict) -> "Param":
-        if spec.get("type") not in TYPES:
-            raise ValueError(f"parameter {name}: type must be one of {', '.join(TYPES)}")
+        types.declared(spec.get("type"), f"parameter {name}")
         enum = spec.get("enum")
         return cls(name=name, type=spec["type"], default=spec.get("default"),
                    description=spec.get("description", ""), min=spec.get("min"), max=spec.get("max"),
@@ -44,26 +45,12 @@ class Param:
 
     def parse(self, raw: str):
         """The request's text → the value bound to SQL, or ApiError(400) naming the parameter."""
-        if self.type == "DateTime":
-            value = _datetime(self.name, raw)
-        elif self.type == "Int":
-            try:
-                value = int(raw)
-            except ValueError:
-                raise _bad(self.name, f"expected an integer, got {raw[:40]!r}") from None
-        elif self.type == "Float":
-            try:
-                value = float(raw)
-            except ValueError:
-                raise _bad(self.name, f"expected a number, got {raw[:40]!r}") from None
-            if not math.isfinite(value):
-                raise _bad(self.name, "expected a finite number")
-        else:
-            value = raw
-            if "\x00" in value:
-                raise _bad(self.name, "contains a NUL character")
-            if self.max_length is not None and len(value) > self.max_length:
-                raise _bad(self.name, f"longer than {self.max_length} characters")
+        try:
+            value = self.kind.from_text(raw)
+        except BadValue as err:
+            raise _bad(self.name, str(err)) from None
+        if self.max_length is not None and isinstance(value, str) and len(value) > self.max_length:
+            raise _bad(self.name, f"longer than {self.max_length} characters")
         if self.enum is not None and str(value) not in self.enum:
             raise _bad(self.name, f"must be one of: {', '.join(self.enum)}")
         if self.min is not None and value < self.min:
@@ -75,16 +62,6 @@ class Param:
 
 def _bad(name: str, why: str) -> ApiError:
     return ApiError(400, f"invalid value for parameter '{name}': {why}", parameter=name)
-
-
-def _datetime(name: str, raw: str) -> datetime:
-    text = raw.strip()
-    if len(text) == 10:  # a date alone: its midnight (what a date picker sends)
-        text += " 00:00:00"
-    try:
-        return parse_time(text)
-    except RowError:
-        raise _bad(name, f"expected a DateTime as YYYY-MM-DD HH:MM:SS (UTC), got {raw[:40]!r}") from None
 
 
 def parse_request(params: tuple[Param, ...], args, fixed: dict | None = None) -> dict:

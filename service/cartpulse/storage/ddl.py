@@ -1,0 +1,63 @@
+"""The tables of a data source, made from its declaration (project/datasources.py).
+
+Three tables per data source, in RAW_SCHEMA, each created if missing:
+
+* ``<name>``: the declared columns with their types, ``not null`` unless declared
+  nullable, and an index on the sorting key. On PostgreSQL it is partitioned by range of
+  the partition key (monthly partitions made on demand, ``sql/partitions.sql``); on
+  TimescaleDB ``schema.py`` makes it a hypertable on that key;
+* ``<name>_pending``: the same columns plus ``ingest_xid``, the transaction that wrote
+  the row (docs/realtime.md). A plain table on both engines, vacuumed eagerly: rows are
+  deleted in bulk after every refresh, and endpoint queries must not scan dead ones;
+* ``<name>_quarantine``: every declared column as text (the value as sent), then the
+  ``c__`` columns and ``insertion_date``, indexed by ``insertion_date``.
+
+Identifiers come from the declaration, quoted by psycopg.sql; no value is spliced in.
+An existing table is left as it is (a column added to the yml later needs an ALTER).
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from cartpulse.project.datasources import INSERTION_DATE, QUARANTINE_COLUMNS, DataSource
+
+
+def create_tables(conn: psycopg.Connection, source: DataSource, partitioned: bool) -> None:
+    """Create the data source's three tables and their indexes (idempotent)."""
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(source.schema)))
+    columns = [sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(c.type.sql),
+                                         sql.SQL("" if c.nullable else " not null")) for c in source.columns]
+    conn.execute(sql.SQL("create table if not exists {} ({}){}").format(
+        source.table(), sql.SQL(", ").join(columns),
+        sql.SQL(" partition by range ({})").format(sql.Identifier(source.partition_key)) if partitioned else sql.SQL("")))
+    ensure_index(conn, source, source.name, source.sorting_key, f"{source.name}_sorting_key_idx")
+
+    conn.execute(sql.SQL("create table if not exists {} (like {}, ingest_xid xid8 not null"
+                         " default pg_current_xact_id())").format(source.table(source.pending), source.table()))
+    conn.execute(sql.SQL("alter table {} set (autovacuum_vacuum_scale_factor = 0,"
+                         " autovacuum_vacuum_threshold = 10000)").format(source.table(source.pending)))
+
+    quarantine = [sql.SQL("{} text").format(sql.Identifier(name)) for name in source.column_names]
+    quarantine += [sql.SQL("{} {}{}").format(sql.Identifier(name), sql.SQL(kind), sql.SQL(" not null" if required else ""))
+                   for name, kind, required in QUARANTINE_COLUMNS]
+    quarantine.append(sql.SQL("{} timestamptz not null default now()").format(sql.Identifier(INSERTION_DATE)))
+    conn.execute(sql.SQL("create table if not exists {} ({})").format(
+        source.table(source.quarantine), sql.SQL(", ").join(quarantine)))
+    ensure_index(conn, source, source.quarantine, (INSERTION_DATE,), f"{source.quarantine}_insertion_idx")
+
+
+def ensure_index(conn: psycopg.Connection, source: DataSource, table: str, columns: tuple[str, ...],
+                 name: str) -> None:
+    """An index on ``columns`` of ``table``, unless one on exactly those columns exists
+    (whatever its name: databases made before the declaration have their own names)."""
+    existing = conn.execute(
+        "select 1 from pg_index i where i.indrelid = %s::regclass and i.indnkeyatts = %s"
+        " and array(select a.attname::text from unnest(i.indkey::int2[]) with ordinality k(attnum, n)"
+        "           join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum"
+        "           order by k.n) = %s::text[]",
+        [source.regclass(table), len(columns), list(columns)]).fetchone()
+    if existing is None:
+        conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
+            sql.Identifier(name), source.table(table), sql.SQL(", ").join(map(sql.Identifier, columns))))
