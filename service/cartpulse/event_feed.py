@@ -11,7 +11,8 @@ which composes with everything (``cartpulse import``, curl, a file for later); w
 CSV/NDJSON) straight into the database with the bulk import's code (``bulk.py``): the same
 validation, quarantine and pending rows as the API, one transaction for the whole file.
 
-Both draw a progress bar with rate and ETA on stderr when it is a terminal (tqdm).
+Both draw a progress bar with rate and ETA on stderr when it is a terminal (tqdm), and
+``generate`` ends with a summary line on stderr when it writes to a file or a server.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def generate(events: int, seed: int, rate: float | None, output: str | None, url
                     time.sleep(ahead)
         sink.flush()
     sink.close()
+    sink.summary(events, time.monotonic() - started)
     return 0
 
 
@@ -78,6 +80,10 @@ class _Writer:
         if self.out is not sys.stdout:
             self.out.close()
 
+    def summary(self, events: int, seconds: float) -> None:
+        if self.out is not sys.stdout:  # stdout carries the events themselves
+            print(f"cartpulse generate: wrote {events} events to {self.out.name}", file=sys.stderr)
+
 
 class _Poster:
     """POSTs batches to ``<url>/v0/events``; retries 503s and lost connections with the
@@ -90,6 +96,7 @@ class _Poster:
         self.run = uuid.uuid4().hex  # keys are per run: running generate again adds events again
         self.events: list[dict] = []
         self.batches = 0
+        self.stored = self.quarantined = self.retried = 0  # for the summary line
 
     def add(self, event: dict) -> None:
         self.events.append(event)
@@ -108,20 +115,35 @@ class _Poster:
         for attempt in range(1, RETRIES + 1):
             try:
                 with urllib.request.urlopen(request, timeout=60) as resp:
-                    resp.read()
+                    answer = json.loads(resp.read())
+                self.stored += answer["successful_rows"]
+                self.quarantined += answer["quarantined_rows"]
                 break
             except urllib.error.HTTPError as err:
                 if err.code not in (429, 503) or attempt == RETRIES:
-                    raise SystemExit(f"cartpulse generate: {err.code} {err.read()[:500].decode(errors='replace')}")
+                    raise SystemExit(f"cartpulse generate: {err.code} {err.read()[:500].decode(errors='replace')}"
+                                     f" ({self.stored} events stored before)")
+                self.retried += 1
                 time.sleep(float(err.headers.get("Retry-After") or 1))
             except OSError as err:
                 if attempt == RETRIES:
-                    raise SystemExit(f"cartpulse generate: {self.url} unreachable: {err}")
+                    raise SystemExit(f"cartpulse generate: {self.url} unreachable: {err}"
+                                     f" ({self.stored} events stored before)")
+                self.retried += 1
                 time.sleep(attempt)
         self.events = []
 
     def close(self) -> None:
         pass
+
+    def summary(self, events: int, seconds: float) -> None:
+        """One line on stderr (stdout stays free for pipes): what the server acknowledged,
+        the rate achieved, and the errors: failed requests, each retried with its key (a
+        batch that fails every retry ends the command with its own message instead)."""
+        print(f"cartpulse generate: sent {events} events to {self.url} in {seconds:.1f} s"
+              f" ({events / max(seconds, 1e-9):.0f} events/s): {self.stored} stored,"
+              f" {self.quarantined} quarantined, {self.retried} error{'' if self.retried == 1 else 's'}",
+              file=sys.stderr)
 
 
 def import_file(settings, url: str, path: Path) -> int:
