@@ -18,6 +18,11 @@ from pathlib import Path
 import psycopg
 
 
+CARTPULSE = str(Path(sys.executable).parent / "cartpulse")
+#: What must not be printed when CartPulse stops: gunicorn's words for a worker that had
+#: to be SIGKILLed (a hang in the worker, never memory, in CartPulse's case).
+MISLEADING_AT_STOP = ("SIGKILL", "Perhaps out of memory")
+
 #: One valid purchase, for tests that need an event and do not care which.
 EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
          "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
@@ -149,7 +154,7 @@ class ApiServer:
 
     def start(self, wait: bool = True) -> None:
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=self.env,
+        self.proc = subprocess.Popen([CARTPULSE, "serve"], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         if wait:

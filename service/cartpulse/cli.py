@@ -121,7 +121,7 @@ def serve(settings: Settings) -> None:
     """Run gunicorn in this process; each worker builds its own app (and pool) after fork."""
     from gunicorn.app.base import BaseApplication
 
-    from . import multiproc
+    from . import multiproc, stopping
 
     multiproc.prepare()  # before any worker imports prometheus_client (metrics.py)
     from .app import create_app
@@ -143,7 +143,7 @@ def serve(settings: Settings) -> None:
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", settings.workers)
             self.cfg.set("threads", settings.threads)
-            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("worker_class", stopping.ThreadWorker)  # gthread, with a Ctrl-C that cannot hang
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", os.environ.get("ACCESS_LOG") or None)
@@ -206,7 +206,7 @@ def cmd_run(settings: Settings, args) -> int:
     """Start the database, create storage, build the models, serve and refresh them
     (the scheduler, a child process); stop all on Ctrl-C."""
     from . import scheduler
-    from .dbt_cli import run_dbt
+    from .stopping import build_models
 
     server = None if settings.database_url else embedded.for_settings(settings)
     started_here = server is not None and not (server.initialized() and server.running())
@@ -217,7 +217,7 @@ def cmd_run(settings: Settings, args) -> int:
     try:
         url = database_url(settings, start=True)
         token = init(settings, url)
-        run_dbt(settings, url, "run")
+        build_models(settings, url)  # out of the terminal's Ctrl-C: see stopping.py
         if settings.refresh_seconds > 0:
             refresher = scheduler.spawn(url)
         print(banner(settings, token), flush=True)
