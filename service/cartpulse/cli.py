@@ -205,6 +205,9 @@ Ctrl-C stops the API{'' if settings.database_url else ' and the embedded databas
 def cmd_run(settings: Settings, args) -> int:
     """Start the database, create storage, build the models, serve and refresh them
     (the scheduler, a child process); stop all on Ctrl-C."""
+    from . import multiproc
+
+    multiproc.prepare()  # before `scheduler` imports prometheus_client: else each worker counts alone
     from . import scheduler
     from .stopping import build_models
 
