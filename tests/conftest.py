@@ -23,7 +23,7 @@ from cartpulse.dbt_cli import run_dbt
 from cartpulse.embedded import EmbeddedPostgres
 from cartpulse.storage import create_storage
 
-from support import truncate_events
+from support import server_folder, truncate_events
 
 GIVEN_SERVER = os.environ.get("CARTPULSE_TEST_DATABASE_URL")
 
@@ -57,6 +57,14 @@ def own_server(embedded_server):
                     " not on CARTPULSE_TEST_DATABASE_URL")
     yield embedded_server
     embedded_server.start()  # whatever the test did, the next test finds it up
+
+
+@pytest.fixture
+def server_tmp():
+    """``tmp_path`` for a test that starts an embedded PostgreSQL of its own (see
+    support.server_folder: why not under pytest's own temporary folder)."""
+    with server_folder() as folder:
+        yield folder
 
 
 @pytest.fixture(scope="session")

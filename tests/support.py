@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -27,6 +30,21 @@ MISLEADING_AT_STOP = ("SIGKILL", "Perhaps out of memory")
 EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
          "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
 POST = "/v0/events?name=ecommerce_events"
+
+@contextmanager
+def server_folder(prefix: str = "cartpulse-server-"):
+    """A scratch folder for an embedded PostgreSQL (its data and socket), outside pytest's
+    ``tmp_path``. As root, the server runs as another user, which must traverse every
+    parent folder (embedded.py opens them up); but each pytest session that starts makes
+    /tmp/pytest-of-<user> private again (0700). On a machine where several sessions run at
+    once, a server under ``tmp_path`` then becomes unreachable to its own user: initdb or
+    the start fail, and ``pg_ctl status`` says it is not running."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 def truncate_events(url: str) -> None:
     """Empty the events, the pending rows, the quarantine and every rollup, consistently:

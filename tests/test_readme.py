@@ -48,7 +48,7 @@ import pytest
 
 from cartpulse.embedded import EmbeddedPostgres
 
-from support import CARTPULSE, MISLEADING_AT_STOP, free_port, wait_http
+from support import CARTPULSE, MISLEADING_AT_STOP, free_port, server_folder, wait_http
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHELLS = ("sh", "bash", "shell")
@@ -188,41 +188,39 @@ def test_how_the_readme_is_read():
 
 
 @pytest.fixture(scope="module")
-def readme_server(tmp_path_factory):
+def readme_server():
     """`cartpulse run` as `make run` starts it, from a scratch folder laid out like a checkout."""
     if os.environ.get("CARTPULSE_TEST_DATABASE_URL"):
         pytest.skip("the README runs on the embedded PostgreSQL: exercised in that pass")
-    work = tmp_path_factory.mktemp("readme")
-    (work / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    for name in PROJECT:
-        (shutil.copytree if (README.parent / name).is_dir() else shutil.copy)(README.parent / name, work / name)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "READ_DATABASE_URLS", "TB_ADMIN_TOKEN", "HOST", "PORT", "METRICS_TOKEN")}
-    env.update(CARTPULSE_PROJECT_DIR=str(work), CARTPULSE_STATE_DIR=str(work / ".cartpulse"),
-               DBT_TARGET_PATH=str(work / "target"))
-    replica = subprocess.run([CARTPULSE, "replica", "url"], env=env, check=True, capture_output=True, text=True)
-    log = open(work / "run.log", "w+")
-    proc = subprocess.Popen([CARTPULSE, "run"], cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**env, "PORT": str(port), "REFRESH_SECONDS": "0",
-                                 "READ_DATABASE_URLS": replica.stdout.strip()})
-    try:
+    with server_folder("cartpulse-readme-") as work, open(work / "run.log", "w+") as log:
+        (work / ".venv").symlink_to(Path(sys.executable).parent.parent)
+        for name in PROJECT:
+            (shutil.copytree if (README.parent / name).is_dir() else shutil.copy)(README.parent / name, work / name)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "READ_DATABASE_URLS", "TB_ADMIN_TOKEN", "HOST", "PORT", "METRICS_TOKEN")}
+        env.update(CARTPULSE_PROJECT_DIR=str(work), CARTPULSE_STATE_DIR=str(work / ".cartpulse"),
+                   DBT_TARGET_PATH=str(work / "target"))
+        replica = subprocess.run([CARTPULSE, "replica", "url"], env=env, check=True, capture_output=True, text=True)
+        port = free_port()
+        proc = subprocess.Popen([CARTPULSE, "run"], cwd=work, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**env, "PORT": str(port), "REFRESH_SECONDS": "0",
+                                                             "READ_DATABASE_URLS": replica.stdout.strip()})
         try:
-            wait_http(f"http://127.0.0.1:{port}/readyz", proc, seconds=300)
-        except AssertionError as err:
-            log.seek(0)
-            raise AssertionError(f"{err}; its output:\n{log.read()[-5000:]}") from None
-        yield Session(work, port, env, proc, log)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
             try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for left in ("pgdata", "replica1"):  # when a test failed before the README stopped them
-            EmbeddedPostgres(work / ".cartpulse" / left).stop("immediate")
-        log.close()
+                wait_http(f"http://127.0.0.1:{port}/readyz", proc, seconds=300)
+            except AssertionError as err:
+                log.seek(0)
+                raise AssertionError(f"{err}; its output:\n{log.read()[-5000:]}") from None
+            yield Session(work, port, env, proc, log)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            for left in ("pgdata", "replica1"):  # when a test failed before the README stopped them
+                EmbeddedPostgres(work / ".cartpulse" / left).stop("immediate")
 
 
 class Session:

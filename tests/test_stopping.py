@@ -66,7 +66,7 @@ def dbt_child(parent: int) -> int | None:
 
 
 @pytest.mark.embedded
-def test_ctrl_c_during_the_start_up_dbt_run(tmp_path):
+def test_ctrl_c_during_the_start_up_dbt_run(server_tmp):
     """A first Ctrl-C lets the start-up `dbt run` finish, then stops without serving: dbt is
     out of the terminal's reach, so it is neither killed (resource_tracker: "leaked
     semaphore objects") nor interrupted (a KeyboardInterrupt traceback). A second Ctrl-C
@@ -77,11 +77,12 @@ def test_ctrl_c_during_the_start_up_dbt_run(tmp_path):
     if os.environ.get("CARTPULSE_TEST_DATABASE_URL"):
         pytest.skip("engine-independent: exercised in the embedded-PostgreSQL pass")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TB_ADMIN_TOKEN", "HOST")}
-    env.update(PORT=str(free_port()), CARTPULSE_STATE_DIR=str(tmp_path / "state"),
-               DBT_TARGET_PATH=str(tmp_path / "target"), REFRESH_SECONDS="0")
+    env.update(PORT=str(free_port()), CARTPULSE_STATE_DIR=str(server_tmp / "state"),
+               DBT_TARGET_PATH=str(server_tmp / "target"), REFRESH_SECONDS="0")
     for command in (["init"], ["build", "--quiet"]):  # the database, left running, and the models
-        subprocess.run([CARTPULSE, *command], env=env, check=True, capture_output=True, timeout=300)
-    url = EmbeddedPostgres(tmp_path / "state" / "pgdata").url
+        done = subprocess.run([CARTPULSE, *command], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    url = EmbeddedPostgres(server_tmp / "state" / "pgdata").url
 
     def interrupted(times: int) -> str:
         with psycopg.connect(url) as holder:
@@ -109,6 +110,7 @@ def test_ctrl_c_during_the_start_up_dbt_run(tmp_path):
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         assert proc.returncode == 0, out[-3000:]
+        assert "stopping the embedded database" not in out, out[-3000:]  # `cartpulse init` started it
         assert "is serving" not in out
         for words in (*MISLEADING_AT_STOP, "leaked semaphore"):
             assert words not in out, out[-3000:]
