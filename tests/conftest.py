@@ -22,7 +22,7 @@ from cartpulse.config import Settings
 from cartpulse.ops.dbt_runner import run_dbt
 from cartpulse.storage.embedded import EmbeddedPostgres
 from cartpulse.storage.schema import create_storage
-from support import truncate_events
+from support import server_folder, truncate_events
 
 GIVEN_SERVER = os.environ.get("CARTPULSE_TEST_DATABASE_URL")
 
@@ -56,6 +56,14 @@ def own_server(embedded_server):
                     " not on CARTPULSE_TEST_DATABASE_URL")
     yield embedded_server
     embedded_server.start()  # whatever the test did, the next test finds it up
+
+
+@pytest.fixture
+def server_tmp():
+    """``tmp_path`` for a test that starts an embedded PostgreSQL of its own (see
+    support.server_folder: why not under pytest's own temporary folder)."""
+    with server_folder() as folder:
+        yield folder
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +120,9 @@ def app(built):
     application = create_app(built)
     application.config["TESTING"] = True
     yield application
+    # Its pipe_stats rows now, while the database is up: left to the flush at exit, they
+    # met a stopped server ("pipe_stats: 1 rows not written" after the summary).
+    application.extensions["cartpulse_stats"].flush()
     application.extensions["cartpulse"].db.dispose()
 
 

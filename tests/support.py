@@ -5,22 +5,45 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+
+CARTPULSE = str(Path(sys.executable).parent / "cartpulse")
+#: What must not be printed when CartPulse stops: gunicorn's words for a worker that had
+#: to be SIGKILLed (a hang in the worker, never memory, in CartPulse's case).
+MISLEADING_AT_STOP = ("SIGKILL", "Perhaps out of memory")
 
 #: One valid purchase, for tests that need an event and do not care which.
 EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
          "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}
 POST = "/v0/events?name=ecommerce_events"
+
+@contextmanager
+def server_folder(prefix: str = "cartpulse-server-"):
+    """A scratch folder for an embedded PostgreSQL (its data and socket), outside pytest's
+    ``tmp_path``. As root, the server runs as another user, which must traverse every
+    parent folder (embedded.py opens them up); but each pytest session that starts makes
+    /tmp/pytest-of-<user> private again (0700). On a machine where several sessions run at
+    once, a server under ``tmp_path`` then becomes unreachable to its own user: initdb or
+    the start fail, and ``pg_ctl status`` says it is not running."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 def datasources(raw_schema: str = "raw", project_dir: Path | None = None):
     """The data sources the project declares (default: this repository's, in ``raw``)."""
@@ -159,7 +182,7 @@ class ApiServer:
 
     def start(self, wait: bool = True) -> None:
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "serve"], env=self.env,
+        self.proc = subprocess.Popen([CARTPULSE, "serve"], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         if wait:

@@ -50,15 +50,15 @@ def test_seed_curl_commands_verbatim(built, admin_token, tmp_path):
 
 
 @pytest.mark.embedded
-def test_make_run_lifecycle(tmp_path):
+def test_make_run_lifecycle(server_tmp):
     """`cartpulse run` (what `make run` calls): serves, prints token and curls, stops cleanly, keeps data."""
     if os.environ.get("CARTPULSE_TEST_DATABASE_URL"):
         pytest.skip("engine-independent: exercised in the embedded-PostgreSQL pass")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TB_ADMIN_TOKEN")}
-    env.update(PORT=str(port), CARTPULSE_STATE_DIR=str(tmp_path / "state"), DBT_TARGET_PATH=str(tmp_path / "target"))
+    env.update(PORT=str(port), CARTPULSE_STATE_DIR=str(server_tmp / "state"), DBT_TARGET_PATH=str(server_tmp / "target"))
     host = f"http://127.0.0.1:{port}"
-    server = EmbeddedPostgres(tmp_path / "state" / "pgdata")
+    server = EmbeddedPostgres(server_tmp / "state" / "pgdata")
 
     def run_once(extra_env=None):
         proc = subprocess.Popen([CARTPULSE, "run"], env={**env, **(extra_env or {})}, stdout=subprocess.PIPE,
@@ -72,7 +72,7 @@ def test_make_run_lifecycle(tmp_path):
 
     proc = run_once()
     try:
-        token = (tmp_path / "state" / "admin_token").read_text().strip()
+        token = (server_tmp / "state" / "admin_token").read_text().strip()
         shell(SEED_POST, {**env, "HOST": host, "TB_ADMIN_TOKEN": token})
     finally:
         out = stop(proc, signal.SIGINT)
@@ -94,7 +94,7 @@ def test_make_run_lifecycle(tmp_path):
 
 
 @pytest.mark.embedded
-def test_replica_command_makes_a_streaming_replica_of_the_embedded_server(tmp_path):
+def test_replica_command_makes_a_streaming_replica_of_the_embedded_server(server_tmp):
     """`cartpulse replica start` (README: Scaling out): a hot standby that follows the
     embedded server; `url` gives what READ_DATABASE_URLS takes."""
     if os.environ.get("CARTPULSE_TEST_DATABASE_URL"):
@@ -102,7 +102,7 @@ def test_replica_command_makes_a_streaming_replica_of_the_embedded_server(tmp_pa
     import psycopg
 
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "READ_DATABASE_URLS")}
-    env["CARTPULSE_STATE_DIR"] = str(tmp_path / "state")
+    env["CARTPULSE_STATE_DIR"] = str(server_tmp / "state")
 
     def cartpulse(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([CARTPULSE, *args], env=env, capture_output=True, text=True, check=check, timeout=300)

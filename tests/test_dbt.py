@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from dataclasses import replace
 
 from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.config import PROJECT_DIR
 from cartpulse.ops.dbt_runner import run_dbt
-from cartpulse.project.endpoints import endpoints_from_manifest
+from cartpulse.project.endpoints import Catalog, endpoints_from_manifest
 from support import dbt_ok, ndjson, truncate_events
 
 
@@ -178,3 +180,21 @@ def test_a_refresh_leaves_unchanged_views_and_functions_alone(built, client, aut
     rebuilt = _reader_objects(built.database_url)
     assert rebuilt.keys() == before.keys() and rebuilt != before
     assert client.get("/v0/pipes/events_by_country.json", headers=auth).get_json()["data"] == answer
+
+
+def test_a_just_built_endpoint_is_found_at_once(tmp_path):
+    """The catalog looks at the manifest at most once a second, but a name it does not know
+    makes it look again at once: `dbt run` then `curl` gets the new endpoint, not a 404."""
+    path = tmp_path / "manifest.json"
+    catalog = Catalog(path, check_every=3600)
+
+    def manifest(*names: str) -> None:
+        path.write_text(json.dumps({"nodes": {f"model.cartpulse.{n}": {
+            "resource_type": "model", "name": n, "schema": "analytics", "config": {"meta": {"endpoint": {}}}}
+            for n in names}}))
+        os.utime(path, (time.time() + len(names), time.time() + len(names)))  # a new mtime, whatever the clock's grain
+
+    manifest("top_products")
+    assert catalog.get("top_products") and catalog.get("events_by_type") is None
+    manifest("top_products", "events_by_type")
+    assert catalog.get("events_by_type").relation == "events_by_type"

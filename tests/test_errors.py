@@ -53,6 +53,18 @@ def test_not_json_at_all_is_400_naming_the_line(client, auth, settings):
     assert count(settings.database_url, "raw.ecommerce_events_quarantine") == 0
 
 
+def test_ndjson_without_its_newlines_is_400_saying_how_to_send_it(client, auth, settings):
+    """What `curl -d @events.ndjson` sends (curl -d strips newlines): several objects on one
+    line. The 400 names the cause and the fix instead of only "Extra data"."""
+    r = client.post(POST, data=ndjson([EVENT, EVENT]).replace(b"\n", b""), headers=auth)
+    assert_error(r, 400, "line 1: not valid JSON: Extra data", "more than one JSON value", "--data-binary",
+                 "nothing was stored")
+    assert count(settings.database_url) == 0
+    r = client.post(POST, data=b'{"event_time": 1} trailing words', headers=auth)  # not two values: no such hint
+    assert_error(r, 400, "Extra data")
+    assert "--data-binary" not in r.get_json()["error"]
+
+
 def test_request_level_errors_store_nothing(client, auth, settings):
     assert_error(client.post("/v0/events", json=EVENT, headers=auth), 400, "name")
     assert_error(client.post("/v0/events?name=other", json=EVENT, headers=auth), 404, "other")

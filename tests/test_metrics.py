@@ -3,17 +3,20 @@ land in cartpulse.pipe_stats (without the token) and are purged after the retent
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.ops import pipe_stats as stats
-from support import ApiServer, metric_value, ndjson, truncate_events
+from support import EVENT, POST, ApiServer, metric_value, ndjson, truncate_events
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +115,46 @@ def test_pipe_stats_retention_and_metrics_token(built, app):
         assert r.status_code == 200 and b"cartpulse_database_up 1.0" in r.data
     finally:
         guarded.extensions["cartpulse"].db.dispose()
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_a_restarted_worker_leaves_the_metrics_of_the_others(built, admin_token, tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR (as `make run` and `cartpulse serve` start), the
+    metric files live in a temporary folder the master removes when it exits. A worker
+    that exits and is replaced must not remove it (workers inherit the master's atexit
+    handlers): ingest keeps answering 202 and /metrics keeps every worker's counts."""
+    server = ApiServer(built, admin_token, tmp_path, RATE_LIMIT_RPS="0")
+    server.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    server.start()
+    try:
+        def ingested() -> float:
+            return metric_value(scrape(server.http), 'cartpulse_ingested_rows_total{data_source="ecommerce_events",'
+                                                      'via="events"}')
+
+        sent = 0
+        for _ in range(4):
+            assert server.http.request("POST", POST, ndjson([EVENT]))[0] == 202
+            sent += 1
+        workers = children(server.proc.pid)
+        assert len(workers) == 2
+        os.kill(min(workers), signal.SIGTERM)  # the master starts another in its place
+        deadline = time.monotonic() + 60
+        while len(now := children(server.proc.pid)) != 2 or now == workers:
+            assert time.monotonic() < deadline, "no worker replaced the one stopped"
+            time.sleep(0.05)
+        for _ in range(4):
+            assert server.http.request("POST", POST, ndjson([EVENT]))[0] == 202
+            sent += 1
+        assert [ingested() for _ in range(4)] == [sent] * 4  # whichever worker answers
+    finally:
+        server.stop()

@@ -219,19 +219,31 @@ def test_read_your_writes_while_the_replica_has_not_replayed(fresh, cluster):
     assert {"country": "Iceland", "event_count": 1} in caught_up["data"]
 
 
-def test_a_reader_waits_for_the_replica_to_replay_its_write(fresh, cluster):
+def test_a_reader_waits_for_the_replica_to_replay_its_write(fresh, cluster, monkeypatch):
+    """Replay resumes only once the reader is waiting for it (not after a guessed delay),
+    so the answer proves the wait, not a replica that had caught up already."""
     client, auth, router, _ = fresh
     replica = cluster[3]
     replay(replica, "pause")
     position = post(client, auth, [{**EVENT, "country": "Malta"}])
-    resumer = threading.Timer(0.3, replay, (replica, "resume"))
-    router.wait_seconds = 10.0
+    waiting = threading.Event()
+    wait_for = router._wait_for
+
+    def noted(*args):
+        waiting.set()
+        return wait_for(*args)
+
+    monkeypatch.setattr(router, "_wait_for", noted)
+    resumer = threading.Thread(target=lambda: waiting.wait(30) and replay(replica, "resume"))
+    router.wait_seconds = 30.0
     try:
         resumer.start()
         body = read(client, auth, "events_by_country", position)
     finally:
         router.wait_seconds = 0.1
+        waiting.set()
         resumer.join()
+        replay(replica, "resume")
     assert body["statistics"]["source"] == "replica-1"
     assert {"country": "Malta", "event_count": 1} in body["data"]
 
@@ -254,13 +266,28 @@ def test_a_replica_lagging_past_the_bound_leaves_the_rotation_and_comes_back(fre
     assert {"country": "Chile", "event_count": 1} in body["data"]
 
 
-def test_reads_fail_over_when_the_replica_is_killed(fresh, cluster):
+def monitor_paused(router, monkeypatch) -> None:
+    """Silence the router's monitor thread, and return only once no check of its is under
+    way: the thread calls ``router.check`` in a loop, so the first call of the stand-in
+    means the check before it has finished. From then on only a read can find out that
+    a replica is gone (``monkeypatch.undo()`` resumes the monitor)."""
+    came_round = threading.Event()
+    monkeypatch.setattr(router, "check", came_round.set)
+    assert came_round.wait(30), "the replica monitor did not come round"
+
+
+def test_reads_fail_over_when_the_replica_is_killed(fresh, cluster, monkeypatch):
+    """The read that finds the replica dead fails over to the primary and takes it out
+    of the rotation. With the monitor running, whether a read or the monitor notices
+    first is a race between threads; paused, the first read is the one that must."""
     client, auth, router, _ = fresh
     replica = cluster[3]
     events = generated(500, seed=72)
     position = post(client, auth, events)
     assert read(client, auth, "top_products", position)["statistics"]["source"] == "replica-1"
 
+    monitor_paused(router, monkeypatch)
+    assert router.replicas[0].in_rotation
     before = counters(client)
     replica.stop("immediate")  # like a crash: no goodbye to open connections
     try:
@@ -268,16 +295,40 @@ def test_reads_fail_over_when_the_replica_is_killed(fresh, cluster):
             body = read(client, auth, "top_products", position if i % 2 else None)
             assert body["statistics"]["source"] == "primary"
             assert expected.same(body["data"], expected.top_products(events))
-        assert not router.replicas[0].in_rotation
+            assert not router.replicas[0].in_rotation
+        assert router.replicas[0].problem.startswith("query failed")
     finally:
         replica.start()
+        monkeypatch.undo()  # the monitor again: it brings the restarted replica back
     after = counters(client)
     assert after["primary"] - before["primary"] == 6
-    assert after["failovers"] - before["failovers"] >= 1  # the read that found it dead, at least
+    assert after["failovers"] - before["failovers"] == 1  # the first read; the others skip it
     wait_until(lambda: router.replicas[0].in_rotation, "the restarted replica returns to the rotation")
     body = read(client, auth, "top_products", position)
     assert body["statistics"]["source"] == "replica-1"
     assert expected.same(body["data"], expected.top_products(events))
+
+
+def test_the_monitor_takes_a_killed_replica_out_before_any_read(fresh, cluster):
+    """The other order of the race above: no read comes, and the monitor alone takes the
+    dead replica out; reads then go straight to the primary, with no failover."""
+    client, auth, router, _ = fresh
+    replica = cluster[3]
+    events = generated(50, seed=73)
+    position = post(client, auth, events)
+    before = counters(client)
+    replica.stop("immediate")
+    try:
+        wait_until(lambda: not router.replicas[0].in_rotation, "the monitor sees the replica gone")
+        assert router.replicas[0].problem.startswith("unreachable")
+        body = read(client, auth, "top_products", position)
+        assert body["statistics"]["source"] == "primary"
+        assert expected.same(body["data"], expected.top_products(events))
+    finally:
+        replica.start()
+    after = counters(client)
+    assert (after["primary"] - before["primary"], after["failovers"] - before["failovers"]) == (1, 0)
+    wait_until(lambda: router.replicas[0].in_rotation, "the restarted replica returns to the rotation")
 
 
 def test_the_production_server_reads_from_the_replicas_it_is_given(cluster, fresh, tmp_path):
@@ -311,21 +362,23 @@ def test_a_replica_stuck_behind_a_replayed_lock_is_routed_around(fresh, cluster,
     client, auth, router, settings = fresh
     with psycopg.connect(settings.database_url) as holder:
         holder.execute("lock table raw.ecommerce_events_pending in access exclusive mode")
+        after_lock = holder.execute("select pg_current_wal_insert_lsn()").fetchone()[0]
         holder.execute("select pg_switch_wal()")  # ship the lock record now (WAL is sent once flushed)
         with psycopg.connect(cluster[3].url, autocommit=True) as standby:
-            wait_until(lambda: standby.execute("select count(*) from pg_locks where mode = 'AccessExclusiveLock'"
-                                               " and locktype = 'relation'").fetchone()[0] > 0,
+            # Replayed past the lock record, so it holds that lock until the commit. (Not "some
+            # exclusive lock is held": the fixture's TRUNCATE, replaying still, holds one too.)
+            wait_until(lambda: standby.execute("select pg_last_wal_replay_lsn() >= %s", [after_lock]).fetchone()[0],
                        "replay holds the lock")
+        started = time.monotonic()  # before the timer: the commit comes 2.5 s after this at the earliest
         threading.Timer(2.5, holder.commit).start()
-        started = time.monotonic()
         body = read(client, auth, "events_by_country")
-        assert time.monotonic() - started >= 2.0  # the primary's own lock, held until the commit
+        assert time.monotonic() - started >= 2.5  # the primary's own lock, held until the commit
     assert body["statistics"]["source"] == "primary"
     assert "replica-1 failed a query (canceling statement due to lock timeout)" in caplog.text
     wait_until(lambda: router.replicas[0].in_rotation, "the replica returns to the rotation")
 
 
-def test_a_promoted_replica_leaves_the_rotation_for_good(fresh, cluster):
+def test_a_promoted_replica_leaves_the_rotation_for_good(fresh, cluster, monkeypatch):
     """Last in this module: promotion ends the standby. A promoted server has its own
     history from then on, so it must never answer for the primary again."""
     client, auth, router, _ = fresh
@@ -334,7 +387,12 @@ def test_a_promoted_replica_leaves_the_rotation_for_good(fresh, cluster):
     wait_until(lambda: not router.replicas[0].in_rotation, "the promoted server leaves the rotation")
     assert "not a streaming replica" in router.replicas[0].problem
     post(client, auth, [{**EVENT, "country": "Norway"}])
-    time.sleep(1.0)  # several monitor checks: it stays out
+    checks = threading.Semaphore(0)
+    check = router.check
+    monkeypatch.setattr(router, "check", lambda: (check(), checks.release()))
+    for _ in range(3):  # it stays out, check after check
+        assert checks.acquire(timeout=30), "the replica monitor did not come round"
+        assert not router.replicas[0].in_rotation
     body = read(client, auth, "events_by_country")
     assert body["statistics"]["source"] == "primary" and not router.replicas[0].in_rotation
     assert {"country": "Norway", "event_count": 1} in body["data"]

@@ -7,7 +7,8 @@ which composes with everything (``cartpulse import``, curl, a file for later); w
 ``Idempotency-Key`` made of a per-run id and the batch number, so a retried batch (after
 a 503 or a lost connection) is stored exactly once, while running it again adds events
 again. ``--rate`` paces it (events per second). A progress bar with rate and ETA goes to
-stderr when it is a terminal (tqdm).
+stderr when it is a terminal (tqdm). It ends with a summary
+line on stderr when it writes to a file or a server.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def generate(events: int, seed: int, rate: float | None, output: str | None, url
                     time.sleep(ahead)
         sink.flush()
     sink.close()
+    sink.summary(events, time.monotonic() - started)
     return 0
 
 
@@ -72,6 +74,10 @@ class _Writer:
         if self.out is not sys.stdout:
             self.out.close()
 
+    def summary(self, events: int, seconds: float) -> None:
+        if self.out is not sys.stdout:  # stdout carries the events themselves
+            print(f"cartpulse generate: wrote {events} events to {self.out.name}", file=sys.stderr)
+
 
 class _Poster:
     """POSTs batches to ``<url>/v0/events``; retries 503s and lost connections with the
@@ -84,6 +90,7 @@ class _Poster:
         self.run = uuid.uuid4().hex  # keys are per run: running generate again adds events again
         self.events: list[dict] = []
         self.batches = 0
+        self.stored = self.quarantined = self.retried = 0  # for the summary line
 
     def add(self, event: dict) -> None:
         self.events.append(event)
@@ -102,17 +109,33 @@ class _Poster:
         for attempt in range(1, RETRIES + 1):
             try:
                 with urllib.request.urlopen(request, timeout=60) as resp:
-                    resp.read()
+                    answer = json.loads(resp.read())
+                self.stored += answer["successful_rows"]
+                self.quarantined += answer["quarantined_rows"]
                 break
             except urllib.error.HTTPError as err:
                 if err.code not in (429, 503) or attempt == RETRIES:
-                    raise SystemExit(f"cartpulse generate: {err.code} {err.read()[:500].decode(errors='replace')}")
+                    raise SystemExit(f"cartpulse generate: {err.code} {err.read()[:500].decode(errors='replace')}"
+                                     f" ({self.stored} events stored before)")
+                self.retried += 1
                 time.sleep(float(err.headers.get("Retry-After") or 1))
             except OSError as err:
                 if attempt == RETRIES:
-                    raise SystemExit(f"cartpulse generate: {self.url} unreachable: {err}")
+                    raise SystemExit(f"cartpulse generate: {self.url} unreachable: {err}"
+                                     f" ({self.stored} events stored before)")
+                self.retried += 1
                 time.sleep(attempt)
         self.events = []
 
     def close(self) -> None:
         pass
+
+    def summary(self, events: int, seconds: float) -> None:
+        """One line on stderr (stdout stays free for pipes): what the server acknowledged,
+        the rate achieved, and the errors: failed requests, each retried with its key (a
+        batch that fails every retry ends the command with its own message instead)."""
+        print(f"cartpulse generate: sent {events} events to {self.url} in {seconds:.1f} s"
+              f" ({events / max(seconds, 1e-9):.0f} events/s): {self.stored} stored,"
+              f" {self.quarantined} quarantined, {self.retried} error{'' if self.retried == 1 else 's'}",
+              file=sys.stderr)
+

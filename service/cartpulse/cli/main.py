@@ -121,6 +121,7 @@ def serve(settings: Settings) -> None:
     """Run gunicorn in this process; each worker builds its own app (and pool) after fork."""
     from gunicorn.app.base import BaseApplication
 
+    from cartpulse.cli import stopping
     from cartpulse.ops import multiproc
 
     # Before any worker imports prometheus_client (metrics.py); the app reads the folder.
@@ -144,7 +145,7 @@ def serve(settings: Settings) -> None:
             self.cfg.set("bind", f"{settings.bind_address}:{settings.port}")
             self.cfg.set("workers", settings.workers)
             self.cfg.set("threads", settings.threads)
-            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("worker_class", stopping.ThreadWorker)  # gthread, with a Ctrl-C that cannot hang
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", settings.access_log)
@@ -209,8 +210,12 @@ Ctrl-C stops the API{'' if settings.database_url else ' and the embedded databas
 def cmd_run(settings: Settings, args) -> int:
     """Start the database, create storage, build the models, serve and refresh them
     (the scheduler, a child process); stop all on Ctrl-C."""
+    from cartpulse.ops import multiproc
+
+    # Before `scheduler` imports prometheus_client: else each worker counts alone.
+    settings = replace(settings, prometheus_multiproc_dir=multiproc.prepare(settings.prometheus_multiproc_dir))
+    from cartpulse.cli.stopping import build_models
     from cartpulse.ops import scheduler
-    from cartpulse.ops.dbt_runner import run_dbt
 
     server = None if settings.database_url else embedded.for_settings(settings)
     started_here = server is not None and not (server.initialized() and server.running())
@@ -221,7 +226,7 @@ def cmd_run(settings: Settings, args) -> int:
     try:
         url = database_url(settings, start=True)
         token = init(settings, url)
-        run_dbt(settings, url, "run")
+        build_models(settings, url)  # out of the terminal's Ctrl-C: see stopping.py
         if settings.refresh_seconds > 0:
             refresher = scheduler.spawn(url)
         print(banner(settings, token), flush=True)

@@ -115,6 +115,19 @@ def _loads(line: bytes) -> tuple[object, bool]:
         return json.loads(line.decode("utf-8")), False
 
 
+def _several_values_hint(err: ValueError) -> str:
+    """What to do when a line is several JSON values one after the other: that is what
+    ``curl -d @events.ndjson`` sends, as it strips the file's newlines."""
+    if not (isinstance(err, json.JSONDecodeError) and err.msg == "Extra data"):
+        return ""
+    try:
+        json.JSONDecoder().raw_decode(err.doc[err.pos:].lstrip())
+    except ValueError:
+        return ""
+    return ("; this line holds more than one JSON value: send NDJSON with its newlines kept,"
+            " e.g. curl --data-binary @file (curl -d @file strips them)")
+
+
 def parse_body(body: bytes, source: DataSource) -> Batch:
     """Split an NDJSON (or single JSON object) body into valid rows and quarantined ones."""
     batch = Batch()
@@ -132,8 +145,9 @@ def parse_body(body: bytes, source: DataSource) -> Batch:
             continue
         except ValueError as err:
             text = line.decode("utf-8", "backslashreplace")
-            batch.first_bad_line = batch.first_bad_line or (number, f"not valid JSON: {err}")
-            _quarantine(batch, source, number, text, {}, [RowError("line", f"not valid JSON: {err}")])
+            why = f"not valid JSON: {err}{_several_values_hint(err)}"
+            batch.first_bad_line = batch.first_bad_line or (number, why)
+            _quarantine(batch, source, number, text, {}, [RowError("line", why)])
             continue
         batch.json_lines += 1
         if strict and type(obj) is dict:

@@ -33,9 +33,18 @@ def prepare(given: Path | None) -> Path:
             stale.unlink()
     else:
         folder = Path(tempfile.mkdtemp(prefix="cartpulse-metrics-"))
-        atexit.register(shutil.rmtree, folder, True)
+        atexit.register(_remove, folder, os.getpid())
     os.environ[ENV] = str(folder)
     return folder
+
+
+def _remove(folder: Path, owner: int) -> None:
+    """Remove the folder at exit of the process that made it, only: gunicorn's workers are
+    forked from it with its atexit handlers, and a worker that exits (restarted after a
+    timeout, a crash, SIGTERM) must not take every worker's files with it. It did: the
+    next metric update in the new worker was a 500, and /metrics was empty."""
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def worker_exited(server, worker) -> None:

@@ -69,9 +69,9 @@ class Catalog:
         self._checked = 0.0
         self._lock = threading.Lock()
 
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._checked < self.check_every and self._mtime is not None:
+        if now - self._checked < self.check_every and self._mtime is not None and not force:
             return
         with self._lock:
             self._checked = now
@@ -95,6 +95,8 @@ class Catalog:
 
     def get(self, name: str) -> Endpoint | None:
         self._refresh()
+        if name not in self._endpoints:  # just built? `dbt run; curl` must not get a 404 for a second
+            self._refresh(force=True)
         return self._endpoints.get(name)
 
     def all(self) -> dict[str, Endpoint]:

@@ -3,8 +3,8 @@
 Which models are pipes comes from the catalog (the dbt project's declarations); the
 relation queried is the one dbt built, quoted as an identifier, never text from the
 request. ``statistics.rows_read`` is the number of table rows the query read
-(``ReadCounters``); ``bytes_read`` estimates their size from each table's average row
-width. Parallel workers keep their own counters, so the service's connections run
+(``ReadCounters``); ``bytes_read`` is their size, each row counted at its table's
+average row size (measured on a sample of the table's rows). Parallel workers keep their own counters, so the service's connections run
 without them (``db.py``): the counts are then exact, and the models answer from small
 tables.
 """
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
+import psycopg
 from flask import Blueprint, jsonify, request
 from psycopg import sql
 from psycopg.adapt import Loader
@@ -29,44 +31,83 @@ from cartpulse.storage.wal import LSN_HEADER, REPLAY_POSITION, parse_lsn
 bp = Blueprint("pipes", __name__)
 log = logging.getLogger(__name__)
 
+@dataclass
+class Watched:
+    """The tables an endpoint may read: oids (for ``ReadCounters.READ``), names, row sizes."""
+
+    at: float
+    oids: list[int]
+    names: list[sql.Identifier]
+    widths: list[float | None]
+
+
 class ReadCounters:
-    """Rows read by one query, from PostgreSQL's per-backend table counters.
+    """Rows read by one query, from PostgreSQL's per-backend table counters, and their size.
 
     The counters (``pg_stat_get_xact_tuples_returned``/``_fetched``) are not reset between
     transactions (they are flushed when the backend goes idle), so a query's reads are the
     difference of two readings taken in its transaction, one just before and one just
     after it. Only the tables an endpoint can read are watched: those of the events'
-    schema and of the models' schema, with each table's average row width (size over
-    estimated rows) for ``bytes_read``. The list is re-read every ``TTL`` seconds so new
-    partitions and rebuilt rollups are counted.
+    schema and of the models' schema.
+
+    ``bytes_read`` counts each row read at its table's average row size: ``pg_column_size``
+    of a row (its header and values as stored), over the table's first ``SAMPLE`` rows. Not
+    the table's size on disk over its row count: a one-row table fills a whole 8 kB page,
+    and its row would weigh 8,192 bytes. The list and the sizes are re-read every ``TTL``
+    seconds so new partitions and rebuilt rollups are counted; a table that had no rows
+    then is measured when a query first reads rows of it.
     """
 
     TTL = 10.0
+    SAMPLE = 1000
+    #: Measuring never makes a request wait: a table locked (or dropped) by a rebuild at
+    #: that moment is measured next time.
+    LOCK_TIMEOUT_MS = 100
     _TABLES = """
-        select c.oid, pg_relation_size(c.oid)::float8 / greatest(
-            case when c.reltuples >= 0 then c.reltuples else pg_stat_get_live_tuples(c.oid) end, 1)
+        select c.oid, n.nspname, c.relname
         from pg_class c join pg_namespace n on n.oid = c.relnamespace
         where c.relkind in ('r', 'm') and n.nspname = any(%s)
         order by c.oid
     """
+    _WIDTH = "select avg(size)::float8 from (select pg_column_size(t.*) as size from {} t limit {}) s"
     READ = ("select array_agg(pg_stat_get_xact_tuples_returned(o) + pg_stat_get_xact_tuples_fetched(o)"
             " order by i) from unnest(%s::oid[]) with ordinality as t(o, i)")
 
     def __init__(self):
-        self._tables: dict[tuple, tuple[float, list[int], list[float]]] = {}
+        self._tables: dict[tuple, Watched] = {}
 
-    def tables(self, conn, schemas: tuple[str, ...]) -> tuple[list[int], list[float]]:
-        cached = self._tables.get(schemas)
-        if cached is None or time.monotonic() - cached[0] > self.TTL:
-            rows = conn.execute(self._TABLES, [list(schemas)]).fetchall()
-            cached = (time.monotonic(), [r[0] for r in rows], [r[1] for r in rows])
-            self._tables[schemas] = cached
-        return cached[1], cached[2]
+    def tables(self, db, schemas: tuple[str, ...]) -> Watched:
+        watched = self._tables.get(schemas)
+        if watched is None or time.monotonic() - watched.at > self.TTL:
+            with db.psycopg() as conn:
+                rows = conn.execute(self._TABLES, [list(schemas)]).fetchall()
+            names = [sql.Identifier(schema, name) for _, schema, name in rows]
+            watched = Watched(time.monotonic(), [r[0] for r in rows], names, self._widths(db, names))
+            self._tables[schemas] = watched
+        return watched
 
-    @staticmethod
-    def difference(before: list[int] | None, after: list[int] | None, widths: list[float]) -> tuple[int, int]:
-        pairs = [(a - b, w) for a, b, w in zip(after or [], before or [], widths) if a != b]
-        return sum(n for n, _ in pairs), int(sum(n * w for n, w in pairs))
+    def _widths(self, db, names: list[sql.Identifier]) -> list[float | None]:
+        """Each table's average row size in bytes; None when it has no rows or could not
+        be read without waiting."""
+        widths: list[float | None] = []
+        with db.psycopg() as conn:
+            conn.execute(f"set local lock_timeout = {self.LOCK_TIMEOUT_MS}")
+            for name in names:
+                try:
+                    with conn.transaction():  # a savepoint: one table's failure spares the others
+                        widths.append(conn.execute(sql.SQL(self._WIDTH).format(name, self.SAMPLE)).fetchone()[0])
+                except psycopg.Error:
+                    widths.append(None)
+        return widths
+
+    def counts(self, db, watched: Watched, before: list[int] | None, after: list[int] | None) -> tuple[int, int]:
+        """(rows, bytes) read between two readings of ``READ``."""
+        read = [(i, a - b) for i, (a, b) in enumerate(zip(after or [], before or [])) if a != b]
+        unknown = [i for i, _ in read if watched.widths[i] is None]
+        if unknown:
+            for i, width in zip(unknown, self._widths(db, [watched.names[i] for i in unknown])):
+                watched.widths[i] = width
+        return sum(n for _, n in read), round(sum(n * (watched.widths[i] or 0) for i, n in read))
 
 
 class UtcDateTimeText(Loader):
@@ -125,20 +166,20 @@ def run_endpoint(endpoint, values: dict, min_lsn: int | None = None) -> tuple[li
 
 
 def _query(state, target, endpoint, values: dict):
+    watched = state.read_counters.tables(target.db, (state.settings.raw_schema, endpoint.schema))
     with target.db.psycopg() as conn:
-        oids, widths = state.read_counters.tables(conn, (state.settings.raw_schema, endpoint.schema))
         cur = conn.cursor()
         cur.adapters.register_loader("timestamptz", UtcDateTimeText)
         with conn.pipeline():
             position = conn.execute(REPLAY_POSITION) if target.replica is not None else None
-            before = conn.execute(ReadCounters.READ, [oids])
+            before = conn.execute(ReadCounters.READ, [watched.oids])
             cur.execute(endpoint_query(endpoint, values), values)
-            after = conn.execute(ReadCounters.READ, [oids])
+            after = conn.execute(ReadCounters.READ, [watched.oids])
         meta = [{"name": d.name, "type": type_name(d.type_code)} for d in cur.description]
         rows = cur.fetchall()
-        counts = ReadCounters.difference(before.fetchone()[0], after.fetchone()[0], widths)
+        readings = before.fetchone()[0], after.fetchone()[0]
         replay = position.fetchone()[0] if position is not None else None
-    return meta, rows, counts, replay
+    return meta, rows, state.read_counters.counts(target.db, watched, *readings), replay
 
 
 @bp.get("/v0/pipes/<string:filename>")

@@ -1,0 +1,46 @@
+"""The ``statistics`` of a pipe answer: ``rows_read`` counts the table rows a query read,
+and ``bytes_read`` their size as stored (each row at its table's average row size)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from support import EVENT, POST, ndjson
+
+
+def stored_sizes(url: str) -> list[int]:
+    """What PostgreSQL says each pending row weighs (the tables the answers below read)."""
+    with psycopg.connect(url) as conn:
+        return [n for (n,) in conn.execute("select pg_column_size(p.*) from raw.ecommerce_events_pending p")]
+
+
+def statistics(client, auth) -> dict:
+    r = client.get("/v0/pipes/top_products.json", headers=auth)
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()["statistics"]
+
+
+@pytest.fixture
+def fresh_counters(app, empty_events):
+    """No table measured yet in this process, as in a server just started."""
+    app.extensions["cartpulse"].read_counters._tables.clear()
+    return empty_events
+
+
+def test_a_one_row_answer_reads_the_size_of_its_row_not_a_page(client, auth, fresh_counters):
+    assert client.post(POST, data=ndjson([EVENT]), headers=auth).status_code == 202
+    got = statistics(client, auth)
+    assert (got["rows_read"], got["bytes_read"]) == (1, *stored_sizes(fresh_counters.database_url))
+    assert got["bytes_read"] < 200  # a row, not a page (8,192)
+
+
+def test_rows_of_a_table_empty_when_measured_are_counted(client, auth, fresh_counters):
+    """Tables are measured once per TTL; one that was empty then is measured when read."""
+    assert statistics(client, auth)["rows_read"] == 0
+    events = [EVENT, {**EVENT, "country": "Côte d'Ivoire", "category": "a longer category name"}, EVENT]
+    assert client.post(POST, data=ndjson(events), headers=auth).status_code == 202
+    got = statistics(client, auth)
+    sizes = stored_sizes(fresh_counters.database_url)
+    assert len(sizes) == got["rows_read"] == 3
+    assert got["bytes_read"] == round(sum(sizes)) and len(set(sizes)) == 2
