@@ -110,3 +110,53 @@ def test_a_gzip_bomb_is_refused_early(live_server, settings):
     status, answer = live_server.request("POST", IMPORT, bomb, {"Content-Encoding": "gzip"})
     assert status == 413 and "expands more than" in answer["error"], answer
     assert count(settings.database_url) == 0
+
+
+# -- one line never costs the batch (ingest/rows.py, ingest/bulk.py) ---------------------
+
+GOOD = json.dumps(EVENT).encode()
+HOSTILE_LINES = {
+    "nested 5,000 deep": b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    "an array 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "an offset past the year 9999": GOOD.replace(b'"2026-10-05 10:15:00"', b'"9999-12-31 23:59:59-05:00"'),
+    "an offset before the year 1": GOOD.replace(b'"2026-10-05 10:15:00"', b'"0001-01-01 00:00:00+05:00"'),
+    "a 5,000-digit quantity": GOOD.replace(b'"quantity": 2', b'"quantity": ' + b"9" * 5000),
+}
+
+
+@pytest.mark.parametrize("what", sorted(HOSTILE_LINES))
+def test_a_hostile_line_is_quarantined_and_the_others_stored(client, auth, empty_events, what):
+    body = GOOD + b"\n" + HOSTILE_LINES[what] + b"\n" + GOOD + b"\n"
+    for path in (POST, IMPORT):
+        response = client.post(path, data=body, headers=auth)
+        assert response.status_code in (200, 202), (path, response.get_json())
+        answer = response.get_json()
+        assert (answer["successful_rows"], answer["quarantined_rows"]) == (2, 1), (path, answer)
+
+
+def test_csv_lines_that_cannot_be_read_cost_only_themselves(client, auth, empty_events):
+    from cartpulse.ingest.bulk import MAX_LINE_BYTES
+
+    header = ",".join(EVENT) + "\n"
+    good = ",".join(str(v) for v in EVENT.values()) + "\n"
+    huge_field = good.replace("shoes", "x" * (MAX_LINE_BYTES + 10))
+    many_digits = good.replace(",2,", "," + "9" * 5000 + ",")
+    body = (header + good + huge_field + many_digits + good).encode()
+    response = client.post("/v0/datasources?name=ecommerce_events&mode=append&format=csv", data=body,
+                           headers={**auth, "Content-Type": "text/csv"})
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert (answer["successful_rows"], answer["quarantined_rows"]) == (2, 2), answer
+
+
+def test_an_ndjson_import_line_past_the_limit_is_quarantined_never_held(client, auth, empty_events):
+    from cartpulse.ingest.bulk import MAX_LINE_BYTES
+
+    body = GOOD + b"\n" + b"x" * (3 * MAX_LINE_BYTES) + b"\n" + GOOD + b"\n"
+    response = client.post(IMPORT, data=body, headers=auth)
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert (answer["successful_rows"], answer["quarantined_rows"]) == (2, 1), answer
+    quarantined = client.get(f"/v0/datasources/ecommerce_events_quarantine.json?import_id={answer['import_id']}",
+                             headers=auth).get_json()["data"]
+    assert [(row["c__line"], row["c__error"]) for row in quarantined] == [(2, [f"longer than {MAX_LINE_BYTES} bytes"])]

@@ -42,7 +42,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from cartpulse.errors import ApiError
 from cartpulse.ingest import transport, writer
-from cartpulse.ingest.rows import Batch, add_record, parse_body
+from cartpulse.ingest.rows import Batch, add_record, parse_body, quarantine_line
 from cartpulse.ops import metrics
 from cartpulse.project import types
 from cartpulse.project.datasources import Column, DataSource
@@ -51,6 +51,8 @@ from cartpulse.storage.wal import commit_position
 FORMATS = ("csv", "ndjson", "parquet")
 #: Rows per chunk: parsed, validated and COPYed together (one COPY statement each).
 CHUNK_ROWS = 10_000
+#: Longest NDJSON line or CSV field read: a longer one is quarantined, and never held whole.
+MAX_LINE_BYTES = 1 << 20
 _CONTENT_TYPES = {"text/csv": "csv", "application/csv": "csv", "application/x-ndjson": "ndjson",
                   "application/ndjson": "ndjson", "application/jsonl": "ndjson", "application/json": "ndjson",
                   "application/vnd.apache.parquet": "parquet", "application/x-parquet": "parquet"}
@@ -129,14 +131,30 @@ def chunks(fmt: str, stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
 
 
 def _ndjson_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
-    lines, first = [], 1
-    for number, line in enumerate(iter(stream.readline, b""), start=1):
+    lines, first, long_lines = [], 1, []
+    number = 0
+    while line := stream.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            long_lines.append((number, line[:1024]))
+            while (rest := stream.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass  # read past it, never holding more than MAX_LINE_BYTES of it
+            line = b""  # keeps the numbering: parse_body skips an empty line
         lines.append(line.rstrip(b"\n"))
         if len(lines) == CHUNK_ROWS:
-            yield _renumbered(parse_body(b"\n".join(lines), source), first - 1)
-            lines, first = [], number + 1
+            yield _with_long_lines(_renumbered(parse_body(b"\n".join(lines), source), first - 1), source, long_lines)
+            lines, first, long_lines = [], number + 1, []
     if lines:
-        yield _renumbered(parse_body(b"\n".join(lines), source), first - 1)
+        yield _with_long_lines(_renumbered(parse_body(b"\n".join(lines), source), first - 1), source, long_lines)
+
+
+def _with_long_lines(batch: Batch, source: DataSource, long_lines: list[tuple[int, bytes]]) -> Batch:
+    """Quarantine the lines too long to read (a line is at most MAX_LINE_BYTES)."""
+    for number, start in long_lines:
+        batch.json_lines += 1  # a line that was sent, so the import is not "no rows"
+        quarantine_line(batch, source, number, start.decode("utf-8", "replace"),
+                        f"longer than {MAX_LINE_BYTES} bytes")
+    return batch
 
 
 def _renumbered(batch: Batch, offset: int) -> Batch:
@@ -152,6 +170,7 @@ def _csv_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
     # surrogateescape: invalid UTF-8 reaches validation as a lone surrogate, which
     # quarantines that row (as the events API does) instead of failing the import.
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    csv.field_size_limit(MAX_LINE_BYTES)
     reader = csv.reader(text)
     header = next(reader, None)
     if header is None:
@@ -162,7 +181,15 @@ def _csv_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
         raise BadImport(400, f"the CSV header lacks {', '.join(missing)} (the first line must name the columns)")
     index = [(c, header.index(c.name)) for c in source.columns if c.name in header]
     batch = Batch()
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:  # a field past MAX_LINE_BYTES: that line only
+            quarantine_line(batch, source, reader.line_num, "", f"not readable as CSV: {err}")
+            batch.json_lines += 1
+            continue
         if not fields:
             continue
         record = {c.name: _csv_value(c, fields[i]) if i < len(fields) else None for c, i in index}
@@ -183,7 +210,10 @@ def _csv_value(column: Column, text: str):
     if column.type.numbers_in_csv:
         stripped = text.strip()
         if _NUMBER.fullmatch(stripped):
-            return int(stripped) if re.fullmatch(r"[+-]?\d+", stripped) else float(stripped)
+            try:
+                return int(stripped) if re.fullmatch(r"[+-]?\d+", stripped) else float(stripped)
+            except ValueError:  # past Python's 4,300 digits: left as text, refused by validation
+                return text
         if column.type is types.FLOAT and stripped.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
             return float(stripped)  # rejected by validation as non-finite, with that reason
     return text

@@ -105,6 +105,12 @@ def _quarantine(batch: Batch, source: DataSource, number: int, raw: str, values:
     ))
 
 
+def quarantine_line(batch: Batch, source: DataSource, number: int, raw: str, why: str) -> None:
+    """Quarantine a whole line that could not even be read as a record (too long, a CSV
+    field past the limit): its text, cut as every quarantined line is, and the reason."""
+    _quarantine(batch, source, number, raw, {}, [RowError("line", why)])
+
+
 def _loads(line: bytes) -> tuple[object, bool]:
     """(value, strict): orjson for speed; the standard library when orjson refuses the line,
     so that NaN/Infinity, huge integers and lone surrogates get per-field verdicts.
@@ -112,7 +118,10 @@ def _loads(line: bytes) -> tuple[object, bool]:
     try:
         return orjson.loads(line), True
     except orjson.JSONDecodeError:
-        return json.loads(line.decode("utf-8")), False
+        try:
+            return json.loads(line.decode("utf-8")), False
+        except RecursionError:  # orjson refused it for its depth (over 1024) too
+            raise ValueError("nested too deeply") from None
 
 
 def _several_values_hint(err: ValueError) -> str:

@@ -68,7 +68,10 @@ def parse_time(value) -> datetime:
             ts = datetime.fromisoformat(text)
         except ValueError:
             raise BadValue(f"not a date-time: {value[:40]!r} (expected YYYY-MM-DD HH:MM:SS)") from None
-        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        try:  # an offset may move a time near 0001 or 9999 out of what datetime can hold
+            ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        except OverflowError:
+            raise BadValue(f"out of range (accepted: {MIN_TIME:%Y} to {MAX_TIME.year - 1})") from None
     else:
         raise BadValue(f"expected a date-time string or epoch seconds, got {kind(value)}")
     if not MIN_TIME <= ts < MAX_TIME:
