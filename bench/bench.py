@@ -461,8 +461,8 @@ def main() -> int:
         fresh, first_try = [], 0
         for i in range(20):
             event = {"event_time": "2026-10-20 12:00:00", "event_type": "purchase", "user_id": "fresh",
-                     "product_id": f"fresh-{i}", "category": "bench", "price": 1e9 * (i + 1),
-                     "quantity": 1, "session_id": "fresh", "country": "France"}
+                     "product_id": f"fresh-{i}", "category": "bench", "price": 1e9,  # the declared maximum
+                     "quantity": i + 1, "session_id": "fresh", "country": "France"}
             client.post(json.dumps(event).encode())
             acked_at = time.perf_counter()
             tries = 0

@@ -77,7 +77,7 @@ def test_make_run_lifecycle(server_tmp):
     finally:
         out = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out[-2000:]
-    assert f"Admin token: {token}" in out
+    assert f"Admin token: {token}" in out and "shown this once" in out  # created by this run
     assert len(re.findall(r"^\s*curl ", out, re.M)) == 2
     assert not server.running(), "Ctrl-C must stop the embedded database"
     with pytest.raises(OSError):
@@ -89,7 +89,8 @@ def test_make_run_lifecycle(server_tmp):
         assert body["data"][0]["product_id"] == "p456", "the second run finds the data stored before"
     finally:
         out = stop(proc, signal.SIGTERM)
-    assert "Admin token: chosen-admin-token" in out
+    assert "chosen-admin-token" not in out, "a token the user gave is never printed"
+    assert "Admin token: TB_ADMIN_TOKEN, from your environment" in out
     assert not server.running()
 
 

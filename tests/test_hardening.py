@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
@@ -160,3 +161,95 @@ def test_an_ndjson_import_line_past_the_limit_is_quarantined_never_held(client, 
     quarantined = client.get(f"/v0/datasources/ecommerce_events_quarantine.json?import_id={answer['import_id']}",
                              headers=auth).get_json()["data"]
     assert [(row["c__line"], row["c__error"]) for row in quarantined] == [(2, [f"longer than {MAX_LINE_BYTES} bytes"])]
+
+
+# -- secrets and what others can make the service say -----------------------------------
+
+def test_openapi_servers_never_come_from_the_host_header(client, app):
+    forged = client.get("/v0/openapi.json", headers={"Host": "evil.example"}).get_json()
+    assert forged["servers"] == [{"url": "/"}]
+    from dataclasses import replace
+
+    from cartpulse.context import service
+
+    state = service(app)
+    original = state.settings
+    state.settings = replace(original, public_url="https://analytics.shop.example")
+    try:
+        assert client.get("/v0/openapi.json", headers={"Host": "evil.example"}).get_json()["servers"] == \
+            [{"url": "https://analytics.shop.example"}]
+    finally:
+        state.settings = original
+
+
+def test_a_huge_quarantined_value_is_capped_like_the_line(client, auth, empty_events):
+    from cartpulse.ingest.rows import MAX_RAW_LINE
+
+    huge = {**EVENT, "category": "x" * (10 * 1024 * 1024)}  # 10 MB: over 1,000 characters, quarantined
+    answer = client.post(POST, data=json.dumps(huge).encode(), headers=auth).get_json()
+    assert answer["quarantined_rows"] == 1, answer
+    row = client.get(f"/v0/datasources/ecommerce_events_quarantine.json?import_id={answer['import_id']}",
+                     headers=auth).get_json()["data"][0]
+    assert len(row["category"]) == MAX_RAW_LINE and len(row["c__raw"]) == MAX_RAW_LINE
+    assert row["c__error_column"] == ["category"]
+
+
+def test_tokens_are_redacted_from_the_access_log(built, admin_token, tmp_path):
+    from support import ApiServer
+
+    log = tmp_path / "access.log"
+    server = ApiServer(built, admin_token, tmp_path, RATE_LIMIT_RPS="0", ACCESS_LOG=str(log))
+    server.start()
+    try:
+        for path in (f"/v0/pipes/top_products.json?limit=3&token={admin_token}",
+                     f"/v0/pipes/top_products.json?token={admin_token}&limit=3"):
+            with urllib.request.urlopen(server.http.base + path, timeout=30) as response:
+                assert response.status == 200
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert admin_token not in text
+    assert text.count("token=[redacted]") == 2, text
+
+
+# -- values the aggregates can carry -----------------------------------------------------
+
+def test_the_largest_accepted_values_go_through_every_endpoint_and_a_refresh(client, auth, empty_events, settings):
+    """The declared bounds (models/staging/__sources.yml) keep every sum finite and exact:
+    the extreme events are answered right by every endpoint, a refresh absorbs them, and
+    the answers after it are the same."""
+    import expected
+    from cartpulse.config import PROJECT_DIR
+    from cartpulse.project.datasources import declared
+    from support import dbt_ok
+
+    columns = {c.name: c for c in declared(PROJECT_DIR.resolve(), "raw")["ecommerce_events"].columns}
+    top_price, low_price, top_quantity = columns["price"].max, columns["price"].min, columns["quantity"].max
+    assert top_price and low_price and top_quantity, "price and quantity must declare bounds"
+    extreme = [{**EVENT, "event_time": f"2026-10-0{day} 10:15:00", "product_id": product, "country": country,
+                "price": price, "quantity": top_quantity}
+               for day, product, country, price in [(1, "max", "France", top_price), (1, "max", "Spain", top_price),
+                                                    (2, "max", "France", top_price), (3, "min", "France", low_price)]]
+    over = [{**EVENT, "price": top_price * 1.5}, {**EVENT, "quantity": top_quantity + 1}]
+    answer = client.post(POST, data=ndjson(extreme + over), headers=auth).get_json()
+    assert (answer["successful_rows"], answer["quarantined_rows"]) == (4, 2), answer
+
+    asks = {"top_products": [{}, {"country": "France"}, {"start_date": "2026-10-01", "end_date": "2026-10-02 12:00:00"}],
+            "events_by_country": [{}, {"start_date": "2026-10-01 10:00:00", "end_date": "2026-10-03"}],
+            "total_revenue": [{}, {"interval": "1 day"}, {"country": "France", "interval": "1 hour"}]}
+
+    def answers() -> dict:
+        got = {}
+        for pipe, cases in asks.items():
+            for params in cases:
+                response = client.get(f"/v0/pipes/{pipe}.json", query_string=params, headers=auth)
+                assert response.status_code == 200, (pipe, params, response.get_json())
+                data = response.get_json()["data"]
+                want = getattr(expected, pipe)(extreme, **params)
+                assert expected.same(data, want), (pipe, params, data, want)
+                got[(pipe, tuple(sorted(params.items())))] = data
+        return got
+
+    before = answers()
+    dbt_ok(settings, "run")  # a refresh absorbs them without an overflow
+    assert answers() == before

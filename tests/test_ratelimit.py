@@ -12,7 +12,15 @@ import pytest
 
 from cartpulse.access import tokens
 from cartpulse.app import create_app
-from support import EVENT, ApiServer, count, datasources, ndjson, request_burst, truncate_events
+from support import (
+    EVENT,
+    ApiServer,
+    count,
+    datasources,
+    ndjson,
+    request_burst,
+    truncate_events,
+)
 
 RATE = 0.5
 

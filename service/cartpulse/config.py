@@ -180,6 +180,10 @@ class Settings:
     max_import_bytes: int = setting("MAX_IMPORT_BYTES", 10 * 1024**3, integer(1))
     #: When set, GET /metrics needs ``Authorization: Bearer <metrics_token>``.
     metrics_token: str | None = setting("METRICS_TOKEN")
+    #: The URL clients reach the API at (behind a proxy: its public URL), for the OpenAPI
+    #: document's ``servers``; unset: relative to the page. Never taken from a request's
+    #: Host header, which any client may set.
+    public_url: str | None = setting("PUBLIC_URL")
     #: prometheus_client's own variable, read here like every other; unset: a temporary
     #: folder. ``ops/multiproc.prepare`` exports the folder for the library.
     prometheus_multiproc_dir: Path | None = setting("PROMETHEUS_MULTIPROC_DIR", None, Path)

@@ -122,6 +122,7 @@ def serve(settings: Settings) -> None:
     from gunicorn.app.base import BaseApplication
 
     from cartpulse.cli import stopping
+    from cartpulse.cli.access_log import RedactingLogger
     from cartpulse.ops import multiproc
 
     # Before any worker imports prometheus_client (metrics.py); the app reads the folder.
@@ -149,6 +150,7 @@ def serve(settings: Settings) -> None:
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", settings.access_log)
+            self.cfg.set("logger_class", RedactingLogger)  # no ?token= in the access log
             self.cfg.set("control_socket_disable", True)
             self.cfg.set("post_worker_init", watch_database)
             self.cfg.set("child_exit", multiproc.worker_exited)
@@ -160,6 +162,9 @@ def serve(settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, args) -> int:
+    from cartpulse.cli.preflight import check_port_free
+
+    check_port_free(settings.bind_address, settings.port)
     serve(replace(settings, database_url=database_url(settings)))
     return 0
 
@@ -189,16 +194,26 @@ def cmd_token(settings: Settings, args) -> int:
     return 0
 
 
-def banner(settings: Settings, token: str) -> str:
-    """What ``cartpulse run`` prints: the URL, the admin token and the tour's first commands.
-    HOST there is the service's URL, as in the README; the address served on is BIND_ADDRESS."""
+def banner(settings: Settings, token: str, new_token: bool = False) -> str:
+    """What ``cartpulse run`` prints: the URL, where the admin token is, and the tour's
+    first commands. The token itself is shown once, when it is created: a terminal's
+    scrollback and a CI log are no place for a secret. HOST there is the service's URL, as
+    in the README; the address served on is BIND_ADDRESS."""
     host = f"http://{settings.bind_address}:{settings.port}"
+    kept = settings.state_dir / "admin_token"
+    if settings.admin_token:
+        where, export = "TB_ADMIN_TOKEN, from your environment", f"export HOST={host}"
+    elif new_token:
+        where = f"{token}\n  (new: shown this once; kept in {kept}, readable by you only)"
+        export = f"export TB_ADMIN_TOKEN=$(cat {kept}) HOST={host}"
+    else:
+        where, export = f"kept in {kept}", f"export TB_ADMIN_TOKEN=$(cat {kept}) HOST={host}"
     return f"""
 CartPulse is serving on {host}
 
-  Admin token: {token}
+  Admin token: {where}
 
-  export TB_ADMIN_TOKEN={token} HOST={host}
+  {export}
   curl -X POST "$HOST/v0/events?name=ecommerce_events" -H "Authorization: Bearer $TB_ADMIN_TOKEN" \\
        -d '{{"event_time":"2024-05-01 10:15:00","event_type":"purchase","user_id":"u1","product_id":"p1","category":"shoes","price":59.9,"quantity":1,"session_id":"s1","country":"France"}}'
   curl "$HOST/v0/pipes/top_products.json?token=$TB_ADMIN_TOKEN"
@@ -210,8 +225,13 @@ Ctrl-C stops the API{'' if settings.database_url else ' and the embedded databas
 def cmd_run(settings: Settings, args) -> int:
     """Start the database, create storage, build the models, serve and refresh them
     (the scheduler, a child process); stop all on Ctrl-C."""
+    from cartpulse.cli.preflight import check_port_free, hold_state_lock
     from cartpulse.ops import multiproc
 
+    lock = hold_state_lock(settings.state_dir)  # noqa: F841 (held until this process exits)
+    check_port_free(settings.bind_address, settings.port)
+    token_file = settings.state_dir / "admin_token"
+    new_token = not settings.admin_token and not token_file.exists()
     # Before `scheduler` imports prometheus_client: else each worker counts alone.
     settings = replace(settings, prometheus_multiproc_dir=multiproc.prepare(settings.prometheus_multiproc_dir))
     from cartpulse.cli.stopping import build_models
@@ -229,7 +249,7 @@ def cmd_run(settings: Settings, args) -> int:
         build_models(settings, url)  # out of the terminal's Ctrl-C: see stopping.py
         if settings.refresh_seconds > 0:
             refresher = scheduler.spawn(url)
-        print(banner(settings, token), flush=True)
+        print(banner(settings, token, new_token), flush=True)
         serve(replace(settings, database_url=url))
     except KeyboardInterrupt:
         pass
@@ -337,7 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cartpulse: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return handlers[args.command](settings, args) or 0
+    from cartpulse.cli.preflight import Refused
+
+    try:
+        return handlers[args.command](settings, args) or 0
+    except Refused as err:  # checked before anything started
+        print(f"cartpulse {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -94,14 +94,20 @@ def _as_text(value) -> str | None:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
+def _capped(text: str | None) -> str | None:
+    """A quarantined value or line, kept to its first MAX_RAW_LINE characters: enough to
+    see what was wrong, never a 10 MB value whole in the quarantine."""
+    return text if text is None or len(text) <= MAX_RAW_LINE else text[:MAX_RAW_LINE]
+
+
 def _quarantine(batch: Batch, source: DataSource, number: int, raw: str, values: dict,
                 errors: list[RowError]) -> None:
     batch.quarantined.append(Quarantined(
         line=number,
-        values={c: _as_text(values.get(c)) for c in source.column_names},
+        values={c: _capped(_as_text(values.get(c))) for c in source.column_names},
         columns=[e.column for e in errors],
         errors=[str(e) for e in errors],
-        raw=_as_text(raw[:MAX_RAW_LINE]),
+        raw=_capped(_as_text(raw[:MAX_RAW_LINE])),
     ))
 
 

@@ -10,7 +10,7 @@ source in dbt adds it here, and a test checks every declared pipe and parameter.
 
 The document needs no token: it says which pipes exist and what they take, never any
 data, and a client (or the docs page, ``docs.py``) must be able to read it before it has
-a token. ``servers`` is the URL the request came in on, so "Try it out" works from any
+a token. ``servers`` is PUBLIC_URL, else "/" (relative), so "Try it out" works from any
 host the service is reached by.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from cartpulse.context import service
 from cartpulse.project.datasources import DataSource
@@ -210,6 +210,8 @@ def build_spec(endpoints, datasources: dict[str, DataSource], server_url: str = 
 
 @bp.get("/v0/openapi.json")
 def openapi_json():
-    """The document, for this request's host; no token needed (it reveals no data)."""
+    """The document; no token needed (it reveals no data). Its server is PUBLIC_URL, or
+    "/" (the host the page came from): never the request's Host header, which would let
+    a forged request put another site in "Try it out", and in any cache in between."""
     state = service()
-    return jsonify(build_spec(state.catalog.all().values(), state.datasources, request.url_root.rstrip("/") or "/"))
+    return jsonify(build_spec(state.catalog.all().values(), state.datasources, state.settings.public_url or "/"))
