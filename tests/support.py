@@ -25,6 +25,13 @@ CARTPULSE = str(Path(sys.executable).parent / "cartpulse")
 #: to be SIGKILLed (a hang in the worker, never memory, in CartPulse's case).
 MISLEADING_AT_STOP = ("SIGKILL", "Perhaps out of memory")
 
+def as_from_a_terminal() -> None:
+    """preexec_fn for a CartPulse process a test will Ctrl-C: SIGINT handled as in a
+    terminal. A process started in the background by a non-interactive shell (how a CI
+    runner may start the suite) inherits SIGINT ignored, and Python keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 #: One valid purchase, for tests that need an event and do not care which.
 EVENT = {"event_time": "2026-10-05 10:15:00", "event_type": "purchase", "user_id": "u1", "product_id": "p1",
          "category": "shoes", "price": 10.5, "quantity": 2, "session_id": "s1", "country": "France"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cartpulse.storage.embedded import EmbeddedPostgres
-from support import free_port, truncate_events, wait_http
+from support import as_from_a_terminal, free_port, truncate_events, wait_http
 
 SEED_POST = """curl -X POST "$HOST/v0/events?name=ecommerce_events" -H "Authorization: Bearer $TB_ADMIN_TOKEN" -d '{"event_time":"2024-05-01 10:15:00","event_type":"purchase","user_id":"u123","product_id":"p456","category":"electronics","price":199.99,"quantity":2,"session_id":"s789","country":"US"}'"""
 SEED_GET = """curl "$HOST/v0/pipes/top_products.json?token=$TB_ADMIN_TOKEN\""""
@@ -39,7 +39,8 @@ def test_seed_curl_commands_verbatim(built, admin_token, tmp_path):
     host = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DATABASE_URL": built.database_url, "PORT": str(port), "TB_ADMIN_TOKEN": admin_token,
            "DBT_TARGET_PATH": str(built.target_dir), "CARTPULSE_STATE_DIR": str(tmp_path), "HOST": host}
-    proc = subprocess.Popen([CARTPULSE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([CARTPULSE, "serve"], preexec_fn=as_from_a_terminal, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_http(f"{host}/healthz", proc)
         assert '"successful_rows":1' in shell(SEED_POST, env).replace(" ", "")
@@ -61,7 +62,8 @@ def test_make_run_lifecycle(server_tmp):
     server = EmbeddedPostgres(server_tmp / "state" / "pgdata")
 
     def run_once(extra_env=None):
-        proc = subprocess.Popen([CARTPULSE, "run"], env={**env, **(extra_env or {})}, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([CARTPULSE, "run"], preexec_fn=as_from_a_terminal, env={**env, **(extra_env or {})},
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         try:
             wait_http(f"{host}/healthz", proc)

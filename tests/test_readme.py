@@ -47,7 +47,7 @@ from pathlib import Path
 import pytest
 
 from cartpulse.storage.embedded import EmbeddedPostgres
-from support import CARTPULSE, MISLEADING_AT_STOP, free_port, server_folder, wait_http
+from support import CARTPULSE, MISLEADING_AT_STOP, as_from_a_terminal, free_port, server_folder, wait_http
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHELLS = ("sh", "bash", "shell")
@@ -201,7 +201,7 @@ def readme_server():
                    DBT_TARGET_PATH=str(work / "target"))
         replica = subprocess.run([CARTPULSE, "replica", "url"], env=env, check=True, capture_output=True, text=True)
         port = free_port()
-        proc = subprocess.Popen([CARTPULSE, "run"], cwd=work, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([CARTPULSE, "run"], preexec_fn=as_from_a_terminal, cwd=work, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**env, "PORT": str(port), "REFRESH_SECONDS": "0",
                                                              "READ_DATABASE_URLS": replica.stdout.strip()})
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 
 from cartpulse.ops.scheduler import LOCK_KEY, Scheduler
-from support import Http, count, free_port, truncate_events, wait_http
+from support import Http, as_from_a_terminal, count, free_port, truncate_events, wait_http
 
 CARTPULSE = str(Path(sys.executable).parent / "cartpulse")
 
@@ -50,7 +50,8 @@ def test_cartpulse_run_refreshes_by_itself(built, admin_token, tmp_path):
            "WEB_WORKERS": "1"}
     with psycopg.connect(url) as conn:
         before = conn.execute("select coalesce(max(id), 0) from cartpulse.refresh_runs").fetchone()[0]
-    proc = subprocess.Popen([CARTPULSE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([CARTPULSE, "run"], preexec_fn=as_from_a_terminal, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         http = Http(f"http://127.0.0.1:{port}", admin_token)
         wait_http(f"{http.base}/healthz", proc)

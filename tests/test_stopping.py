@@ -22,7 +22,7 @@ import pytest
 
 from cartpulse.cli.stopping import ThreadWorker
 from cartpulse.storage.embedded import EmbeddedPostgres
-from support import CARTPULSE, MISLEADING_AT_STOP, free_port
+from support import CARTPULSE, MISLEADING_AT_STOP, as_from_a_terminal, free_port
 
 
 def test_a_worker_quits_without_the_lock_its_interrupted_thread_holds():
@@ -86,7 +86,8 @@ def test_ctrl_c_during_the_start_up_dbt_run(server_tmp):
     def interrupted(times: int) -> str:
         with psycopg.connect(url) as holder:
             holder.execute("lock table analytics.rollup_events_daily in access exclusive mode")
-            proc = subprocess.Popen([CARTPULSE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen([CARTPULSE, "run"], preexec_fn=as_from_a_terminal, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, start_new_session=True)
             try:
                 deadline = time.monotonic() + 120
