@@ -7,12 +7,13 @@ import os
 import shutil
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.config import PROJECT_DIR
 from cartpulse.ops.dbt_runner import run_dbt
 from cartpulse.project.endpoints import Catalog, endpoints_from_manifest
-from support import dbt_ok, ndjson, truncate_events
+from support import EVENT, dbt_ok, ndjson, truncate_events
 
 
 def test_build_on_an_empty_table(built):
@@ -58,6 +59,22 @@ def test_a_failing_data_test_fails_the_build(built, client, auth):
 def test_manifest_declares_the_three_endpoints(built):
     manifest = json.loads((built.target_dir / "manifest.json").read_text())
     assert set(endpoints_from_manifest(manifest)) == {"top_products", "events_by_country", "total_revenue"}
+
+
+def test_exposures_name_what_really_consumes_the_endpoints(built):
+    """dbt docs shows who reads each endpoint: the dashboard reads the pipes its page asks
+    for, the HTTP API every endpoint model. Both are checked against the source of truth,
+    so an endpoint added without its exposure, or a chart added to the page, fails here."""
+    import re
+
+    manifest = json.loads((built.target_dir / "manifest.json").read_text())
+    exposures = {e["name"]: e for e in manifest["exposures"].values()}
+    depends = {name: {n.rpartition(".")[2] for n in e["depends_on"]["nodes"]} for name, e in exposures.items()}
+    page = (PROJECT_DIR / "service" / "cartpulse" / "web" / "static" / "dashboard.js").read_text()
+    drawn = set(re.findall(r'"(\w+)"', re.search(r"var PIPES = \[([^\]]*)\]", page).group(1)))
+    assert depends["dashboard"] == drawn == {"top_products", "events_by_country", "total_revenue"}
+    assert depends["pipes_api"] == set(endpoints_from_manifest(manifest))
+    assert exposures["dashboard"]["type"] == "dashboard" and exposures["pipes_api"]["type"] == "application"
 
 
 def test_a_fourth_endpoint_is_one_model_and_its_yml(built, tmp_path, auth):
@@ -198,3 +215,26 @@ def test_a_just_built_endpoint_is_found_at_once(tmp_path):
     assert catalog.get("top_products") and catalog.get("events_by_type") is None
     manifest("top_products", "events_by_type")
     assert catalog.get("events_by_type").relation == "events_by_type"
+
+
+def test_plain_dbt_from_the_project_root_as_cron_runs_it(built, client, auth, tmp_path):
+    """A crontab line: a bare environment (no PG*, no DBT_*), the project root, the
+    exports `cartpulse env` prints, then plain `dbt run`, `dbt test` and
+    `dbt source freshness`. All three must succeed against CartPulse's database."""
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+
+    fresh = {**EVENT, "event_time": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
+    assert client.post("/v0/events?name=ecommerce_events", data=ndjson([fresh]), headers=auth).status_code == 202
+    bin_dir = Path(sys.executable).parent
+    crontab_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATABASE_URL": built.database_url,
+                   "DBT_TARGET_PATH": str(tmp_path / "target"), "CARTPULSE_STATE_DIR": str(built.state_dir)}
+    line = (f'cd {PROJECT_DIR} && eval "$({bin_dir}/cartpulse env)" && {bin_dir}/dbt run --quiet'
+            f' && {bin_dir}/dbt test --quiet && {bin_dir}/dbt source freshness --quiet')
+    done = subprocess.run(["sh", "-c", line], env=crontab_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    exported = subprocess.run([str(bin_dir / "cartpulse"), "env"], env=crontab_env, capture_output=True,
+                              text=True, check=True).stdout
+    assert "export PGDATABASE=" in exported and f"export DBT_PROFILES_DIR={PROJECT_DIR / 'profiles'}" in exported
+    assert (tmp_path / "target" / "manifest.json").exists()  # dbt wrote where the exports said

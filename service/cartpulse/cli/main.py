@@ -6,6 +6,7 @@
     cartpulse build                      build the dbt models (dbt run)
     cartpulse dbt ARGS…                  any dbt command against CartPulse's database
     cartpulse psql [ARGS…]               psql into CartPulse's database
+    cartpulse env                        the exports for plain dbt: eval "$(cartpulse env)"
     cartpulse serve                      the production server (gunicorn)
     cartpulse run                        all of the above, in order, plus the scheduler, until Ctrl-C
     cartpulse scheduler [--once]         refresh the models every REFRESH_SECONDS (or once)
@@ -107,6 +108,19 @@ def cmd_dbt(settings: Settings, args) -> int:
     from cartpulse.ops.dbt_runner import run_dbt
 
     return run_dbt(settings, database_url(settings), *args.rest, check=False).returncode
+
+
+def cmd_env(settings: Settings, args) -> int:
+    """Print the exports that make plain ``dbt`` (and psql) reach CartPulse's database:
+    ``eval "$(.venv/bin/cartpulse env)"`` in a shell or a crontab line, then ``dbt run``.
+    The embedded server is started if it is not running (a cron job finds it up)."""
+    import shlex
+
+    from cartpulse.ops.dbt_runner import dbt_variables
+
+    for name, value in dbt_variables(settings, database_url(settings, start=True)).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
 
 
 def cmd_psql(settings: Settings, args) -> int:
@@ -312,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("action", choices=["start", "stop", "status", "url"])
     rep.add_argument("--name", default="replica1", help="its folder under the state folder (default replica1)")
     sub.add_parser("init", help="create storage and the admin token")
+    sub.add_parser("env", help="the exports for plain dbt and psql: eval \"$(cartpulse env)\"")
     # These pass their arguments through untouched (options included) to dbt or psql.
     passthrough = {"build": "dbt run (extra arguments go to dbt)", "dbt": "run any dbt command",
                    "psql": "psql into the database (extra arguments go to psql)"}
@@ -349,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
     handlers = {"db": cmd_db, "replica": cmd_replica, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
-                "psql": cmd_psql, "serve": cmd_serve, "run": cmd_run, "token": cmd_token,
+                "psql": cmd_psql, "env": cmd_env, "serve": cmd_serve, "run": cmd_run, "token": cmd_token,
                 "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate}
     try:
         settings = Settings.from_env()

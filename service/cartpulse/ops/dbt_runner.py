@@ -21,21 +21,27 @@ _LIBPQ_ENV = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": 
               "dbname": "PGDATABASE", "sslmode": "PGSSLMODE"}
 
 
-def dbt_env(settings, url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for key, value in conninfo_to_dict(url).items():
-        if key in _LIBPQ_ENV and value is not None:
-            env[_LIBPQ_ENV[key]] = str(value)
-    env.update(
+def dbt_variables(settings, url: str) -> dict[str, str]:
+    """What dbt needs to reach CartPulse's database and project: libpq's ``PG*`` from the
+    URL, the schemas, and where dbt's project, profile and target are. ``cartpulse env``
+    prints them, so that plain ``dbt`` (an analyst's shell, cron) runs as CartPulse does."""
+    variables = {_LIBPQ_ENV[key]: str(value) for key, value in conninfo_to_dict(url).items()
+                 if key in _LIBPQ_ENV and value is not None}
+    variables.update(
         DBT_SCHEMA=settings.dbt_schema,
-        RAW_SCHEMA=settings.raw_schema,  # dbt_project.yml's var raw_schema: where the data sources are
+        RAW_SCHEMA=settings.raw_schema,  # the sources yml reads it: where the data sources are
         DBT_TARGET_PATH=str(settings.target_dir),
         DBT_LOG_PATH=str(settings.target_dir / "logs"),
         DBT_PROFILES_DIR=str(settings.project_dir / "profiles"),
         DBT_PROJECT_DIR=str(settings.project_dir),
         DBT_SEND_ANONYMOUS_USAGE_STATS="false",
     )
-    return env
+    return variables
+
+
+def dbt_env(settings, url: str) -> dict[str, str]:
+    """This process's environment with ``dbt_variables`` on top: how CartPulse runs dbt."""
+    return {**os.environ, **dbt_variables(settings, url)}
 
 
 def dbt_executable() -> str:
