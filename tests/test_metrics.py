@@ -145,8 +145,11 @@ def test_a_restarted_worker_leaves_the_metrics_of_the_others(built, admin_token,
         for _ in range(4):
             assert server.http.request("POST", POST, ndjson([EVENT]))[0] == 202
             sent += 1
-        workers = children(server.proc.pid)
-        assert len(workers) == 2
+        # /healthz answered from one worker; gunicorn forks the other a moment later.
+        deadline = time.monotonic() + 60
+        while len(workers := children(server.proc.pid)) != 2:
+            assert time.monotonic() < deadline, f"gunicorn runs {len(workers)} workers, not 2"
+            time.sleep(0.05)
         os.kill(min(workers), signal.SIGTERM)  # the master starts another in its place
         deadline = time.monotonic() + 60
         while len(now := children(server.proc.pid)) != 2 or now == workers:
