@@ -131,8 +131,11 @@ def chunks(fmt: str, stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
 
 
 def _ndjson_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
-    lines, first, long_lines = [], 1, []
-    number = 0
+    lines, first, long_lines, number = [], 1, [], 0
+
+    def batch() -> Batch:
+        return _with_long_lines(_renumbered(parse_body(b"\n".join(lines), source), first - 1), source, long_lines)
+
     while line := stream.readline(MAX_LINE_BYTES + 1):
         number += 1
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
@@ -142,10 +145,10 @@ def _ndjson_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
             line = b""  # keeps the numbering: parse_body skips an empty line
         lines.append(line.rstrip(b"\n"))
         if len(lines) == CHUNK_ROWS:
-            yield _with_long_lines(_renumbered(parse_body(b"\n".join(lines), source), first - 1), source, long_lines)
+            yield batch()
             lines, first, long_lines = [], number + 1, []
     if lines:
-        yield _with_long_lines(_renumbered(parse_body(b"\n".join(lines), source), first - 1), source, long_lines)
+        yield batch()
 
 
 def _with_long_lines(batch: Batch, source: DataSource, long_lines: list[tuple[int, bytes]]) -> Batch:

@@ -23,7 +23,7 @@ from cartpulse.context import service
 from cartpulse.errors import ApiError
 from cartpulse.ingest import idempotency
 from cartpulse.ingest.rows import parse_body
-from cartpulse.ingest.transport import read_body
+from cartpulse.ingest.transport import is_gzipped, read_body
 from cartpulse.ingest.writer import write_batch
 from cartpulse.project.datasources import DataSource
 from cartpulse.storage.wal import LSN_HEADER, current_position
@@ -49,8 +49,7 @@ def post_events():
     name = source.name
     require_scope(f"DATASOURCES:APPEND:{name}")
     state = service()
-    gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
-    body = read_body(request, gzipped, state.settings.max_body_bytes)
+    body = read_body(request, is_gzipped(request), state.settings.max_body_bytes)
     if not body.strip():
         raise ApiError(400, "empty body: send one JSON object, or one per line (NDJSON)")
     settings = state.settings

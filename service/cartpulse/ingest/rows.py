@@ -112,8 +112,9 @@ def _quarantine(batch: Batch, source: DataSource, number: int, raw: str, values:
 
 
 def quarantine_line(batch: Batch, source: DataSource, number: int, raw: str, why: str) -> None:
-    """Quarantine a whole line that could not even be read as a record (too long, a CSV
-    field past the limit): its text, cut as every quarantined line is, and the reason."""
+    """Quarantine a whole line that could not be read as a record (not JSON, not an
+    object, too long, a CSV field past the limit): its text, cut as every quarantined
+    line is, and the reason."""
     _quarantine(batch, source, number, raw, {}, [RowError("line", why)])
 
 
@@ -153,16 +154,11 @@ def parse_body(body: bytes, source: DataSource) -> Batch:
             continue
         try:
             obj, strict = _loads(line)
-        except UnicodeDecodeError as err:
-            raw = line.decode("utf-8", "backslashreplace")
-            batch.first_bad_line = batch.first_bad_line or (number, f"invalid UTF-8 at byte {err.start}")
-            _quarantine(batch, source, number, raw, {}, [RowError("line", f"invalid UTF-8 at byte {err.start}")])
-            continue
-        except ValueError as err:
-            text = line.decode("utf-8", "backslashreplace")
-            why = f"not valid JSON: {err}{_several_values_hint(err)}"
+        except ValueError as err:  # UnicodeDecodeError included
+            why = (f"invalid UTF-8 at byte {err.start}" if isinstance(err, UnicodeDecodeError)
+                   else f"not valid JSON: {err}{_several_values_hint(err)}")
             batch.first_bad_line = batch.first_bad_line or (number, why)
-            _quarantine(batch, source, number, text, {}, [RowError("line", why)])
+            quarantine_line(batch, source, number, line.decode("utf-8", "backslashreplace"), why)
             continue
         batch.json_lines += 1
         if strict and type(obj) is dict:
@@ -172,7 +168,7 @@ def parse_body(body: bytes, source: DataSource) -> Batch:
                 continue
         text = line.decode("utf-8")
         if not isinstance(obj, dict):
-            _quarantine(batch, source, number, text, {}, [RowError("line", f"expected a JSON object, got {kind(obj)}")])
+            quarantine_line(batch, source, number, text, f"expected a JSON object, got {kind(obj)}")
             continue
         add_record(batch, source, number, text, obj, counted=True)
     return batch

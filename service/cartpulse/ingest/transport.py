@@ -128,27 +128,16 @@ def request_stream(request, gzipped: bool, limit: int | None) -> io.BufferedRead
     return decoded(ExactStream(request.stream, request.content_length), gzipped, limit)
 
 
-def decoded(raw: BinaryIO, gzipped: bool, limit: int | None, what: str = "body",
+def decoded(raw: io.RawIOBase, gzipped: bool, limit: int | None, what: str = "body",
             setting: str = "MAX_BODY_BYTES") -> io.BufferedReader:
     """``raw`` gunzipped when ``gzipped`` (strictly, bounded by ``limit``, the value of
     ``setting``), buffered for line reads."""
-    source = Gunzip(raw, limit, what, setting) if gzipped else raw
-    return io.BufferedReader(source if isinstance(source, io.RawIOBase) else _Raw(source), buffer_size=1 << 20)
+    return io.BufferedReader(Gunzip(raw, limit, what, setting) if gzipped else raw, buffer_size=1 << 20)
 
 
-class _Raw(io.RawIOBase):
-    """Any binary file object as a RawIOBase (BufferedReader needs one)."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw = raw
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.raw.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
+def is_gzipped(request) -> bool:
+    """Does the request say its body is gzip (``Content-Encoding: gzip``)?"""
+    return request.headers.get("Content-Encoding", "").lower() == "gzip"
 
 
 def read_body(request, gzipped: bool, limit: int) -> bytes:

@@ -101,14 +101,14 @@ def post_datasource():
     require_scope(f"DATASOURCES:APPEND:{target.name}")
     state = service()
     request.max_content_length = state.settings.max_import_bytes
-    gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
+    gzipped = transport.is_gzipped(request)
     if request.mimetype == "multipart/form-data":
         upload = next(iter(request.files.values()), None)
         field = next(iter(request.files), None)
         if upload is None:
             raise ApiError(400, "no file in the multipart body: send it as -F csv=@file.csv (or ndjson=, parquet=)")
         fmt = bulk.detect_format(request.args.get("format") or (field if field in bulk.FORMATS else None),
-                            upload.filename, upload.mimetype)
+                                 upload.filename, upload.mimetype)
         raw, gzipped = upload.stream, gzipped or (upload.filename or "").lower().endswith(".gz")
     else:
         fmt = bulk.detect_format(request.args.get("format"), None, request.mimetype)
