@@ -6,9 +6,16 @@
 
 Each client has its own token (append + read), as a shop's services would, and keeps one
 HTTP connection open. Half of its requests POST a batch of events (with an
-Idempotency-Key), half read a pipe with random parameters. At the end the events stored
-must equal the events acknowledged; the run fails on any 5xx or a mismatch. The figures
-are printed and written to bench/loadtest.md.
+Idempotency-Key), half read a pipe with random parameters.
+
+Two phases of DURATION each: the normal clients alone, then the same clients with
+HOSTILE (200) connections beside them that hold the server's sockets as attackers and
+broken clients do: idle connections, heads sent a byte a second (slowloris), bodies
+that stop half-way. Each hostile connection the server closes (its timeouts) is opened
+again at once. The report compares the normal clients' p50/p99 in both phases.
+
+At the end the events stored must equal the events acknowledged; the run fails on any
+5xx or a mismatch. The figures are printed and written to bench/loadtest.md.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import random
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +51,7 @@ DURATION = float(os.environ.get("DURATION", "60"))
 WORKERS = os.environ.get("WEB_WORKERS", "4")
 THREADS = os.environ.get("WEB_THREADS", "4")
 BATCH = int(os.environ.get("BATCH", "50"))
+HOSTILE = int(os.environ.get("HOSTILE", "200"))
 PIPES = {
     "top_products": lambda r: {"limit": r.choice([5, 10, 50]), "country": r.choice(["", "France", "Spain"])},
     "events_by_country": lambda r: {"event_type": r.choice(["", "purchase", "view"])},
@@ -52,8 +61,6 @@ BASE = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -119,11 +126,76 @@ class Client(threading.Thread):
         conn.close()
 
 
+class Hostile(threading.Thread):
+    """HOSTILE connections kept open until ``stop``: a third idle, a third sending their
+    head a byte per second, a third with a complete head and a body stopped half-way."""
+
+    HEAD = b"GET /v0/pipes/top_products.json HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
+
+    def __init__(self, port: int, count: int):
+        super().__init__(daemon=True)
+        self.port, self.count = port, count
+        self.stop = threading.Event()
+        self.reopened = 0
+        self.slots: list[tuple[str, socket.socket | None, int]] = []
+
+    def _open(self, kind: str) -> tuple[str, socket.socket | None, int]:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            sock.setblocking(False)
+            if kind == "body":
+                sock.send(b"POST /v0/events?name=ecommerce_events HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Length: 100000\r\n\r\n" + b"{" * 100)
+            return kind, sock, 0
+        except OSError:
+            return kind, None, 0
+
+    def run(self):
+        kinds = ["idle", "slowloris", "body"]
+        self.slots = [self._open(kinds[i % 3]) for i in range(self.count)]
+        while not self.stop.wait(1.0):
+            for i, (kind, sock, sent) in enumerate(self.slots):
+                try:
+                    if sock is None or sock.recv(65536) == b"":
+                        raise ConnectionError  # the server closed it: open another
+                except BlockingIOError:
+                    if kind == "slowloris":
+                        sock.send(self.HEAD[sent % len(self.HEAD): sent % len(self.HEAD) + 1])
+                        self.slots[i] = (kind, sock, sent + 1)
+                    continue
+                except OSError:
+                    pass
+                if sock is not None:
+                    sock.close()
+                self.reopened += 1
+                self.slots[i] = self._open(kind)
+        for _, sock, _ in self.slots:
+            if sock is not None:
+                sock.close()
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def run_phase(port: int, tokens: list[str], hostile_count: int, seed: int) -> dict:
+    hostile = Hostile(port, hostile_count) if hostile_count else None
+    if hostile:
+        hostile.start()
+    started = time.monotonic()
+    clients = [Client(seed + n, port, tokens[n], started + DURATION) for n in range(CLIENTS)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    elapsed = time.monotonic() - started
+    if hostile:
+        hostile.stop.set()
+        hostile.join()
+    return {"clients": clients, "elapsed": elapsed, "reopened": hostile.reopened if hostile else 0}
 
 
 def main() -> int:
@@ -177,15 +249,11 @@ def main() -> int:
                                headers={"Authorization": f"Bearer {admin}"})
             resp = admin_conn.getresponse()
             tokens.append(json.loads(resp.read())["token"])
-        print(f"{CLIENTS} clients for {DURATION:g} s against `cartpulse serve` "
-              f"({WORKERS} workers × {THREADS} threads)…", flush=True)
-        started = time.monotonic()
-        clients = [Client(n, port, tokens[n], started + DURATION) for n in range(CLIENTS)]
-        for c in clients:
-            c.start()
-        for c in clients:
-            c.join()
-        elapsed = time.monotonic() - started
+        phases = {}
+        for name, hostile_count in (("normal clients alone", 0), (f"with {HOSTILE} idle and slow connections", HOSTILE)):
+            print(f"{CLIENTS} clients for {DURATION:g} s against `cartpulse serve` "
+                  f"({WORKERS} workers × {THREADS} threads), {name}…", flush=True)
+            phases[name] = run_phase(port, tokens, hostile_count, seed=len(phases) * CLIENTS)
         with psycopg.connect(url) as conn:
             stored = conn.execute("select count(*) from raw.ecommerce_events").fetchone()[0] - stored_before
     finally:
@@ -200,33 +268,43 @@ def main() -> int:
                     if " WARNING " in line or " ERROR " in line]
         shutil.rmtree(work, ignore_errors=True)
 
-    statuses: dict[int, int] = {}
-    for c in clients:
-        for code, n in c.statuses.items():
-            statuses[code] = statuses.get(code, 0) + n
-    ingest = [x for c in clients for x in c.latencies["ingest"]]
-    reads = [x for c in clients for x in c.latencies["read"]]
-    everything = ingest + reads
-    acknowledged = sum(c.acknowledged for c in clients)
-    errors = [e for c in clients for e in c.errors if not e[:1].isdigit()]  # connection errors
-    answered_5xx = [e for c in clients for e in c.errors if e[:1].isdigit()]
-    five_xx = sum(n for code, n in statuses.items() if code >= 500)
     ms = lambda v: f"{v * 1000:.1f}"  # noqa: E731
-    rows = [
-        ("requests", f"{len(everything)} ({len(ingest)} ingest of {BATCH} events, {len(reads)} reads)"),
-        ("requests/s", f"{len(everything) / elapsed:.1f}"),
-        ("events ingested/s", f"{acknowledged / elapsed:.0f}"),
-        ("p50 / p99 latency, all (ms)", f"{ms(percentile(everything, 50))} / {ms(percentile(everything, 99))}"),
-        ("p50 / p99 latency, ingest (ms)", f"{ms(percentile(ingest, 50))} / {ms(percentile(ingest, 99))}"),
-        ("p50 / p99 latency, reads (ms)", f"{ms(percentile(reads, 50))} / {ms(percentile(reads, 99))}"),
-        ("statuses", ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))),
-        ("5xx", str(five_xx)),
-        ("connection errors", str(len(errors))),
-        ("events acknowledged / stored", f"{acknowledged} / {stored}"),
-    ]
+    measures: dict[str, list[str]] = {}
+    five_xx, errors, answered_5xx, acknowledged = 0, [], [], 0
+    for name, phase in phases.items():
+        clients, elapsed = phase["clients"], phase["elapsed"]
+        statuses: dict[int, int] = {}
+        for c in clients:
+            for code, n in c.statuses.items():
+                statuses[code] = statuses.get(code, 0) + n
+        ingest = [x for c in clients for x in c.latencies["ingest"]]
+        reads = [x for c in clients for x in c.latencies["read"]]
+        everything = ingest + reads
+        phase_acknowledged = sum(c.acknowledged for c in clients)
+        acknowledged += phase_acknowledged
+        errors += [e for c in clients for e in c.errors if not e[:1].isdigit()]  # connection errors
+        answered_5xx += [e for c in clients for e in c.errors if e[:1].isdigit()]
+        five_xx += sum(n for code, n in statuses.items() if code >= 500)
+        for measure, value in [
+            ("requests", f"{len(everything)} ({len(ingest)} ingest of {BATCH} events, {len(reads)} reads)"),
+            ("requests/s", f"{len(everything) / elapsed:.1f}"),
+            ("events ingested/s", f"{phase_acknowledged / elapsed:.0f}"),
+            ("p50 / p99 latency, all (ms)", f"{ms(percentile(everything, 50))} / {ms(percentile(everything, 99))}"),
+            ("p50 / p99 latency, ingest (ms)", f"{ms(percentile(ingest, 50))} / {ms(percentile(ingest, 99))}"),
+            ("p50 / p99 latency, reads (ms)", f"{ms(percentile(reads, 50))} / {ms(percentile(reads, 99))}"),
+            ("statuses", ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))),
+            ("hostile connections the server closed (reopened at once)", str(phase["reopened"])),
+        ]:
+            measures.setdefault(measure, []).append(value)
+    measures["5xx (both phases)"] = [str(five_xx), ""]
+    measures["connection errors of the normal clients"] = [str(len(errors)), ""]
+    measures["events acknowledged / stored (both phases)"] = [f"{acknowledged} / {stored}", ""]
+    names = list(phases)
+    rows = [(k, *v) for k, v in measures.items()]
+    table = "\n".join([f"| measure | {names[0]} | {names[1]} |", "|---|---|---|",
+                       *(f"| {k} | {a} | {b} |" for k, a, b in rows)])
     ok = five_xx == 0 and not errors and acknowledged == stored
-    table = "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
-    setup = (f"{CLIENTS} clients, {elapsed:.0f} s, `cartpulse serve` with {WORKERS} workers × {THREADS} threads, "
+    setup = (f"{CLIENTS} clients, {DURATION:.0f} s per phase, `cartpulse serve` with {WORKERS} workers × {THREADS} threads, "
              f"{'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded PostgreSQL'} ({engine}), "
              f"{os.cpu_count()} CPUs, rate limits on (each client its own token)")
     report = (f"## Load test (`make loadtest`)\n\n{setup}; "

@@ -21,8 +21,10 @@ from support import EVENT, POST, ApiServer, metric_value, ndjson, truncate_event
 
 @pytest.fixture(scope="module")
 def served(built, admin_token, tmp_path_factory):
-    """`cartpulse serve` with 2 workers and a PROMETHEUS_MULTIPROC_DIR the test can look into."""
+    """`cartpulse serve` with 2 workers and a PROMETHEUS_MULTIPROC_DIR the test can look into:
+    a folder that does not exist yet (it once crashed `make run`), created at start."""
     folder = tmp_path_factory.mktemp("metrics")
+    assert not (folder / "prom").exists()
     server = ApiServer(built, admin_token, folder, RATE_LIMIT_RPS="0", PROMETHEUS_MULTIPROC_DIR=str(folder / "prom"))
     server.start()
     try:

@@ -155,6 +155,12 @@ class Settings:
     port: int = setting("PORT", 8000, integer(1, 65535))
     workers: int = setting("WEB_WORKERS", 2, integer(1))
     threads: int = setting("WEB_THREADS", 4, integer(1))
+    #: The HTTP front (cli/front.py) reads each request whole before a thread runs it:
+    #: the head must arrive within ``head_timeout`` seconds, a body may pause at most
+    #: ``body_timeout`` seconds, an idle kept-alive connection is closed after ``keepalive``.
+    head_timeout: float = setting("HTTP_HEAD_TIMEOUT", 10.0, number(0.1))
+    body_timeout: float = setting("HTTP_BODY_TIMEOUT", 30.0, number(0.1))
+    keepalive: float = setting("HTTP_KEEPALIVE", 5.0, number(0.1))
     #: Largest request body, after gzip decompression (413 above).
     max_body_bytes: int = setting("MAX_BODY_BYTES", 100 * 1024 * 1024, integer(1))
     #: Most rows (NDJSON lines) in one ``POST /v0/events`` (413 above, nothing stored):

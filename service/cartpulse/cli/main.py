@@ -135,7 +135,6 @@ def serve(settings: Settings) -> None:
     """Run gunicorn in this process; each worker builds its own app (and pool) after fork."""
     from gunicorn.app.base import BaseApplication
 
-    from cartpulse.cli import stopping
     from cartpulse.cli.access_log import RedactingLogger
     from cartpulse.ops import multiproc
 
@@ -157,10 +156,11 @@ def serve(settings: Settings) -> None:
 
     class Server(BaseApplication):
         def load_config(self):
+            self.settings = settings  # FrontWorker reads its body limits here
             self.cfg.set("bind", f"{settings.bind_address}:{settings.port}")
             self.cfg.set("workers", settings.workers)
             self.cfg.set("threads", settings.threads)
-            self.cfg.set("worker_class", stopping.ThreadWorker)  # gthread, with a Ctrl-C that cannot hang
+            self.cfg.set("worker_class", "cartpulse.cli.front.FrontWorker")  # no thread waits on a slow client
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", settings.access_log)

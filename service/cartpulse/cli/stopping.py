@@ -4,48 +4,19 @@ A terminal's Ctrl-C sends SIGINT to every process of its foreground process grou
 ``cartpulse run``, gunicorn's master and workers, and the ``dbt run`` that builds the models
 at start. (The embedded PostgreSQL and the scheduler run in sessions of their own and are
 stopped by ``cartpulse run`` in order.) Two of those stopped badly, each with a message
-that sent the reader the wrong way; both are handled here.
+that sent the reader the wrong way. The workers' side is in ``front.FrontWorker``: SIGINT
+ignored (the master turns it into SIGQUIT for each), SIGQUIT ends at once, taking no lock
+(gunicorn's gthread took its pool's lock in the handler and could wait for itself until
+the master SIGKILLed it: "Perhaps out of memory?"). The dbt side is here.
 """
 
 from __future__ import annotations
 
-import gc
 import signal
 import subprocess
 import sys
 
-from gunicorn.workers import gthread
-
 from cartpulse.ops.dbt_runner import dbt_env, dbt_executable
-
-
-class ThreadWorker(gthread.ThreadWorker):
-    """gunicorn's gthread worker, with a quick stop that cannot deadlock.
-
-    gthread answers SIGQUIT and SIGINT with ``ThreadPoolExecutor.shutdown()`` inside the
-    signal handler, which takes the executor's lock. The interrupted main thread may hold
-    that lock: in ``submit()`` (CPython issue 121649), or in that same handler when the
-    terminal's SIGINT and the master's SIGQUIT arrive together, as they do on every Ctrl-C.
-    The worker then waits for itself until the master SIGKILLs it after ``graceful_timeout``
-    (10 s) and logs "Worker (pid:…) was sent SIGKILL! Perhaps out of memory?" (3 stops in
-    24 under load, when measured).
-
-    Here a worker ignores SIGINT (its master turns a Ctrl-C into SIGQUIT for each worker),
-    and SIGQUIT takes no lock: it ends the main loop with SystemExit. Requests already in
-    the pool's threads finish, as with gthread (Python joins those threads at exit), and
-    atexit handlers run (the pipe_stats queue is flushed). The heap is frozen rather than
-    garbage-collected one last time at exit: that collection took about half of the stop
-    under load. SIGTERM (a graceful stop) is gthread's own.
-    """
-
-    def init_signals(self) -> None:
-        super().init_signals()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def handle_quit(self, sig, frame) -> None:
-        self.alive = False
-        gc.freeze()  # the process ends: no last full collection of its heap
-        sys.exit(0)
 
 
 def build_models(settings, url: str, *args: str) -> None:

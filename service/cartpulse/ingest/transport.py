@@ -38,7 +38,7 @@ class BodyError(ApiError):
     """A body that cannot be read as sent (400) or is too large once decoded (413)."""
 
 
-def _cut_off(got: int, declared: int) -> BodyError:
+def cut_off(got: int, declared: int) -> BodyError:
     return BodyError(400, f"body cut off: {got} of the {declared} bytes its Content-Length announced"
                           " arrived; nothing was stored (resend it whole, with the same Idempotency-Key)")
 
@@ -65,7 +65,7 @@ class ExactStream(io.RawIOBase):
             raise BodyError(400, f"the body could not be read as sent ({type(err).__name__}: {err});"
                                  " nothing was stored") from None
         if not data and self.declared is not None and self.count < self.declared:
-            raise _cut_off(self.count, self.declared)
+            raise cut_off(self.count, self.declared)
         buffer[:len(data)] = data
         self.count += len(data)
         return len(data)

@@ -1,0 +1,388 @@
+"""One client connection of the HTTP front (``front.py``): read a request whole, then run it.
+
+The loop's side (``HttpConnection``'s protocol methods) parses with h11 and keeps the
+timers; the app's side (``_respond``, in a pool thread) calls the WSGI app and hands each
+piece of the answer back to the loop. h11 is only ever touched from the loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from types import SimpleNamespace
+from urllib.parse import unquote_to_bytes
+
+import h11
+
+from cartpulse.ingest.transport import cut_off
+
+#: The head (request line and headers) is at most this many bytes (431 over), the request
+#: line alone at most ``MAX_LINE`` (414 over; Tinybird's clients POST past 8 KB of URL).
+MAX_HEAD = 64 * 1024
+MAX_LINE = 16 * 1024
+LINE_TOO_LONG = f"request line over {MAX_LINE} bytes: send a URL that long as a POST with a form body"
+HEAD_TOO_LARGE = f"request head (request line and headers) over {MAX_HEAD} bytes"
+#: The app's thread waits at most this long for a client to read the answer.
+SEND_TIMEOUT = 30.0
+#: Seconds the front keeps reading (and dropping) after an error answer, before it closes.
+LINGER = 2.0
+#: Bodies up to this size stay in memory; larger ones go to a temporary file.
+SPOOL_BYTES = 1 << 20
+#: The Data Sources API takes bulk imports (MAX_IMPORT_BYTES); every other route MAX_BODY_BYTES.
+IMPORT_PREFIX = "/v0/datasources"
+#: gzip can make a body slightly larger than what it holds: room for that over the limit.
+_GZIP_SLACK = 1.01
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The front's limits, from the settings (``HTTP_*_TIMEOUT``, ``HTTP_KEEPALIVE``, body sizes)."""
+
+    max_body: int
+    max_import: int
+    head_timeout: float
+    body_timeout: float
+    keepalive: float
+
+    @classmethod
+    def from_settings(cls, settings) -> "Limits":
+        return cls(settings.max_body_bytes, settings.max_import_bytes,
+                   settings.head_timeout, settings.body_timeout, settings.keepalive)
+
+    def body(self, path: str) -> tuple[int, str]:
+        """The largest body a route takes as sent (before gzip decoding), and its setting."""
+        if path.startswith(IMPORT_PREFIX):
+            return int(self.max_import * _GZIP_SLACK) + 65536, "MAX_IMPORT_BYTES"
+        return int(self.max_body * _GZIP_SLACK) + 65536, "MAX_BODY_BYTES"
+
+
+def error_bytes(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, app, executor, limits: Limits, registry: set, log, full: bool, stopping):
+        self.app, self.executor, self.limits, self.registry, self.log = app, executor, limits, registry, log
+        self.full, self.stopping = full, stopping
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.busy = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.request: h11.Request | None = None
+        self.body = None
+        self.received = 0
+        self.line_bytes = 0  # bytes of the current head seen before its first newline
+        self.writable = True
+        self.refused = False
+        self.drained: asyncio.Future | None = None
+
+    # -- the loop's side --------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+        self.registry.add(self)
+        if self.full:
+            self._refuse(503, "too many open connections to this server; retry shortly")
+            return
+        self._arm(self.limits.keepalive, self._idle_timeout)
+
+    def connection_lost(self, exc) -> None:
+        self.registry.discard(self)
+        self._arm(None, None)
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(False)
+        self._discard_body()
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # lingering after an error: what the client still sends is dropped
+        if self.h11.their_state is h11.IDLE and self.request is None:
+            if self.timer_kind != "head":
+                self._arm(self.limits.head_timeout, self._head_timeout, "head")
+            if self.line_bytes >= 0:  # the request line's length, until its newline comes
+                newline = data.find(b"\n")
+                line = self.line_bytes + (newline if newline >= 0 else len(data))
+                self.line_bytes = -1 if newline >= 0 else line
+                if line > MAX_LINE:
+                    return self._refuse(414, LINE_TOO_LONG)
+        elif self.request is not None and not self.busy:
+            self._arm(self.limits.body_timeout, self._body_timeout, "body")
+        self.h11.receive_data(data)
+        self._advance()
+
+    def eof_received(self) -> bool:
+        if self.refused:
+            return False
+        self.h11.receive_data(b"")
+        self._advance()
+        return self.busy  # keep the socket open to send the answer of a request in progress
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(True)
+
+    def close_when_idle(self) -> None:
+        if not self.busy:
+            self.transport.close()
+
+    def _advance(self) -> None:
+        while not self.busy and not self.transport.is_closing():
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as err:
+                status = err.error_status_hint
+                message = (HEAD_TOO_LARGE if status == 431
+                           else f"malformed HTTP request: {err}")
+                if self.request is not None:
+                    declared = _content_length(self.request)
+                    message = (cut_off(self.received, declared).message if declared is not None and self.received < declared
+                               else f"the body could not be read as sent ({err}); nothing was stored")
+                return self._refuse(status, message)
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self._begin(event)
+            elif isinstance(event, h11.Data):
+                self._take(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self._dispatch()
+            elif isinstance(event, h11.ConnectionClosed):
+                if self.request is not None:  # the client left mid-body: nothing reaches the app
+                    self.log.info("a request body was cut off by the client: %s %s",
+                                  self.request.method.decode(), _path(self.request))
+                self.transport.close()
+                return
+
+    def _begin(self, request: h11.Request) -> None:
+        self.request, self.received = request, 0
+        # h11 bounds only a head still incomplete; one that came whole in one read is measured here.
+        if len(request.target) > MAX_LINE:
+            return self._refuse(414, LINE_TOO_LONG)
+        if len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers) > MAX_HEAD:
+            return self._refuse(431, HEAD_TOO_LARGE)
+        self.limit, self.limit_setting = self.limits.body(_path(request))
+        declared = _content_length(request)
+        if declared is not None and declared > self.limit:
+            return self._refuse(413, f"request body of {declared} bytes over the limit of {self.limit} bytes ({self.limit_setting})")
+        self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        if self.h11.they_are_waiting_for_100_continue:
+            self.transport.write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+        self._arm(self.limits.body_timeout, self._body_timeout, "body")
+
+    def _take(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.limit:
+            return self._refuse(413, f"request body over the limit of {self.limit} bytes ({self.limit_setting})")
+        self.body.write(data)
+
+    def _dispatch(self) -> None:
+        self._arm(None, None)
+        self.busy = True
+        self.transport.pause_reading()
+        self.body.seek(0)
+        environ = _environ(self.request, self.body, self.received, self.transport)
+        self.started = time.monotonic()
+        self.executor.submit(self._respond, environ)
+
+    def _finish(self, keep_alive: bool) -> None:
+        """The answer was sent: keep the connection for the next request, or close it."""
+        self._discard_body()
+        self.request, self.busy, self.line_bytes = None, False, 0
+        if self.transport.is_closing():
+            return
+        if not keep_alive or self.h11.our_state is not h11.DONE or self.stopping():
+            self.transport.close()
+            return
+        self.h11.start_next_cycle()
+        self.transport.resume_reading()
+        self._arm(self.limits.keepalive, self._idle_timeout)
+        self._advance()  # a pipelined request may already be buffered
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer an error the front found itself, and close: the stream cannot be trusted."""
+        self._arm(None, None)
+        body = error_bytes(message)
+        headers = [("content-type", "application/json"), ("content-length", str(len(body))), ("connection", "close")]
+        try:
+            if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                self.transport.write(self.h11.send(h11.Response(status_code=status, headers=headers)) + self.h11.send(h11.Data(data=body)))
+        except h11.LocalProtocolError:
+            pass
+        self._discard_body()
+        # Close our side only, and drop what the client still sends for a moment: closing
+        # with unread bytes would reset the connection, and the client could lose the answer.
+        self.refused = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.transport.resume_reading()
+            self._arm(LINGER, self.transport.close)
+        else:
+            self.transport.close()
+
+    def _idle_timeout(self) -> None:
+        self.transport.close()
+
+    def _head_timeout(self) -> None:
+        self._refuse(408, f"request head not received within {self.limits.head_timeout:g} s (HTTP_HEAD_TIMEOUT)")
+
+    def _body_timeout(self) -> None:
+        self._refuse(408, f"request body paused for over {self.limits.body_timeout:g} s (HTTP_BODY_TIMEOUT); nothing was stored")
+
+    timer_kind: str | None = None
+
+    def _arm(self, seconds: float | None, callback, kind: str | None = None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer, self.timer_kind = None, None
+        if seconds is not None:
+            self.timer, self.timer_kind = self.loop.call_later(seconds, callback), kind
+
+    def _discard_body(self) -> None:
+        if self.body is not None:
+            self.body.close()
+            self.body = None
+
+    # -- called in the loop by the app's thread -----------------------------------------
+
+    async def _send(self, events: list) -> bool:
+        """Write ``events``; wait while the client's socket buffer is full."""
+        if self.transport.is_closing():
+            return False
+        self.transport.write(b"".join(self.h11.send(event) or b"" for event in events))
+        if self.writable:
+            return True
+        self.drained = self.loop.create_future()
+        return await self.drained
+
+    # -- the app's side (a pool thread) -----------------------------------------------
+
+    def _respond(self, environ: dict) -> None:
+        state = SimpleNamespace(status="500 Internal Server Error", headers=[], sent=0, head=None,
+                                bodiless=environ["REQUEST_METHOD"] == "HEAD")
+
+        def start_response(status, headers, exc_info=None):
+            if exc_info and state.head is not None:
+                raise exc_info[1].with_traceback(exc_info[2])
+            state.status, state.headers = status, headers
+            return lambda data: None  # the legacy write(): CartPulse's app never calls it
+
+        keep_alive = False
+        result = None
+        try:
+            result = self.app(environ, start_response)
+            for chunk in result:
+                if chunk and not self._write(state, chunk):
+                    break
+            else:
+                keep_alive = self._write(state, None)
+        except Exception:
+            self.log.exception("Error handling request %s", environ.get("RAW_URI"))
+            if state.head is None:
+                state.status, state.headers = "500 Internal Server Error", [("Content-Type", "application/json")]
+                self._write(state, error_bytes("internal server error"))
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+            self._call(self._finish, keep_alive, wait=False)
+            self._access_log(state, environ)
+
+    def _write(self, state, chunk: bytes | None) -> bool:
+        """Send the head (first time), then ``chunk``, or the end of the message for None."""
+        events = []
+        if state.head is None:
+            code, _, reason = state.status.partition(" ")
+            state.head = h11.Response(status_code=int(code), reason=reason.encode("latin-1"),
+                                      headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in state.headers])
+            events.append(state.head)
+        if chunk is None:
+            events.append(h11.EndOfMessage())
+        elif not state.bodiless:
+            state.sent += len(chunk)
+            events.append(h11.Data(data=chunk))
+        return self._call(self._send, events)
+
+    def _call(self, function, *args, wait: bool = True):
+        """Run ``function`` in the loop (a coroutine function is awaited there)."""
+        try:
+            if asyncio.iscoroutinefunction(function):
+                future = asyncio.run_coroutine_threadsafe(function(*args), self.loop)
+            else:
+                self.loop.call_soon_threadsafe(function, *args)
+                return True
+        except RuntimeError:  # the loop is closed: the worker is ending
+            return False
+        if not wait:
+            return True
+        deadline = time.monotonic() + SEND_TIMEOUT
+        try:
+            while True:
+                try:
+                    return future.result(0.5)
+                except FutureTimeout:
+                    if not self.loop.is_running():  # the worker is ending (SIGQUIT)
+                        return False
+                    if time.monotonic() > deadline:  # a client that does not read its answer
+                        self.loop.call_soon_threadsafe(self.transport.abort)
+                        return False
+        except h11.LocalProtocolError as err:
+            self.log.error("the app's answer does not fit HTTP/1.1: %s", err)
+            self.loop.call_soon_threadsafe(self.transport.abort)
+            return False
+
+    def _access_log(self, state, environ: dict) -> None:
+        elapsed = datetime.timedelta(seconds=time.monotonic() - self.started)
+        headers = [(k.decode("latin-1").upper(), v.decode("latin-1")) for k, v in environ["cartpulse.front.headers"]]
+        self.log.access(SimpleNamespace(status=state.status, sent=state.sent, headers=state.headers),
+                        SimpleNamespace(headers=headers), environ, elapsed)
+
+
+def _path(request: h11.Request) -> str:
+    return request.target.split(b"?", 1)[0].decode("latin-1")
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+def _environ(request: h11.Request, body, length: int, transport) -> dict:
+    """The WSGI environ (PEP 3333) of a request read whole: the body is plain bytes, so
+    ``CONTENT_LENGTH`` is its length and any ``Transfer-Encoding`` is already undone."""
+    raw_path, _, query = request.target.partition(b"?")
+    peer = transport.get_extra_info("peername") or ("", 0)
+    sock = transport.get_extra_info("sockname") or ("", 0)
+    environ = {
+        "REQUEST_METHOD": request.method.decode("ascii"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
+        "QUERY_STRING": query.decode("latin-1"),
+        "RAW_URI": request.target.decode("latin-1"),
+        "SERVER_NAME": str(sock[0]), "SERVER_PORT": str(sock[1]),
+        "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
+        "REMOTE_ADDR": str(peer[0]), "REMOTE_PORT": str(peer[1]),
+        "CONTENT_LENGTH": str(length) if length or request.method not in (b"GET", b"HEAD") else "",
+        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": body,
+        "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": True,
+        "wsgi.run_once": False, "wsgi.input_terminated": True,
+        "cartpulse.front.headers": request.headers,
+    }
+    for name, value in request.headers:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+            continue
+        key = key if key == "CONTENT_TYPE" else "HTTP_" + key
+        text = value.decode("latin-1")
+        environ[key] = f"{environ[key]},{text}" if key in environ else text
+    return environ
