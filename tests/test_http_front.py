@@ -165,3 +165,35 @@ def test_pipelined_requests_are_answered_in_order(strict):
     statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
     assert statuses == [200, 404, 200], answer
     assert answer.endswith(b"\r\n\r\n")  # the HEAD answer has headers and no body
+
+
+def test_a_long_answer_arrives_whole_to_a_slow_reader(patient, settings):
+    """An answer over the front's 256 KiB hand-over goes out piece by piece, the app's
+    thread waiting while the client's socket is full: a reader that takes small sips
+    still gets every byte, and the connection stays usable."""
+    truncate_events(settings.database_url)
+    events = [{**EVENT, "user_id": f"long-{i:05d}", "product_id": "p" * 200} for i in range(4000)]
+    assert patient.http.post_events(events)[0] == 202
+    path = "/v0/datasources/ecommerce_events.ndjson?limit=10000"
+    with connect(patient) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {patient.http.token}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(1024):
+            answer += chunk
+    status, headers, body = parse(answer)
+    if headers.get("transfer-encoding") == "chunked":
+        body = dechunk(body)
+    assert status == 200 and len(body) > 256 * 1024
+    assert sorted(json.loads(line)["user_id"] for line in body.splitlines()) == sorted(e["user_id"] for e in events)
+
+
+def dechunk(body: bytes) -> bytes:
+    out = b""
+    while True:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return out
+        out, body = out + rest[:size], rest[size + 2:]

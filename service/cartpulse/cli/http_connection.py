@@ -32,6 +32,8 @@ HEAD_TOO_LARGE = f"request head (request line and headers) over {MAX_HEAD} bytes
 SEND_TIMEOUT = 30.0
 #: Seconds the front keeps reading (and dropping) after an error answer, before it closes.
 LINGER = 2.0
+#: An answer up to this size is handed to the loop whole, in one step.
+BUFFER_BYTES = 256 * 1024
 #: Bodies up to this size stay in memory; larger ones go to a temporary file.
 SPOOL_BYTES = 1 << 20
 #: The Data Sources API takes bulk imports (MAX_IMPORT_BYTES); every other route MAX_BODY_BYTES.
@@ -254,11 +256,21 @@ class HttpConnection(asyncio.Protocol):
 
     # -- called in the loop by the app's thread -----------------------------------------
 
+    def _send_now(self, events: list) -> None:
+        """Write ``events`` without waiting (a whole small answer: the socket buffers it)."""
+        if self.transport.is_closing():
+            return
+        try:
+            self.transport.write(b"".join(self.h11.send(event) or b"" for event in events))
+        except h11.LocalProtocolError as err:
+            self.log.error("the app's answer does not fit HTTP/1.1: %s", err)
+            self.transport.abort()
+
     async def _send(self, events: list) -> bool:
         """Write ``events``; wait while the client's socket buffer is full."""
+        self._send_now(events)
         if self.transport.is_closing():
             return False
-        self.transport.write(b"".join(self.h11.send(event) or b"" for event in events))
         if self.writable:
             return True
         self.drained = self.loop.create_future()
@@ -280,64 +292,80 @@ class HttpConnection(asyncio.Protocol):
         result = None
         try:
             result = self.app(environ, start_response)
-            for chunk in result:
-                if chunk and not self._write(state, chunk):
-                    break
-            else:
-                keep_alive = self._write(state, None)
+            keep_alive = self._answer(state, result)
         except Exception:
             self.log.exception("Error handling request %s", environ.get("RAW_URI"))
             if state.head is None:
                 state.status, state.headers = "500 Internal Server Error", [("Content-Type", "application/json")]
-                self._write(state, error_bytes("internal server error"))
+                self._soon(self._send_now, self._events(state, error_bytes("internal server error"), end=True))
         finally:
             if hasattr(result, "close"):
                 result.close()
-            self._call(self._finish, keep_alive, wait=False)
+            self._soon(self._finish, keep_alive)
             self._access_log(state, environ)
 
-    def _write(self, state, chunk: bytes | None) -> bool:
-        """Send the head (first time), then ``chunk``, or the end of the message for None."""
+    def _answer(self, state, result) -> bool:
+        """Send the app's answer; True when it was sent whole. An answer of up to
+        ``BUFFER_BYTES`` (nearly all of them) goes to the loop in one hand-over, without
+        waiting; a longer one piece by piece, waiting while the client reads."""
+        pieces, size = [], 0
+        chunks = iter(result)
+        for chunk in chunks:
+            pieces.append(chunk)
+            size += len(chunk)
+            if size > BUFFER_BYTES:
+                break
+        else:
+            return self._soon(self._send_now, self._events(state, b"".join(pieces), end=True))
+        if not self._await(self._send, self._events(state, b"".join(pieces))):
+            return False
+        for chunk in chunks:
+            if chunk and not self._await(self._send, self._events(state, chunk)):
+                return False
+        return self._await(self._send, self._events(state, b"", end=True))
+
+    def _events(self, state, body: bytes, end: bool = False) -> list:
+        """h11 events for the head (the first time), ``body``, and the end when ``end``."""
         events = []
         if state.head is None:
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in state.headers]
             code, _, reason = state.status.partition(" ")
-            state.head = h11.Response(status_code=int(code), reason=reason.encode("latin-1"),
-                                      headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in state.headers])
+            if end and not state.bodiless and int(code) not in (204, 304) and not any(k.lower() == b"content-length" for k, _ in headers):
+                headers.append((b"content-length", str(len(body)).encode()))  # whole: no chunked framing
+            state.head = h11.Response(status_code=int(code), reason=reason.encode("latin-1"), headers=headers)
             events.append(state.head)
-        if chunk is None:
+        if body and not state.bodiless:
+            state.sent += len(body)
+            events.append(h11.Data(data=body))
+        if end:
             events.append(h11.EndOfMessage())
-        elif not state.bodiless:
-            state.sent += len(chunk)
-            events.append(h11.Data(data=chunk))
-        return self._call(self._send, events)
+        return events
 
-    def _call(self, function, *args, wait: bool = True):
-        """Run ``function`` in the loop (a coroutine function is awaited there)."""
+    def _soon(self, function, *args) -> bool:
+        """Run ``function`` in the loop, without waiting for it."""
         try:
-            if asyncio.iscoroutinefunction(function):
-                future = asyncio.run_coroutine_threadsafe(function(*args), self.loop)
-            else:
-                self.loop.call_soon_threadsafe(function, *args)
-                return True
+            self.loop.call_soon_threadsafe(function, *args)
+            return True
         except RuntimeError:  # the loop is closed: the worker is ending
             return False
-        if not wait:
-            return True
-        deadline = time.monotonic() + SEND_TIMEOUT
+
+    def _await(self, coroutine_function, *args) -> bool:
+        """Run the coroutine in the loop and wait for its answer, at most ``SEND_TIMEOUT``
+        for a client that does not read, and no longer than the loop runs."""
         try:
-            while True:
-                try:
-                    return future.result(0.5)
-                except FutureTimeout:
-                    if not self.loop.is_running():  # the worker is ending (SIGQUIT)
-                        return False
-                    if time.monotonic() > deadline:  # a client that does not read its answer
-                        self.loop.call_soon_threadsafe(self.transport.abort)
-                        return False
-        except h11.LocalProtocolError as err:
-            self.log.error("the app's answer does not fit HTTP/1.1: %s", err)
-            self.loop.call_soon_threadsafe(self.transport.abort)
+            future = asyncio.run_coroutine_threadsafe(coroutine_function(*args), self.loop)
+        except RuntimeError:
             return False
+        deadline = time.monotonic() + SEND_TIMEOUT
+        while True:
+            try:
+                return future.result(0.5)
+            except FutureTimeout:
+                if not self.loop.is_running():  # the worker is ending (SIGQUIT)
+                    return False
+                if time.monotonic() > deadline:
+                    self._soon(self.transport.abort)
+                    return False
 
     def _access_log(self, state, environ: dict) -> None:
         elapsed = datetime.timedelta(seconds=time.monotonic() - self.started)
