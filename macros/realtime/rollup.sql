@@ -16,7 +16,9 @@
   pending table (ingest waits; nothing commits between the read and the bookkeeping).
   Incremental run: take a new snapshot, add the pending rows visible in it but not in
   the previous one (an upsert that adds measures), record the new snapshot; one
-  transaction, so readers see the table and its snapshot change together.
+  transaction, so readers see the table and its snapshot change together. That step is
+  `cartpulse.absorb(<rollup>)` (absorb.sql), the statement the materialization stores in
+  the rollup's state row, which the service also runs every second for every rollup.
 -#}
 
 {% macro rollup_input() -%}
@@ -39,6 +41,19 @@ with __rollup_input as (
 select * from (
 {{ sql }}
 ) as aggregated
+{%- endmacro %}
+
+{#- Store the rollup's absorb statement (absorb.sql) in its state row: its measures are
+    the table's columns outside the grain, so the table must exist. -#}
+{% macro register_absorb(key, target, sql, input_columns, pending, pending_table, grain) -%}
+  {%- set measures = [] -%}
+  {%- for column in adapter.get_columns_in_relation(target) if column.name not in grain -%}
+    {%- do measures.append(column.name) -%}
+  {%- endfor -%}
+  update cartpulse.rollup_state
+  set absorb_sql = $absorb_sql${{ absorb_statement(target, sql, input_columns, pending, grain, measures) }}$absorb_sql$,
+      pending = {{ dbt.string_literal(pending_table.render()) }}
+  where rollup = {{ dbt.string_literal(key) }};
 {%- endmacro %}
 
 {% materialization rollup, adapter='postgres' %}
@@ -77,25 +92,13 @@ select * from (
       on conflict (rollup) do update
         set absorbed = excluded.absorbed, refreshed_at = excluded.refreshed_at, rebuilt_at = excluded.rebuilt_at;
     {%- endcall %}
+    {% call statement('register_absorb') -%}
+      {{ register_absorb(key, target, sql, input_columns, pending, pending_table, grain) }}
+    {%- endcall %}
   {% else %}
-    {%- set previous = state.columns[0].values()[0] -%}
-    {%- set current = run_query("select pg_current_snapshot()::text").columns[0].values()[0] -%}
-    {%- set measures = [] -%}
-    {%- for column in adapter.get_columns_in_relation(target) if column.name not in grain -%}
-      {%- do measures.append(column.name) -%}
-    {%- endfor -%}
     {% call statement('main') -%}
-      {#- Bookkeeping first, so that the run's status line shows the upsert ("INSERT 0 <rows>"). -#}
-      update cartpulse.rollup_state set absorbed = {{ dbt.string_literal(current) }}::pg_snapshot, refreshed_at = now()
-      where rollup = {{ dbt.string_literal(key) }};
-      insert into {{ target }} as t
-      {{ rollup_wrap(sql, "select " ~ input_columns ~ " from " ~ pending ~ " p"
-           ~ " where pg_visible_in_snapshot(p.ingest_xid, " ~ dbt.string_literal(current) ~ "::pg_snapshot)"
-           ~ " and not pg_visible_in_snapshot(p.ingest_xid, " ~ dbt.string_literal(previous) ~ "::pg_snapshot)") }}
-      on conflict ({{ grain | join(', ') }}) do update set
-      {%- for m in measures %}
-        {{ m }} = t.{{ m }} + excluded.{{ m }}{{ "," if not loop.last }}
-      {%- endfor %};
+      {{ register_absorb(key, target, sql, input_columns, pending, pending_table, grain) }}
+      select cartpulse.absorb({{ dbt.string_literal(key) }});
     {%- endcall %}
   {% endif %}
 

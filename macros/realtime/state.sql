@@ -8,6 +8,12 @@ create table if not exists cartpulse.rollup_state (
     refreshed_at  timestamptz not null,
     rebuilt_at    timestamptz not null
 );
+-- What cartpulse.absorb() runs for the rollup (macros/realtime/absorb.sql), and the
+-- pending table it reads.
+alter table cartpulse.rollup_state
+  add column if not exists absorb_sql text,
+  add column if not exists pending text;
+{{ create_absorb_function() }}
 {% endmacro %}
 
 {% macro clean_pending() %}

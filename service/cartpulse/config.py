@@ -179,6 +179,12 @@ class Settings:
     #: Seconds between scheduled refreshes (`dbt run` + freshness + VACUUM); 0: no
     #: scheduler beside `cartpulse run`.
     refresh_seconds: int = setting("REFRESH_SECONDS", 60, integer(0))
+    #: Seconds between two absorptions of pending events into the rollups by the
+    #: scheduler (``cartpulse.absorb()``, no dbt); 0: only ``dbt run`` absorbs.
+    absorb_seconds: float = setting("ABSORB_SECONDS", 1.0, number(0))
+    #: A request that wrote at least this many rows absorbs them before it answers, so
+    #: the reads after a bulk load stay fast; 0: never.
+    absorb_after_rows: int = setting("ABSORB_AFTER_ROWS", 10_000, integer(0))
     #: Days of cartpulse.pipe_stats and cartpulse.refresh_runs kept (purged by the scheduler).
     pipe_stats_retention_days: int = setting("PIPE_STATS_RETENTION_DAYS", 7, integer(0))
     refresh_runs_retention_days: int = setting("REFRESH_RUNS_RETENTION_DAYS", 30, integer(0))

@@ -37,7 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gunicorn.workers import base
 
-from cartpulse.cli.http_connection import HttpConnection, Limits
+from cartpulse.cli.http_connection import HttpConnection
+from cartpulse.cli.http_request import Limits
 
 #: Seconds between the worker's heartbeats to the master (its timeout is far longer).
 TICK = 1.0

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
-import sys
 import tempfile
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from types import SimpleNamespace
-from urllib.parse import unquote_to_bytes
 
 import h11
 
+from cartpulse.cli.http_request import Limits, content_length, environ_of, error_bytes, path_of
 from cartpulse.ingest.transport import cut_off
 
 #: The head (request line and headers) is at most this many bytes (431 over), the request
@@ -36,36 +33,6 @@ LINGER = 2.0
 BUFFER_BYTES = 256 * 1024
 #: Bodies up to this size stay in memory; larger ones go to a temporary file.
 SPOOL_BYTES = 1 << 20
-#: The Data Sources API takes bulk imports (MAX_IMPORT_BYTES); every other route MAX_BODY_BYTES.
-IMPORT_PREFIX = "/v0/datasources"
-#: gzip can make a body slightly larger than what it holds: room for that over the limit.
-_GZIP_SLACK = 1.01
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The front's limits, from the settings (``HTTP_*_TIMEOUT``, ``HTTP_KEEPALIVE``, body sizes)."""
-
-    max_body: int
-    max_import: int
-    head_timeout: float
-    body_timeout: float
-    keepalive: float
-
-    @classmethod
-    def from_settings(cls, settings) -> "Limits":
-        return cls(settings.max_body_bytes, settings.max_import_bytes,
-                   settings.head_timeout, settings.body_timeout, settings.keepalive)
-
-    def body(self, path: str) -> tuple[int, str]:
-        """The largest body a route takes as sent (before gzip decoding), and its setting."""
-        if path.startswith(IMPORT_PREFIX):
-            return int(self.max_import * _GZIP_SLACK) + 65536, "MAX_IMPORT_BYTES"
-        return int(self.max_body * _GZIP_SLACK) + 65536, "MAX_BODY_BYTES"
-
-
-def error_bytes(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
 
 
 class HttpConnection(asyncio.Protocol):
@@ -146,7 +113,7 @@ class HttpConnection(asyncio.Protocol):
                 message = (HEAD_TOO_LARGE if status == 431
                            else f"malformed HTTP request: {err}")
                 if self.request is not None:
-                    declared = _content_length(self.request)
+                    declared = content_length(self.request)
                     message = (cut_off(self.received, declared).message if declared is not None and self.received < declared
                                else f"the body could not be read as sent ({err}); nothing was stored")
                 return self._refuse(status, message)
@@ -161,7 +128,7 @@ class HttpConnection(asyncio.Protocol):
             elif isinstance(event, h11.ConnectionClosed):
                 if self.request is not None:  # the client left mid-body: nothing reaches the app
                     self.log.info("a request body was cut off by the client: %s %s",
-                                  self.request.method.decode(), _path(self.request))
+                                  self.request.method.decode(), path_of(self.request))
                 self.transport.close()
                 return
 
@@ -172,8 +139,8 @@ class HttpConnection(asyncio.Protocol):
             return self._refuse(414, LINE_TOO_LONG)
         if len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers) > MAX_HEAD:
             return self._refuse(431, HEAD_TOO_LARGE)
-        self.limit, self.limit_setting = self.limits.body(_path(request))
-        declared = _content_length(request)
+        self.limit, self.limit_setting = self.limits.body(path_of(request))
+        declared = content_length(request)
         if declared is not None and declared > self.limit:
             return self._refuse(413, f"request body of {declared} bytes over the limit of {self.limit} bytes ({self.limit_setting})")
         self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
@@ -192,7 +159,7 @@ class HttpConnection(asyncio.Protocol):
         self.busy = True
         self.transport.pause_reading()
         self.body.seek(0)
-        environ = _environ(self.request, self.body, self.received, self.transport)
+        environ = environ_of(self.request, self.body, self.received, self.transport)
         self.started = time.monotonic()
         self.executor.submit(self._respond, environ)
 
@@ -372,45 +339,3 @@ class HttpConnection(asyncio.Protocol):
         headers = [(k.decode("latin-1").upper(), v.decode("latin-1")) for k, v in environ["cartpulse.front.headers"]]
         self.log.access(SimpleNamespace(status=state.status, sent=state.sent, headers=state.headers),
                         SimpleNamespace(headers=headers), environ, elapsed)
-
-
-def _path(request: h11.Request) -> str:
-    return request.target.split(b"?", 1)[0].decode("latin-1")
-
-
-def _content_length(request: h11.Request) -> int | None:
-    for name, value in request.headers:
-        if name == b"content-length":
-            return int(value)
-    return None
-
-
-def _environ(request: h11.Request, body, length: int, transport) -> dict:
-    """The WSGI environ (PEP 3333) of a request read whole: the body is plain bytes, so
-    ``CONTENT_LENGTH`` is its length and any ``Transfer-Encoding`` is already undone."""
-    raw_path, _, query = request.target.partition(b"?")
-    peer = transport.get_extra_info("peername") or ("", 0)
-    sock = transport.get_extra_info("sockname") or ("", 0)
-    environ = {
-        "REQUEST_METHOD": request.method.decode("ascii"),
-        "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
-        "QUERY_STRING": query.decode("latin-1"),
-        "RAW_URI": request.target.decode("latin-1"),
-        "SERVER_NAME": str(sock[0]), "SERVER_PORT": str(sock[1]),
-        "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
-        "REMOTE_ADDR": str(peer[0]), "REMOTE_PORT": str(peer[1]),
-        "CONTENT_LENGTH": str(length) if length or request.method not in (b"GET", b"HEAD") else "",
-        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": body,
-        "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": True,
-        "wsgi.run_once": False, "wsgi.input_terminated": True,
-        "cartpulse.front.headers": request.headers,
-    }
-    for name, value in request.headers:
-        key = name.decode("latin-1").upper().replace("-", "_")
-        if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
-            continue
-        key = key if key == "CONTENT_TYPE" else "HTTP_" + key
-        text = value.decode("latin-1")
-        environ[key] = f"{environ[key]},{text}" if key in environ else text
-    return environ

@@ -44,7 +44,8 @@ def import_file(settings, url: str, path: Path, name: str) -> int:
 
         try:
             stream = raw if fmt == "parquet" else bulk.open_stream(raw, gzipped, None)
-            summary = bulk.import_stream(db, PartitionCache(), source, fmt, stream, on_chunk=progress)
+            summary = bulk.import_stream(db, PartitionCache(), source, fmt, stream, on_chunk=progress,
+                                         absorb_after_rows=settings.absorb_after_rows)
         except ApiError as err:
             print(f"cartpulse import: {err.message}; nothing was stored", file=sys.stderr)
             return 2

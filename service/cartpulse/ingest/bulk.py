@@ -46,6 +46,7 @@ from cartpulse.ingest.rows import Batch, add_record, parse_body, quarantine_line
 from cartpulse.ops import metrics
 from cartpulse.project import types
 from cartpulse.project.datasources import Column, DataSource
+from cartpulse.storage.absorb import absorb_after_batch
 from cartpulse.storage.wal import commit_position
 
 FORMATS = ("csv", "ndjson", "parquet")
@@ -280,8 +281,9 @@ def _plain(value):
 
 
 def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO,
-                  on_chunk: Callable[[Batch], None] | None = None) -> Summary:
-    """Read, validate and write a whole upload in one transaction (all or nothing)."""
+                  on_chunk: Callable[[Batch], None] | None = None, absorb_after_rows: int = 0) -> Summary:
+    """Read, validate and write a whole upload in one transaction (all or nothing); then,
+    when it wrote at least ``absorb_after_rows`` rows, absorb them into the rollups."""
     started = time.perf_counter()
     summary = Summary(import_id=uuid.uuid4().hex, format=fmt)
     decoded = 0
@@ -304,6 +306,7 @@ def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO
             line, why = first_bad or (1, "no row could be read")
             raise BadImport(400, f"line {line}: {why}; nothing was stored", line=line)
         summary.position = commit_position(conn)
+    absorb_after_batch(db, summary.successful_rows, absorb_after_rows)
     metrics.count_rows(source.name, "import", summary.successful_rows, summary.quarantined_rows)
     summary.elapsed = time.perf_counter() - started
     return summary

@@ -26,6 +26,7 @@ from cartpulse.ingest.rows import parse_body
 from cartpulse.ingest.transport import is_gzipped, read_body
 from cartpulse.ingest.writer import write_batch
 from cartpulse.project.datasources import DataSource
+from cartpulse.storage.absorb import absorb_after_batch
 from cartpulse.storage.wal import LSN_HEADER, current_position
 
 bp = Blueprint("ingest", __name__)
@@ -81,6 +82,7 @@ def post_events():
                                (status, answer))
     except idempotency.AlreadyStored as twin:  # a concurrent retry committed first
         return _replayed(twin.replay)
+    absorb_after_batch(state.db, len(batch.rows), settings.absorb_after_rows)
     if claim is not None:
         state.purger.maybe_purge(state.db, settings.idempotency_ttl_seconds)
     response = jsonify(answer)

@@ -14,6 +14,9 @@ Every ``REFRESH_SECONDS`` it runs one *refresh*:
 4. purging ``cartpulse.pipe_stats`` and ``cartpulse.refresh_runs`` past their retention,
    and with ``RETENTION`` the expired partitions of each data source.
 
+Beside the refreshes, a thread absorbs the pending events every ``ABSORB_SECONDS``
+without dbt (``absorber.py``), so reads stay fast between refreshes.
+
 It runs in its own process (``cartpulse scheduler``, or a child of ``cartpulse run``),
 never in a request thread. One refresh at a time, everywhere: each takes a PostgreSQL
 session advisory lock first, which holds across processes and hosts sharing the database
@@ -46,6 +49,7 @@ from psycopg import sql
 
 from cartpulse.ops import pipe_stats as stats
 from cartpulse.ops import refresh_runs
+from cartpulse.ops.absorber import Absorber
 from cartpulse.ops.dbt_runner import run_dbt
 from cartpulse.project.datasources import for_settings
 
@@ -170,6 +174,8 @@ class Scheduler:
         once by the next, never overlapped), until ``stop`` is set or ``parent`` is gone."""
         interval = max(1, self.settings.refresh_seconds)
         log.info("scheduler: a refresh every %d s", interval)
+        if self.settings.absorb_seconds > 0:
+            Absorber(self.url, self.settings.absorb_seconds, self.stop).start()
         next_at = time.monotonic() + (interval if skip_first else 0)
         while not self.stop.is_set():
             if time.monotonic() >= next_at:

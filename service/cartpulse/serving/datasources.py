@@ -116,7 +116,8 @@ def post_datasource():
     if fmt == "parquet" and gzipped:
         raise ApiError(400, "Parquet compresses itself: send it without gzip")
     stream = bulk.open_stream(raw, gzipped, state.settings.max_import_bytes)
-    summary = bulk.import_stream(state.db, state.partitions, target, fmt, stream)
+    summary = bulk.import_stream(state.db, state.partitions, target, fmt, stream,
+                                 absorb_after_rows=state.settings.absorb_after_rows)
     response = jsonify(summary.answer(target.name, mode))
     response.headers[LSN_HEADER] = summary.position  # read-your-writes (replicas.py)
     return response

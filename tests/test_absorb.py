@@ -1,0 +1,212 @@
+"""cartpulse.absorb(): pending events folded into the rollups without dbt, exactly once.
+
+The function runs the statement each rollup's materialization stored (the one an
+incremental `dbt run` runs), for every rollup under one snapshot (macros/realtime/absorb.sql).
+Each test checks every endpoint against Python over all the events sent, after the
+absorption, so an event counted twice or missed fails it; and a full refresh must give
+the very same answers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+import expected
+from cartpulse.cli.event_generator import EventGenerator
+from support import CARTPULSE, EVENT, dbt_ok, ndjson, truncate_events
+
+POST = "/v0/events?name=ecommerce_events"
+START = datetime(2026, 10, 1, tzinfo=timezone.utc)
+CALLS = [("top_products", {"limit": 1000}), ("top_products", {"country": "France", "limit": 1000}),
+         ("events_by_country", {}), ("events_by_country", {"event_type": "purchase"}),
+         ("total_revenue", {}), ("total_revenue", {"interval": "1 day", "country": "Germany"}),
+         ("total_revenue", {"start_date": "2026-06-01", "end_date": "2026-07-01"})]
+COLUMNS = list(EVENT)
+
+
+def post(client, auth, events):
+    r = client.post(POST, data=ndjson(events), headers=auth)
+    assert r.status_code == 202 and r.get_json()["successful_rows"] == len(events), r.get_json()
+
+
+def answers(client, auth) -> list[list[dict]]:
+    out = []
+    for pipe, params in CALLS:
+        r = client.get(f"/v0/pipes/{pipe}.json", query_string=params, headers=auth)
+        assert r.status_code == 200, r.get_json()
+        out.append(r.get_json()["data"])
+    return out
+
+
+def assert_exact(client, auth, history):
+    for (pipe, params), got in zip(CALLS, answers(client, auth)):
+        want = getattr(expected, pipe)(history, **params)
+        assert expected.same(got, want), (pipe, params, got[:3], want[:3])
+
+
+def pending(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("select count(*) from raw.ecommerce_events_pending").fetchone()[0]
+
+
+def absorb(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("select cartpulse.absorb()").fetchone()[0]
+
+
+def insert(conn, event: dict) -> None:
+    """What the writer does for one event: into the table and its pending twin."""
+    names, marks = ", ".join(COLUMNS), ", ".join(["%s"] * len(COLUMNS))
+    for table in ("raw.ecommerce_events", "raw.ecommerce_events_pending"):
+        conn.execute(f"insert into {table} ({names}) values ({marks})", [event[c] for c in COLUMNS])
+
+
+@pytest.fixture(scope="module")
+def history(app, built, auth):
+    """A first batch absorbed by `dbt run`, then a second (late events and events for
+    buckets already rolled up among them) left pending."""
+    truncate_events(built.database_url)
+    client = app.test_client()
+    gen = EventGenerator(seed=21, products=100, start=START, span=timedelta(days=4))
+    first = gen.events(800)
+    post(client, auth, first)
+    dbt_ok(built, "run", "--select", "rollups")
+    late = [gen.event(when=START - timedelta(days=110, minutes=i)) for i in range(20)]
+    second = gen.events(300) + late + [{**e, "user_id": "again"} for e in first[:100]]
+    post(client, auth, second)
+    return first + second
+
+
+def test_absorb_folds_every_pending_event_in_once(client, auth, history, built):
+    url = built.database_url
+    before = answers(client, auth)
+    waiting = pending(url)
+    assert waiting == 420
+    assert absorb(url) == waiting and pending(url) == 0
+    assert answers(client, auth) == before  # the same answers, now from the rollups alone
+    assert_exact(client, auth, history)
+    assert absorb(url) == 0 and answers(client, auth) == before  # nothing absorbed twice
+
+
+def test_a_transaction_open_during_absorption_is_counted_once(client, auth, history, built):
+    """A batch whose transaction began before the absorption's snapshot and committed
+    after it is not absorbed by it: it is read as pending, then absorbed by the next."""
+    url = built.database_url
+    late_commit = [{**EVENT, "user_id": f"open-{i}", "product_id": "p-open", "price": 7.25} for i in range(3)]
+    with psycopg.connect(url) as writer:
+        for event in late_commit:
+            insert(writer, event)
+        absorb(url)  # the writer's transaction is still open
+        writer.commit()
+    history.extend(late_commit)
+    assert pending(url) == 3
+    assert_exact(client, auth, history)
+    assert absorb(url) == 3 and pending(url) == 0
+    assert_exact(client, auth, history)
+
+
+@pytest.mark.parametrize("ending", ["terminated", "left to finish"])
+def test_an_absorber_killed_mid_way_loses_and_doubles_nothing(client, auth, history, built, ending):
+    """The absorbing process is SIGKILLed while its transaction waits (for the pending
+    table, which the test holds). Its backend is then terminated (it rolls back), or left
+    to go on alone (it commits, or rolls back when it notices its client is gone). Either
+    way every answer stays exact, and the next absorption takes what is left."""
+    url = built.database_url
+    extra = [{**EVENT, "user_id": f"kill-{ending}-{i}", "country": "Kenya"} for i in range(5)]
+    post(client, auth, extra)
+    history.extend(extra)
+    with psycopg.connect(url) as holder:
+        holder.execute("lock table raw.ecommerce_events_pending in share mode")
+        absorber = subprocess.Popen([sys.executable, "-c", "import psycopg, sys;"
+                                     " psycopg.connect(sys.argv[1], autocommit=True, application_name='doomed-absorber')"
+                                     ".execute('select cartpulse.absorb()')", url])
+        backend = wait_for_lock_wait(url, "doomed-absorber")
+        absorber.send_signal(signal.SIGKILL)
+        absorber.wait()
+        if ending == "terminated":
+            holder.execute("select pg_terminate_backend(%s)", [backend])
+        holder.commit()  # releases the pending table
+    wait_until_gone(url, backend)
+    assert_exact(client, auth, history)
+    absorb(url)
+    assert pending(url) == 0
+    assert_exact(client, auth, history)
+
+
+def wait_for_lock_wait(url: str, application: str) -> int:
+    """The backend pid of ``application`` once it waits for a lock (polled: the wait is
+    what the test needs before it kills, and PostgreSQL reports nothing to wait on)."""
+    with psycopg.connect(url, autocommit=True) as conn:  # each poll its own statistics snapshot
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            row = conn.execute("select pid from pg_stat_activity where application_name = %s"
+                               " and wait_event_type = 'Lock'", [application]).fetchone()
+            if row:
+                return row[0]
+            time.sleep(0.05)
+    raise AssertionError(f"{application} never waited for the lock")
+
+
+def wait_until_gone(url: str, backend: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while conn.execute("select 1 from pg_stat_activity where pid = %s", [backend]).fetchone():
+            assert time.monotonic() < deadline, "the absorber's backend did not end"
+            time.sleep(0.05)
+
+
+def test_full_refresh_equals_absorbed(client, auth, history, built):
+    absorb(built.database_url)
+    before = answers(client, auth)
+    dbt_ok(built, "run", "--full-refresh", "--select", "rollups")
+    assert answers(client, auth) == before
+
+
+def test_a_large_batch_is_absorbed_before_its_answer(built, auth, history):
+    """With ABSORB_AFTER_ROWS, the request that writes a large batch absorbs it before it
+    answers: the reads that follow aggregate no pending rows."""
+    from cartpulse.app import create_app
+
+    app = create_app(replace(built, absorb_after_rows=50))
+    try:
+        client = app.test_client()
+        small, large = ([{**EVENT, "user_id": f"{kind}-{i}"} for i in range(n)] for kind, n in (("small", 49), ("large", 50)))
+        post(client, auth, small)
+        assert pending(built.database_url) >= 49  # under the threshold: left to the absorber
+        post(client, auth, large)
+        assert pending(built.database_url) == 0
+        history.extend(small + large)
+        assert_exact(client, auth, history)
+    finally:
+        app.extensions["cartpulse_stats"].flush()
+        app.extensions["cartpulse"].db.dispose()
+
+
+def test_the_scheduler_absorbs_between_dbt_runs(client, auth, history, built):
+    """`cartpulse scheduler` absorbs every ABSORB_SECONDS with no dbt run in between."""
+    extra = [{**EVENT, "user_id": f"scheduled-{i}", "country": "Chile"} for i in range(7)]
+    post(client, auth, extra)
+    history.extend(extra)
+    env = {**os.environ, "DATABASE_URL": built.database_url, "REFRESH_SECONDS": "3600", "ABSORB_SECONDS": "0.2",
+           "DBT_TARGET_PATH": str(built.target_dir), "CARTPULSE_STATE_DIR": str(built.state_dir)}
+    scheduler = subprocess.Popen([CARTPULSE, "scheduler", "--skip-first"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while pending(built.database_url):
+            assert time.monotonic() < deadline and scheduler.poll() is None, "the scheduler did not absorb"
+            time.sleep(0.1)
+    finally:
+        scheduler.terminate()
+        output = scheduler.communicate(timeout=60)[0]
+    assert "refresh succeeded" not in output  # absorbed without dbt
+    assert_exact(client, auth, history)
