@@ -70,7 +70,11 @@ class ReadCounters:
         order by c.oid
     """
     _WIDTH = "select avg(size)::float8 from (select pg_column_size(t.*) as size from {} t limit {}) s"
-    READ = ("select array_agg(pg_stat_get_xact_tuples_returned(o) + pg_stat_get_xact_tuples_fetched(o)"
+    #: Per table: rows its sequential scans returned, plus the entries its indexes returned
+    #: (index, bitmap and index-only scans alike; an index-only scan of an all-visible
+    #: table fetches no row from the table, so the table's own fetch counter missed it).
+    READ = ("select array_agg(pg_stat_get_xact_tuples_returned(o) + coalesce((select sum("
+            "pg_stat_get_xact_tuples_returned(x.indexrelid)) from pg_index x where x.indrelid = o), 0)::int8"
             " order by i) from unnest(%s::oid[]) with ordinality as t(o, i)")
 
     def __init__(self):
