@@ -1,0 +1,134 @@
+"""Tinybird's own clients, installed where they cannot touch the project's environment.
+
+The Python clients (``tests/clients/requirements.txt``) go into ``.clients/venv`` and the
+npm SDK (``tests/clients/package.json`` and its lock) into ``.clients/npm``, both in the
+checkout and ignored by git, installed on first use and again whenever the pins change
+(a stamp holds the pins' digest). A failed install fails the test that needed it; only a
+registry that cannot be reached at all skips, since then nothing here is to blame.
+
+Each client is driven by a small script in ``tests/clients/`` written as its users
+write code; it takes an operation and its JSON arguments, calls the client, and prints
+the client's result as JSON (or, when the client raised, which error and status).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PINS = Path(__file__).resolve().parent / "clients"
+CACHE = ROOT / ".clients"
+VENV = CACHE / "venv"
+NPM = CACHE / "npm"
+#: A first install pulls the `tinybird` CLI that `tinybird-sdk` depends on: minutes, not seconds.
+INSTALL_SECONDS = 900
+
+
+def _digest(*files: Path) -> str:
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
+@contextmanager
+def _locked():
+    """One installer at a time, whatever number of pytest processes share the checkout."""
+    CACHE.mkdir(exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=15):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered: reachable
+    except OSError:
+        return False
+
+
+def _install(target: Path, pins: tuple[Path, ...], steps: list[list[str]], registry: str) -> None:
+    """Run ``steps`` into a fresh ``target`` unless its stamp matches ``pins``."""
+    stamp = target / ".pins"
+    digest = _digest(*pins)
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for step in steps:
+        done = subprocess.run(step, cwd=target, capture_output=True, text=True, timeout=INSTALL_SECONDS)
+        if done.returncode != 0:
+            shutil.rmtree(target, ignore_errors=True)
+            if not _reachable(registry):
+                pytest.skip(f"{registry} cannot be reached: the client tests need it once to install the clients")
+            pytest.fail(f"installing the clients failed: {' '.join(step)}\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    stamp.write_text(digest)
+
+
+def python_clients() -> Path:
+    """The interpreter of ``.clients/venv``, with the pinned Python clients installed."""
+    requirements = PINS / "requirements.txt"
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/")
+    with _locked():
+        _install(VENV, (requirements,), [
+            [sys.executable, "-m", "venv", str(VENV)],
+            [str(VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-r", str(requirements)],
+        ], index)
+    return VENV / "bin" / "python"
+
+
+def node_clients() -> Path:
+    """``.clients/npm``, with the pinned npm SDK installed (``npm ci`` from the lock)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail("the npm client tests need Node.js 20+ (node and npm on PATH)")
+    package, lock = PINS / "package.json", PINS / "package-lock.json"
+    registry = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True).stdout.strip()
+    with _locked():
+        _install(NPM, (package, lock), [
+            ["cp", str(package), str(lock), str(NPM)],
+            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+        ], registry or "https://registry.npmjs.org/")
+    return NPM
+
+
+class Driver:
+    """Runs one client's script against one CartPulse server."""
+
+    def __init__(self, command: list[str], cwd: Path, base_url: str, token: str):
+        self.command, self.cwd = command, cwd
+        self.base_url, self.token = base_url, token
+
+    def __call__(self, operation: str, token: str | None = None, **arguments):
+        """The client's answer to ``operation`` (a dict or list), or ``{"raised": <error
+        class>, "status": <HTTP status>, "message": …}`` when the client raised."""
+        env = {**os.environ, "CARTPULSE_URL": self.base_url, "CARTPULSE_TOKEN": token or self.token}
+        env.pop("NODE_ENV", None)  # "development" would send the npm SDK looking for Tinybird branches
+        done = subprocess.run([*self.command, operation, json.dumps(arguments)], cwd=self.cwd, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{operation} crashed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def python_driver(script: str, base_url: str, token: str) -> Driver:
+    return Driver([str(python_clients()), str(PINS / script)], PINS, base_url, token)
+
+
+def node_driver(script: str, base_url: str, token: str) -> Driver:
+    """The script is copied beside ``node_modules`` so that it imports the SDK the way an
+    application does (``import … from "@tinybirdco/sdk"``)."""
+    folder = node_clients()
+    shutil.copy(PINS / script, folder / script)
+    return Driver([shutil.which("node"), script], folder, base_url, token)
