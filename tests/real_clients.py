@@ -23,9 +23,13 @@ import sys
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 
 import pytest
+
+import expected
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS = Path(__file__).resolve().parent / "clients"
@@ -123,6 +127,7 @@ class Driver:
 
 
 def python_driver(script: str, base_url: str, token: str) -> Driver:
+    """A driver for one of the Python scripts, run with ``.clients/venv``'s interpreter."""
     return Driver([str(python_clients()), str(PINS / script)], PINS, base_url, token)
 
 
@@ -132,3 +137,62 @@ def node_driver(script: str, base_url: str, token: str) -> Driver:
     folder = node_clients()
     shutil.copy(PINS / script, folder / script)
     return Driver([shutil.which("node"), script], folder, base_url, token)
+
+
+class Clients:
+    """The four clients' drivers against one server (an ``Http`` from support.py), each
+    installed on first use."""
+
+    def __init__(self, server):
+        self.server = server
+
+    @cached_property
+    def tinybird_python_sdk(self) -> Driver:
+        return python_driver("tinybird_python_sdk_calls.py", self.server.base, self.server.token)
+
+    @cached_property
+    def tinybird_sdk(self) -> Driver:
+        return python_driver("tinybird_sdk_calls.py", self.server.base, self.server.token)
+
+    @cached_property
+    def verdin(self) -> Driver:
+        return python_driver("verdin_calls.py", self.server.base, self.server.token)
+
+    @cached_property
+    def ts_sdk(self) -> Driver:
+        return node_driver("tinybird_ts_calls.mjs", self.server.base, self.server.token)
+
+
+DS = "ecommerce_events"
+#: ecommerce_events' columns in declared order (tests/clients send headerless CSV in it)
+COLUMNS = ("event_time", "event_type", "user_id", "product_id", "category", "price", "quantity",
+           "session_id", "country")
+RANGE = {"start_date": "2026-10-02 00:00:00", "end_date": "2026-10-05 00:00:00"}
+PIPES = {"top_products": expected.top_products, "events_by_country": expected.events_by_country,
+         "total_revenue": expected.total_revenue}
+
+
+def sample(n: int, seed: int) -> list[dict]:
+    """``n`` events over a week of October 2026, 40 products, reproducible by ``seed``."""
+    from cartpulse.cli.event_generator import EventGenerator
+
+    return EventGenerator(seed=seed, products=40, span=timedelta(days=7)).events(n)
+
+
+def ok(answer):
+    """``answer``, after checking the client did not raise."""
+    assert not (isinstance(answer, dict) and "raised" in answer), answer
+    return answer
+
+
+def compute(pipe: str, events: list[dict]) -> list[dict]:
+    """What ``pipe`` answers over ``events`` without parameters (top_products: 1,000 rows)."""
+    return PIPES[pipe](events, limit=1000) if pipe == "top_products" else PIPES[pipe](events)
+
+
+def assert_pipes_match(server, events) -> None:
+    """Every endpoint, read over plain HTTP, answers what Python computes from ``events``."""
+    for pipe in PIPES:
+        got = server.pipe(pipe, limit=1000) if pipe == "top_products" else server.pipe(pipe)
+        want = compute(pipe, events)
+        assert expected.same(got, want), (pipe, got[:3], want[:3])

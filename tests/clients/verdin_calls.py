@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from _calls import run, server
 from verdin.api import ApiError
 from verdin.client import Client
@@ -38,6 +40,13 @@ def pipe_query(pipe: str, params: dict):
 def pipe_query_format(pipe: str, params: dict, format: str):
     answer = client.api.pipes.query(pipe, parameters=params, format=format)
     return {"data": answer.data}
+
+
+def pipe_raw(pipe: str, params: dict, format: str):
+    """Formats verdin hands back unparsed (parquet, csvwithnames): the bytes, in base64."""
+    answer = client.api.pipes.query(pipe, parameters=params, format=format)
+    return {"content_type": answer._response.headers.get("Content-Type"),
+            "base64": base64.b64encode(answer.content).decode()}
 
 
 def pipe_sql(pipe: str, sql: str):
@@ -79,7 +88,7 @@ def truncate(datasource: str):
     return {}
 
 
-run({f.__name__: f for f in (send_events, append_ndjson, append_csv, pipe_query, pipe_query_format, pipe_sql,
+run({f.__name__: f for f in (send_events, append_ndjson, append_csv, pipe_query, pipe_query_format, pipe_raw, pipe_sql,
                              pipe_pages, sql, list_pipes, pipe_info, list_datasources, datasource_info,
                              list_tokens, truncate)},
     (ApiError, PipeError, QueryError),
