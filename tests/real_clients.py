@@ -24,7 +24,6 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
 
 import pytest
@@ -141,26 +140,23 @@ def node_driver(script: str, base_url: str, token: str) -> Driver:
 
 class Clients:
     """The four clients' drivers against one server (an ``Http`` from support.py), each
-    installed on first use."""
+    installed on first use: ``clients.tinybird_sdk("query", pipe=…, params=…)``."""
+
+    SCRIPTS = {"tinybird_python_sdk": (python_driver, "tinybird_python_sdk_calls.py"),
+               "tinybird_sdk": (python_driver, "tinybird_sdk_calls.py"),
+               "verdin": (python_driver, "verdin_calls.py"),
+               "ts_sdk": (node_driver, "tinybird_ts_calls.mjs")}
 
     def __init__(self, server):
         self.server = server
 
-    @cached_property
-    def tinybird_python_sdk(self) -> Driver:
-        return python_driver("tinybird_python_sdk_calls.py", self.server.base, self.server.token)
-
-    @cached_property
-    def tinybird_sdk(self) -> Driver:
-        return python_driver("tinybird_sdk_calls.py", self.server.base, self.server.token)
-
-    @cached_property
-    def verdin(self) -> Driver:
-        return python_driver("verdin_calls.py", self.server.base, self.server.token)
-
-    @cached_property
-    def ts_sdk(self) -> Driver:
-        return node_driver("tinybird_ts_calls.mjs", self.server.base, self.server.token)
+    def __getattr__(self, name: str) -> Driver:
+        if name not in self.SCRIPTS:
+            raise AttributeError(name)
+        make, script = self.SCRIPTS[name]
+        driver = make(script, self.server.base, self.server.token)
+        setattr(self, name, driver)
+        return driver
 
 
 DS = "ecommerce_events"
