@@ -14,6 +14,7 @@ import json
 
 import psycopg
 import pytest
+import real_clients
 from real_clients import COLUMNS, DS, RANGE, Clients, assert_pipes_match, sample
 
 import expected
@@ -161,3 +162,18 @@ def test_a_scoped_token_reads_its_pipe_only_through_each_client(clients, empty_e
         assert count(empty_events.database_url) == 30
     finally:
         clients.server.request("DELETE", "/v0/tokens/clients-reader")
+
+
+def test_a_failed_install_fails_unless_the_registry_is_unreachable(clients, tmp_path):
+    """The harness itself: a broken install is a failure, not a quiet skip; only a registry
+    that does not answer at all skips."""
+    pins = tmp_path / "pins.txt"
+    pins.write_text("nothing==0\n")
+    with pytest.raises(pytest.fail.Exception, match="installing the clients failed"):
+        real_clients._install(tmp_path / "env", (pins,), [["false"]], clients.server.base + "/healthz")
+    with pytest.raises(pytest.skip.Exception, match="cannot be reached"):
+        real_clients._install(tmp_path / "env", (pins,), [["false"]], "http://127.0.0.1:1/")
+    assert not (tmp_path / "env").exists()
+    real_clients._install(tmp_path / "env", (pins,), [["true"]], "http://127.0.0.1:1/")
+    assert (tmp_path / "env" / ".pins").exists()
+    real_clients._install(tmp_path / "env", (pins,), [["false"]], "http://127.0.0.1:1/")  # stamp matches: no step runs
