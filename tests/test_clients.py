@@ -77,27 +77,36 @@ def test_tinybird_sdk_errors_carry_status_and_message(clients, empty_events):
     assert missing["status"] == 404
 
 
-def test_tinybird_sdk_appends_files_with_a_header(clients, empty_events, tmp_path):
-    events = sample(120, seed=5)
-    with open(tmp_path / "events.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(events[:60])
-    (tmp_path / "events.ndjson").write_text("".join(json.dumps(e) + "\n" for e in events[60:]))
-    for name in ("events.csv", "events.ndjson"):
-        answer = clients.tinybird_sdk("append_file", datasource=DS, file=str(tmp_path / name))
-        assert answer["successful_rows"] == 60 and answer["quarantined_rows"] == 0, answer
-    assert count(empty_events.database_url) == 120
+def test_both_sdks_append_files_with_a_header(clients, empty_events, tmp_path):
+    """A CSV file with a header row and an NDJSON file, sent as multipart (field ``csv``)."""
+    events = sample(240, seed=5)
+    for i, driver in enumerate((clients.tinybird_sdk, clients.ts_sdk)):
+        part = events[120 * i:120 * (i + 1)]
+        with open(tmp_path / f"events{i}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(part[:60])
+        (tmp_path / f"events{i}.ndjson").write_text("".join(json.dumps(e) + "\n" for e in part[60:]))
+        operation = "append_file" if driver is clients.tinybird_sdk else "appendFile"
+        for name in (f"events{i}.csv", f"events{i}.ndjson"):
+            answer = driver(operation, datasource=DS, file=str(tmp_path / name))
+            assert answer["successful_rows"] == 60 and answer["quarantined_rows"] == 0, answer
+    assert count(empty_events.database_url) == 240
     assert_pipes_match(clients.server, events)
 
 
-def test_truncate_is_refused_and_keeps_every_row(clients, empty_events):
-    """Rollups only absorb additions (as with mode=replace): truncate is not offered, and
-    each client says so instead of reporting an empty data source."""
+def test_removing_rows_is_refused_and_keeps_every_row(clients, empty_events, tmp_path):
+    """Rollups only absorb additions: truncate, replace and delete are not offered, and
+    each client raises instead of reporting rows gone."""
     assert clients.server.post_events(sample(10, seed=6))[0] == 202
     for driver in (clients.tinybird_sdk, clients.ts_sdk, clients.verdin):
         answer = driver("truncate", datasource=DS)
         assert 400 <= answer["status"] < 500, answer
+    (tmp_path / "one.ndjson").write_text(json.dumps(sample(1, seed=7)[0]) + "\n")
+    replaced = clients.tinybird_sdk("replace_file", datasource=DS, file=str(tmp_path / "one.ndjson"))
+    assert replaced["status"] == 400 and "replace" in replaced["message"], replaced
+    deleted = clients.tinybird_sdk("delete_rows", datasource=DS, condition="country = 'France'")
+    assert 400 <= deleted["status"] < 500, deleted
     assert count(empty_events.database_url) == 10
 
 
@@ -124,10 +133,12 @@ def test_ts_sdk_ingest_without_wait(clients, empty_events):
     assert_pipes_match(clients.server, events)
 
 
-def test_verdin_sends_events_and_reads_pipes_in_every_format(clients, empty_events):
+def test_verdin_sends_events_plain_and_gzipped_and_reads_pipes_in_every_format(clients, empty_events):
     events = sample(250, seed=9)
-    answer = clients.verdin("send_events", datasource=DS, records=events[:200], wait=True)
-    assert answer == {"successful_rows": 200, "quarantined_rows": 0}
+    answer = clients.verdin("send_events", datasource=DS, records=events[:150], wait=True)
+    assert answer == {"successful_rows": 150, "quarantined_rows": 0}
+    gzipped = clients.verdin("send_events_gzip", datasource=DS, records=events[150:200])
+    assert gzipped == {"successful_rows": 50, "quarantined_rows": 0}
     appended = clients.verdin("append_ndjson", datasource=DS, records=events[200:])
     assert appended["status"] == 200 and appended["body"]["successful_rows"] == 50
     assert count(empty_events.database_url) == 250

@@ -45,6 +45,14 @@ def append_file(datasource: str, file: str, csv_dialect=None):
     return client.datasources.append(datasource, options)
 
 
+def replace_file(datasource: str, file: str):
+    return client.datasources.replace(datasource, {"file": file})
+
+
+def delete_rows(datasource: str, condition: str):
+    return client.datasources.delete(datasource, {"delete_condition": condition})
+
+
 def truncate(datasource: str):
     return client.datasources.truncate(datasource)
 
@@ -74,7 +82,8 @@ def get_datasource(name: str):
     return resources.get_datasource(_config(), name)
 
 
-run({f.__name__: f for f in (ingest, ingest_batch, query, sql, append_file, truncate, create_jwt,
-                             list_pipes, get_pipe, list_datasources, get_datasource)},
+OPERATIONS = (ingest, ingest_batch, query, sql, append_file, replace_file, delete_rows, truncate, create_jwt,
+              list_pipes, get_pipe, list_datasources, get_datasource)
+run({f.__name__: f for f in OPERATIONS},
     (TinybirdError, ResourceApiError),
     lambda err: getattr(err, "status_code", None) or getattr(err, "status", None))

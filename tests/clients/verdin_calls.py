@@ -22,6 +22,11 @@ def send_events(datasource: str, records: list, wait=False):
     return {"successful_rows": answer.successful_rows, "quarantined_rows": answer.quarantined_rows}
 
 
+def send_events_gzip(datasource: str, records: list):
+    answer = client.api.events.send(datasource, records, wait=True, compress=True)
+    return {"successful_rows": answer.successful_rows, "quarantined_rows": answer.quarantined_rows}
+
+
 def append_ndjson(datasource: str, records: list):
     response = client.datasource(datasource).append_ndjson(records)
     return {"status": response.status_code, "body": response.json()}
@@ -88,8 +93,9 @@ def truncate(datasource: str):
     return {}
 
 
-run({f.__name__: f for f in (send_events, append_ndjson, append_csv, pipe_query, pipe_query_format, pipe_raw, pipe_sql,
-                             pipe_pages, sql, list_pipes, pipe_info, list_datasources, datasource_info,
-                             list_tokens, truncate)},
+OPERATIONS = (send_events, send_events_gzip, append_ndjson, append_csv, pipe_query, pipe_query_format, pipe_raw,
+              pipe_sql, pipe_pages, sql, list_pipes, pipe_info, list_datasources, datasource_info, list_tokens,
+              truncate)
+run({f.__name__: f for f in OPERATIONS},
     (ApiError, PipeError, QueryError),
     lambda err: (getattr(err, "status_code", None) or getattr(getattr(err, "response", None), "status_code", None)))
