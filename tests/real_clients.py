@@ -107,6 +107,13 @@ def node_clients() -> Path:
     return NPM
 
 
+#: Variables that send the SDKs elsewhere: a Tinybird URL or token of the developer's own,
+#: development mode or a CI preview (a pull request's GITHUB_HEAD_REF, …), where they look
+#: for a Tinybird branch to use instead of the server given.
+TINYBIRD_ENVIRONMENT = {"NODE_ENV", "TINYBIRD_URL", "TINYBIRD_TOKEN", "TINYBIRD_BRANCH_TOKEN", "TINYBIRD_PREVIEW_MODE",
+                        "VERCEL_ENV", "GITHUB_HEAD_REF", "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME"}
+
+
 class Driver:
     """Runs one client's script against one CartPulse server."""
 
@@ -117,8 +124,8 @@ class Driver:
     def __call__(self, operation: str, token: str | None = None, **arguments):
         """The client's answer to ``operation`` (a dict or list), or ``{"raised": <error
         class>, "status": <HTTP status>, "message": …}`` when the client raised."""
-        env = {**os.environ, "CARTPULSE_URL": self.base_url, "CARTPULSE_TOKEN": token or self.token}
-        env.pop("NODE_ENV", None)  # "development" would send the npm SDK looking for Tinybird branches
+        env = {k: v for k, v in os.environ.items() if k not in TINYBIRD_ENVIRONMENT}
+        env.update(CARTPULSE_URL=self.base_url, CARTPULSE_TOKEN=token or self.token)
         done = subprocess.run([*self.command, operation, json.dumps(arguments)], cwd=self.cwd, env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{operation} crashed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"

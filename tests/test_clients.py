@@ -127,6 +127,14 @@ def test_ts_sdk_ingests_and_queries(clients, empty_events):
     assert bad["raised"] == "TinybirdError" and bad["status"] == 400 and "limit" in bad["message"]
 
 
+def test_ts_sdk_typed_project_ingests_and_queries(clients, empty_events):
+    """``new Tinybird({datasources, pipes})``, the SDK's README's way: typed accessors."""
+    events = sample(150, seed=11)
+    assert clients.ts_sdk("typedIngestBatch", events=events)["successful_rows"] == 150
+    top = clients.ts_sdk("typedQuery", params={**RANGE, "limit": 4, "country": "France"})
+    assert expected.same(top["data"], expected.top_products(events, limit=4, country="France", **RANGE))
+
+
 def test_ts_sdk_ingest_without_wait(clients, empty_events):
     events = sample(15, seed=8)
     assert clients.ts_sdk("ingestBatch", datasource=DS, events=events, wait=False)["successful_rows"] == 15
