@@ -55,13 +55,15 @@ def events(clients, empty_events):
 
 
 def array_parameter(clients) -> tuple[str, str]:
-    """(pipe, parameter): the first parameter declared as an array whose name is an
-    event column (an equality filter on it, which Python can compute)."""
+    """(pipe, parameter): the first parameter declared as an array (in the pipe's
+    ``params`` or its nodes') whose name is an event column: an equality filter on it,
+    which Python can compute."""
     status, listing = clients.server.request("GET", "/v0/pipes")
     assert status == 200, listing
     for pipe in listing["pipes"]:
-        for param in pipe.get("params", []):
-            if str(param["type"]).startswith("Array(") and param["name"] in COLUMNS:
+        declared = pipe.get("params", []) + [p for n in pipe.get("nodes", []) for p in n.get("params", [])]
+        for param in declared:
+            if str(param.get("type")).startswith("Array(") and param["name"] in COLUMNS:
                 return pipe["name"], param["name"]
     raise AssertionError("no pipe declares an Array parameter filtering an event column (ARRAYS)")
 
