@@ -6,11 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test serve bench bench-capacity faults loadtest clean help browser vendor screenshot docs
+.PHONY: run test compat serve bench bench-capacity faults loadtest clean help browser vendor screenshot docs
 
 help:
 	@echo "make run    - install, start the embedded PostgreSQL, build the models, serve on 127.0.0.1:\$$PORT (8000)"
 	@echo "make test   - install, then every test (pytest, including dbt build on a throwaway database)"
+	@echo "make compat - only the tests that drive Tinybird's own clients (installed into .clients/ on first use)"
 	@echo "make serve  - the production server only (needs a running database)"
 	@echo "make bench  - the benchmark at EVENTS events (default 10,000,000); writes bench/results.md"
 	@echo "make bench-capacity - only the capacity figures (CPU per event/read, bytes per event, replica reads)"
@@ -28,6 +29,11 @@ $(STAMP): service/pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/cartpulse run
+
+# Tinybird's own clients (pinned in tests/clients/) against a running CartPulse; `make
+# test` runs these too. They are installed into .clients/ on first use.
+compat: $(STAMP)
+	$(BIN)/pytest tests/test_clients.py
 
 serve: $(STAMP)
 	$(BIN)/cartpulse serve
