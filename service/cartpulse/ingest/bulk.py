@@ -41,7 +41,7 @@ from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
 from cartpulse.errors import ApiError
-from cartpulse.ingest import transport, writer
+from cartpulse.ingest import ops_log, transport, writer
 from cartpulse.ingest.rows import Batch, add_record, parse_body, quarantine_line
 from cartpulse.ops import metrics
 from cartpulse.project import types
@@ -280,10 +280,22 @@ def _plain(value):
 
 
 def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO,
-                  on_chunk: Callable[[Batch], None] | None = None) -> Summary:
-    """Read, validate and write a whole upload in one transaction (all or nothing)."""
+                  on_chunk: Callable[[Batch], None] | None = None, op: ops_log.Operation | None = None) -> Summary:
+    """Read, validate and write a whole upload in one transaction (all or nothing); with
+    ``op``, its row of the operations log in that transaction (or, failed, after it)."""
     started = time.perf_counter()
     summary = Summary(import_id=uuid.uuid4().hex, format=fmt)
+    try:
+        _import(db, partitions, source, fmt, stream, on_chunk, op, summary)
+    except Exception as err:
+        ops_log.record_error(db, op, err.message if isinstance(err, ApiError) else err, summary.import_id)
+        raise
+    metrics.count_rows(source.name, "import", summary.successful_rows, summary.quarantined_rows)
+    summary.elapsed = time.perf_counter() - started
+    return summary
+
+
+def _import(db, partitions, source: DataSource, fmt: str, stream: BinaryIO, on_chunk, op, summary: Summary) -> None:
     decoded = 0
     first_bad = None
     with db.psycopg() as conn, conn.cursor() as cur:
@@ -303,7 +315,5 @@ def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO
         if decoded == 0:
             line, why = first_bad or (1, "no row could be read")
             raise BadImport(400, f"line {line}: {why}; nothing was stored", line=line)
+        ops_log.record_ok(cur, op, summary.import_id, summary.successful_rows, summary.quarantined_rows)
         summary.position = commit_position(conn)
-    metrics.count_rows(source.name, "import", summary.successful_rows, summary.quarantined_rows)
-    summary.elapsed = time.perf_counter() - started
-    return summary
