@@ -49,6 +49,15 @@ def _time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
 
 
+def by_bucket(events, minutes: int) -> dict[datetime, list[dict]]:
+    """The events by the start of their ``minutes``-wide bucket (within the hour), in order."""
+    buckets = defaultdict(list)
+    for e in events:
+        at = _time(e["event_time"])
+        buckets[at.replace(minute=at.minute // minutes * minutes, second=0)].append(e)
+    return dict(sorted(buckets.items()))
+
+
 def test_count_in_tinybirds_json_shape(client, auth, events):
     body = sql(client, auth, "select count() from ecommerce_events FORMAT JSON").get_json()
     assert body["meta"] == [{"name": "count()", "type": "Int64"}]
@@ -71,12 +80,8 @@ def test_fifteen_minute_buckets_with_conditional_aggregates(client, auth, events
     q = ("SELECT toStartOfFifteenMinutes(event_time) AS t, count() AS n, countIf(event_type = 'purchase') AS buys,"
          " sumIf(price * quantity, event_type = 'purchase') AS revenue, uniq(user_id) AS users"
          " FROM ecommerce_events GROUP BY t ORDER BY t")
-    buckets = defaultdict(list)
-    for e in events:
-        at = _time(e["event_time"])
-        buckets[at.replace(minute=at.minute // 15 * 15, second=0)].append(e)
     expected = []
-    for t, group in sorted(buckets.items()):
+    for t, group in by_bucket(events, 15).items():
         buys = [e for e in group if e["event_type"] == "purchase"]
         expected.append((t, len(group), len(buys), sum(e["price"] * e["quantity"] for e in buys) if buys else None,
                          len({e["user_id"] for e in group})))
@@ -88,9 +93,7 @@ def test_fifteen_minute_buckets_with_conditional_aggregates(client, auth, events
 def test_hours_days_and_limit_offset(client, auth, events):
     q = ("select toStartOfHour(event_time) h, toDate(event_time) d, sum(quantity) q, min(price) lo, max(price) hi,"
          " avg(price) mean from ecommerce_events group by h, d order by h limit 2, 3")
-    hours = defaultdict(list)
-    for e in events:
-        hours[_time(e["event_time"]).replace(minute=0, second=0)].append(e)
+    hours = by_bucket(events, 60)
     expected = [(h, h.date().isoformat(), sum(e["quantity"] for e in g), min(e["price"] for e in g),
                  max(e["price"] for e in g), sum(e["price"] for e in g) / len(g)) for h, g in sorted(hours.items())][2:5]
     got = [(_time(r["h"]), r["d"], r["q"], r["lo"], r["hi"], r["mean"]) for r in data(client, auth, q)]
@@ -214,9 +217,7 @@ def test_date_parts_and_statistics(client, auth, events):
     q = ("select toYear(event_time) y, toMonth(event_time) m, toDayOfMonth(event_time) d, toHour(event_time) h,"
          " toDayOfWeek(event_time) w, stddevPop(price) sd, varSamp(price) vs, toString(toDate(event_time)) day"
          " from ecommerce_events group by y, m, d, h, w, day order by h")
-    hours = defaultdict(list)
-    for e in events:
-        hours[_time(e["event_time"]).replace(minute=0, second=0)].append(e["price"])
+    hours = {h: [e["price"] for e in group] for h, group in by_bucket(events, 60).items()}
     got = data(client, auth, q)
     assert [(r["y"], r["m"], r["d"], r["h"], r["w"], r["day"]) for r in got] == [
         (h.year, h.month, h.day, h.hour, h.isoweekday(), h.date().isoformat()) for h in sorted(hours)]
