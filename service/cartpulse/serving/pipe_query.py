@@ -5,8 +5,8 @@ parameters (validated as for any call) and the statement over its rows, the tabl
 clients page through a pipe this way (``q=select * from _ limit 100 offset 200``). The
 statement is checked and translated like the Query API's (``sql_dialect.py``), runs with
 the same limits (``sql_query.py``), and may also name the data sources and other pipes
-the token may read. The format is the URL's extension (``.json``, ``.csv`` with its
-header row, ``.ndjson``); a ``FORMAT`` clause in ``q`` is refused rather than ignored.
+the token may read. The answer is written as the pipe's own answer is, in the URL's
+format (``render.py``); a ``FORMAT`` clause in ``q`` is refused rather than ignored.
 
 ``serving/pipes.py`` calls ``answer_over_pipe`` when a request carries ``q``; it passes
 its own ``endpoint_query`` (the query of a pipe), which this module cannot import
@@ -20,22 +20,19 @@ from collections.abc import Callable
 from cartpulse.access.auth import request_caller
 from cartpulse.context import request_state, service
 from cartpulse.errors import ApiError
-from cartpulse.serving import sql_formats, sql_query
-from cartpulse.serving.sql_dialect import THIS_CTE, compile_sql
-
-#: A pipe URL's extension → the writer of the answer over it.
-_URL_FORMATS = {"json": "json", "csv": "csvwithnames", "ndjson": "ndjson", "csvwithnames": "csvwithnames"}
+from cartpulse.serving import sql_query
+from cartpulse.serving.render import render
+from cartpulse.serving.sql_dialect import THIS_CTE, Compiled, compile_sql
 
 
-def run(text: str, this: tuple | None, pipe_sql: Callable, forced_format: str | None = None,
-        quote_64bit: bool = False, quote_denormals: bool = False):
-    """Check, authorize and run one statement; answer it in its FORMAT (JSON when it has
-    none) or in ``forced_format``. ``this``: (endpoint, values) of the pipe read as ``_``."""
+def run(text: str, this: tuple | None, pipe_sql: Callable, on_pipe: bool = False) -> tuple[Compiled, list, list, dict]:
+    """Check, authorize and run one statement: (compiled, meta, rows, statistics).
+    ``this``: (endpoint, values) of the pipe read as ``_``."""
     state = service()
     compiled = compile_sql(text, sql_query.tables(state, this=this is not None))
-    if forced_format is not None and compiled.format is not None:
-        raise ApiError(400, "a FORMAT clause in q= on a pipe: the URL's extension sets the format"
-                            " (.json, .csv, .ndjson)", construct="FORMAT")
+    if on_pipe and compiled.format is not None:
+        raise ApiError(400, "a FORMAT clause in q= on a pipe: the URL's extension sets the format",
+                       construct="FORMAT")
     caller = request_caller()
     sql_query.authorize(compiled.refs, caller.scopes)
     pipes = {THIS_CTE: this} if this is not None and any(r.kind == "this" for r in compiled.refs) else {}
@@ -48,12 +45,10 @@ def run(text: str, this: tuple | None, pipe_sql: Callable, forced_format: str | 
             pipes[f"__pipe_{ref.name}"] = (endpoint, sql_query.pipe_values(endpoint, caller.fixed_params.get(ref.name)))
     meta, rows, statistics = sql_query.execute(state, compiled, pipes, pipe_sql)
     request_state().pipe_result = (len(rows), statistics)
-    return sql_formats.write(forced_format or compiled.format or "json", meta, rows, statistics,
-                             quote_64bit=quote_64bit, quote_denormals=quote_denormals)
+    return compiled, meta, rows, statistics
 
 
 def answer_over_pipe(endpoint, values: dict, fmt: str, text: str, pipe_sql: Callable):
-    """The answer to ``q=`` on a pipe (see the module docstring)."""
-    if fmt not in _URL_FORMATS:
-        raise ApiError(400, f"q= is not supported with .{fmt}: use .json, .csv or .ndjson", parameter="q")
-    return run(text, (endpoint, values), pipe_sql, forced_format=_URL_FORMATS[fmt])
+    """The answer to ``q=`` on a pipe (see the module docstring), in the pipe's format."""
+    _, meta, rows, statistics = run(text, (endpoint, values), pipe_sql, on_pipe=True)
+    return render(fmt, meta, rows, statistics)

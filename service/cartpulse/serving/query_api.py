@@ -25,6 +25,7 @@ from cartpulse.access.auth import request_caller, require_scope
 from cartpulse.context import request_state, service
 from cartpulse.errors import ApiError
 from cartpulse.project.params import parse_request
+from cartpulse.serving import sql_formats
 from cartpulse.serving.pipe_query import run
 from cartpulse.serving.pipes import endpoint_query
 from cartpulse.serving.sql_query import pipe_values
@@ -67,7 +68,9 @@ def query():
                             " the Query API takes q, pipeline (and that pipe's parameters), token, from and"
                             f" {', '.join(FLAGS)}; templated parameters are not supported",
                        parameter=unknown[0][:60])
-    return run(text, this, endpoint_query, quote_64bit=flags[FLAGS[0]], quote_denormals=flags[FLAGS[1]])
+    compiled, meta, rows, statistics = run(text, this, endpoint_query)
+    return sql_formats.write(compiled.format or "json", meta, rows, statistics,
+                             quote_64bit=flags[FLAGS[0]], quote_denormals=flags[FLAGS[1]])
 
 
 def _statement(args) -> str:
