@@ -17,7 +17,8 @@ Query API exposes. Here, in one transaction on the primary:
    error naming it, never a cut-off result.
 
 ``statistics.rows_read``/``bytes_read`` are counted as pipe reads are (``ReadCounters``),
-over everything the transaction read: the pipes' queries and the statement.
+over everything the transaction read: the pipes' queries and the statement, TimescaleDB
+chunks and the tables under the ``tinybird`` views included.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from cartpulse.storage.query_role import QUERY_ROLE, SERVICE_VIEWS
 #: Rows fetched per round trip from the statement's cursor.
 BATCH = 1000
 NUMERIC = 1700  # the type OID of PostgreSQL's numeric
+#: Schemas whose tables a statement may read besides the data sources' and the models':
+#: the service's own (under the tinybird views) and TimescaleDB's chunks.
+WATCHED = ("cartpulse", "_timescaledb_internal")
 
 
 def tables(state, this: bool = False) -> Tables:
@@ -80,7 +84,7 @@ def execute(state, compiled: Compiled, pipes: dict[str, tuple], pipe_sql: Callab
     settings = state.settings
     started = time.perf_counter()
     counters = state.read_counters
-    watched = counters.tables(state.db, (settings.raw_schema, settings.dbt_schema))
+    watched = counters.tables(state.db, WATCHED + (settings.raw_schema, settings.dbt_schema))
     try:
         with state.db.psycopg() as conn:
             conn.rollback()  # SET TRANSACTION must come first in its transaction
