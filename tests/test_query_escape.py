@@ -6,6 +6,8 @@ the first wall would never let through."""
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import replace
 
 import psycopg
@@ -107,19 +109,26 @@ def test_quoted_literals_stay_literals(client, auth, one_event):
     assert count(one_event.database_url) == 1
 
 
+@contextmanager
 def _app(built, **overrides):
+    """An app of its own with other settings; its statistics written and its pool closed
+    after (a row left queued would open a connection after the pool is gone)."""
     from cartpulse.app import create_app
 
     application = create_app(replace(built, **overrides))
     application.config["TESTING"] = True
-    return application
+    try:
+        yield application
+    finally:
+        application.extensions["cartpulse_stats"].flush()
+        application.extensions["cartpulse"].db.dispose()
+        gc.collect()  # anything of it left open warns here, in this test, not in a later one
 
 
 def test_row_and_byte_limits_refuse_rather_than_cut(built, auth, empty_events, client):
     events = [{**EVENT, "session_id": f"s{i}"} for i in range(30)]
     assert client.post(POST, data=ndjson(events), headers=auth).status_code in (200, 202)
-    limited = _app(built, query_max_rows=20, query_max_bytes=1000)
-    with limited.test_client() as c:
+    with _app(built, query_max_rows=20, query_max_bytes=1000) as limited, limited.test_client() as c:
         r = c.get("/v0/sql", query_string={"q": "select session_id from ecommerce_events"}, headers=auth)
         assert r.status_code == 400 and r.get_json()["limit"] == "QUERY_MAX_ROWS"
         ok = c.get("/v0/sql", query_string={"q": "select session_id from ecommerce_events limit 20"}, headers=auth)
@@ -130,19 +139,16 @@ def test_row_and_byte_limits_refuse_rather_than_cut(built, auth, empty_events, c
         long = "select concat(user_id, product_id, category, country, session_id, event_type) a, * from ecommerce_events limit 20"
         r = c.get("/v0/sql", query_string={"q": long}, headers=auth)
         assert r.status_code == 400 and r.get_json()["limit"] == "QUERY_MAX_BYTES"
-    limited.extensions["cartpulse"].db.dispose()
 
 
 def test_a_statement_past_the_time_limit_is_408(built, auth, client, empty_events):
     events = [{**EVENT, "session_id": f"s{i}"} for i in range(50)]
     assert client.post(POST, data=ndjson(events), headers=auth).status_code in (200, 202)
-    slow = _app(built, query_timeout_ms=200)
     q = ("select count() from ecommerce_events a, ecommerce_events b, ecommerce_events c, ecommerce_events d,"
          " ecommerce_events e, ecommerce_events f")  # 50^6 rows: hours, were it not stopped
-    with slow.test_client() as c:
+    with _app(built, query_timeout_ms=200) as slow, slow.test_client() as c:
         r = c.get("/v0/sql", query_string={"q": q}, headers=auth)
     assert r.status_code == 408 and r.get_json()["limit"] == "QUERY_TIMEOUT_MS"
-    slow.extensions["cartpulse"].db.dispose()
 
 
 # The second wall: statements the parser check would refuse, run as the Query API runs them.
