@@ -167,6 +167,11 @@ class Settings:
     #: one request is one transaction, and this bounds how long it holds its locks.
     max_rows_per_request: int = setting("MAX_ROWS_PER_REQUEST", 1_000_000, integer(1))
     statement_timeout_ms: int = setting("STATEMENT_TIMEOUT_MS", 30_000, integer(0))
+    #: The Query API (``/v0/sql``, ``q=`` on a pipe): time limit of one statement, most
+    #: rows in an answer and largest answer (an answer past a limit is an error, never cut).
+    query_timeout_ms: int = setting("QUERY_TIMEOUT_MS", 10_000, integer(1))
+    query_max_rows: int = setting("QUERY_MAX_ROWS", 100_000, integer(1))
+    query_max_bytes: int = setting("QUERY_MAX_BYTES", 64 * 1024 * 1024, integer(1))
     #: Requests per second each token may make (a token bucket shared by all workers);
     #: 0 turns rate limiting off. The bucket holds ``rate_limit_burst`` requests.
     rate_limit_rps: float = setting("RATE_LIMIT_RPS", 100.0, number(0))

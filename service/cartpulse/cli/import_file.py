@@ -20,7 +20,7 @@ def import_file(settings, url: str, path: Path, name: str) -> int:
     """Load one file into the data source ``name`` with the bulk import's code; print its
     summary as JSON."""
     from cartpulse.errors import ApiError
-    from cartpulse.ingest import bulk
+    from cartpulse.ingest import bulk, ops_log
     from cartpulse.ingest.writer import PartitionCache
     from cartpulse.project.datasources import for_settings
     from cartpulse.storage.db import Database
@@ -44,7 +44,8 @@ def import_file(settings, url: str, path: Path, name: str) -> int:
 
         try:
             stream = raw if fmt == "parquet" else bulk.open_stream(raw, gzipped, None)
-            summary = bulk.import_stream(db, PartitionCache(), source, fmt, stream, on_chunk=progress,
+            op = ops_log.Operation(ops_log.IMPORT, name, None)  # no token: logged with token_name null
+            summary = bulk.import_stream(db, PartitionCache(), source, fmt, stream, on_chunk=progress, op=op,
                                          absorb_after_rows=settings.absorb_after_rows)
         except ApiError as err:
             print(f"cartpulse import: {err.message}; nothing was stored", file=sys.stderr)

@@ -41,7 +41,7 @@ from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
 from cartpulse.errors import ApiError
-from cartpulse.ingest import transport, writer
+from cartpulse.ingest import ops_log, transport, writer
 from cartpulse.ingest.rows import Batch, add_record, parse_body, quarantine_line
 from cartpulse.ops import metrics
 from cartpulse.project import types
@@ -281,11 +281,25 @@ def _plain(value):
 
 
 def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO,
-                  on_chunk: Callable[[Batch], None] | None = None, absorb_after_rows: int = 0) -> Summary:
-    """Read, validate and write a whole upload in one transaction (all or nothing); then,
-    when it wrote at least ``absorb_after_rows`` rows, absorb them into the rollups."""
+                  on_chunk: Callable[[Batch], None] | None = None, op: ops_log.Operation | None = None,
+                  absorb_after_rows: int = 0) -> Summary:
+    """Read, validate and write a whole upload in one transaction (all or nothing); with
+    ``op``, its row of the operations log in that transaction (or, failed, after it);
+    then, when it wrote at least ``absorb_after_rows`` rows, absorb them into the rollups."""
     started = time.perf_counter()
     summary = Summary(import_id=uuid.uuid4().hex, format=fmt)
+    try:
+        _import(db, partitions, source, fmt, stream, on_chunk, op, summary)
+    except Exception as err:
+        ops_log.record_error(db, op, err.message if isinstance(err, ApiError) else err, summary.import_id)
+        raise
+    absorb_after_batch(db, summary.successful_rows, absorb_after_rows)
+    metrics.count_rows(source.name, "import", summary.successful_rows, summary.quarantined_rows)
+    summary.elapsed = time.perf_counter() - started
+    return summary
+
+
+def _import(db, partitions, source: DataSource, fmt: str, stream: BinaryIO, on_chunk, op, summary: Summary) -> None:
     decoded = 0
     first_bad = None
     with db.psycopg() as conn, conn.cursor() as cur:
@@ -305,8 +319,5 @@ def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO
         if decoded == 0:
             line, why = first_bad or (1, "no row could be read")
             raise BadImport(400, f"line {line}: {why}; nothing was stored", line=line)
+        ops_log.record_ok(cur, op, summary.import_id, summary.successful_rows, summary.quarantined_rows)
         summary.position = commit_position(conn)
-    absorb_after_batch(db, summary.successful_rows, absorb_after_rows)
-    metrics.count_rows(source.name, "import", summary.successful_rows, summary.quarantined_rows)
-    summary.elapsed = time.perf_counter() - started
-    return summary

@@ -21,7 +21,7 @@ from flask import Blueprint, jsonify, request
 from cartpulse.access.auth import request_caller, require_scope
 from cartpulse.context import service
 from cartpulse.errors import ApiError
-from cartpulse.ingest import idempotency
+from cartpulse.ingest import idempotency, ops_log
 from cartpulse.ingest.rows import parse_body
 from cartpulse.ingest.transport import is_gzipped, read_body
 from cartpulse.ingest.writer import write_batch
@@ -50,6 +50,7 @@ def post_events():
     name = source.name
     require_scope(f"DATASOURCES:APPEND:{name}")
     state = service()
+    op = ops_log.Operation(ops_log.EVENTS, name, request_caller().name)
     body = read_body(request, is_gzipped(request), state.settings.max_body_bytes)
     if not body.strip():
         raise ApiError(400, "empty body: send one JSON object, or one per line (NDJSON)")
@@ -79,9 +80,12 @@ def post_events():
               "import_id": import_id}
     try:
         position = write_batch(state.db, state.partitions, source, batch, import_id, claim,
-                               (status, answer))
+                               (status, answer), op)
     except idempotency.AlreadyStored as twin:  # a concurrent retry committed first
         return _replayed(twin.replay)
+    except Exception as err:
+        ops_log.record_error(state.db, op, err, import_id)
+        raise
     absorb_after_batch(state.db, len(batch.rows), settings.absorb_after_rows)
     if claim is not None:
         state.purger.maybe_purge(state.db, settings.idempotency_ttl_seconds)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import psycopg
 from psycopg import sql
 
-from cartpulse.ingest import idempotency
+from cartpulse.ingest import idempotency, ops_log
 from cartpulse.ingest.rows import Batch
 from cartpulse.ops import metrics
 from cartpulse.project.datasources import QUARANTINE_COLUMNS, DataSource
@@ -55,16 +55,18 @@ class PartitionCache:
 
 
 def write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batch, import_id: str,
-                key: idempotency.Claim | None = None, answer: tuple[int, dict] | None = None) -> str:
+                key: idempotency.Claim | None = None, answer: tuple[int, dict] | None = None,
+                op: ops_log.Operation | None = None) -> str:
     """Write the batch and return the WAL position covering its commit; retry the transaction when PostgreSQL aborted it for a deadlock
     (nothing of an aborted transaction is stored, so a retry cannot duplicate).
 
     With ``key``, the key and ``answer`` (status, body) are recorded in the same transaction;
     raises idempotency.AlreadyStored when the key was committed first (nothing is written).
+    With ``op``, its row of the operations log too (ops_log.py).
     """
     for attempt in range(1, RETRIES + 1):
         try:
-            return _write_batch(db, partitions, source, batch, import_id, key, answer)
+            return _write_batch(db, partitions, source, batch, import_id, key, answer, op)
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             if attempt == RETRIES:
                 raise
@@ -78,7 +80,8 @@ def write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batch
 
 
 def _write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batch, import_id: str,
-                 key: idempotency.Claim | None, answer: tuple[int, dict] | None) -> str:
+                 key: idempotency.Claim | None, answer: tuple[int, dict] | None,
+                 op: ops_log.Operation | None = None) -> str:
     """COPY the batch's valid rows (to the table and its pending twin) and its quarantined
     rows, in one transaction: all of a request becomes visible at once, or none of it."""
     partitions.ensure(db, source, batch.rows)
@@ -87,6 +90,7 @@ def _write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batc
             # First, so that a concurrent twin waits here, before either writes a row.
             idempotency.claim(conn, key, *answer)
         copy_batch(cur, source, batch, import_id)
+        ops_log.record_ok(cur, op, import_id, len(batch.rows), len(batch.quarantined))
         position = commit_position(conn)
     metrics.count_rows(source.name, "events", len(batch.rows), len(batch.quarantined))
     return position

@@ -122,5 +122,9 @@ def init_app(app, db) -> StatsWriter:
 def purge(conn, retention_days: int) -> int:
     """Delete rows older than the retention (run by the scheduler after each refresh, so
     each purge removes about one interval's worth of rows through the index on ``at``)."""
-    return conn.execute("delete from cartpulse.pipe_stats where at < now() - make_interval(days => %s)",
-                        [retention_days]).rowcount
+    deleted = conn.execute("delete from cartpulse.pipe_stats where at < now() - make_interval(days => %s)",
+                           [retention_days]).rowcount
+    # The operations log of appends (tinybird.datasources_ops_log) is kept as long.
+    conn.execute("delete from cartpulse.datasources_ops_log where at < now() - make_interval(days => %s)",
+                 [retention_days])
+    return deleted

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from flask import Blueprint, jsonify, request
 from psycopg import sql
 
-from cartpulse.access.auth import ADMIN, require_scope
+from cartpulse.access.auth import ADMIN, request_caller, require_scope
 from cartpulse.context import service
 from cartpulse.errors import ApiError
-from cartpulse.ingest import bulk, transport
+from cartpulse.ingest import bulk, ops_log, transport
 from cartpulse.ingest.events_api import append_target
 from cartpulse.project.datasources import INSERTION_DATE, DataSource
 from cartpulse.project.params import Param, parse_request
@@ -116,7 +116,8 @@ def post_datasource():
     if fmt == "parquet" and gzipped:
         raise ApiError(400, "Parquet compresses itself: send it without gzip")
     stream = bulk.open_stream(raw, gzipped, state.settings.max_import_bytes)
-    summary = bulk.import_stream(state.db, state.partitions, target, fmt, stream,
+    op = ops_log.Operation(ops_log.IMPORT, target.name, request_caller().name)
+    summary = bulk.import_stream(state.db, state.partitions, target, fmt, stream, op=op,
                                  absorb_after_rows=state.settings.absorb_after_rows)
     response = jsonify(summary.answer(target.name, mode))
     response.headers[LSN_HEADER] = summary.position  # read-your-writes (replicas.py)

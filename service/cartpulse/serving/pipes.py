@@ -25,6 +25,7 @@ from cartpulse.context import request_state, service
 from cartpulse.errors import ApiError, first_line
 from cartpulse.ops import metrics
 from cartpulse.project.params import parse_request
+from cartpulse.serving import pipe_query
 from cartpulse.serving.render import FORMATS, render, type_name
 from cartpulse.storage.wal import LSN_HEADER, REPLAY_POSITION, parse_lsn
 
@@ -207,6 +208,8 @@ def get_pipe(filename: str):
         if unknown:
             raise ApiError(403, f"this token fixes {', '.join(unknown)}, which pipe '{name}' does not take")
     values = parse_request(endpoint.params, request.args, fixed=fixed)
+    if "q" in request.values:  # SQL over the pipe's result, the table `_` (pipe_query.py)
+        return pipe_query.answer_over_pipe(endpoint, values, fmt, request.values["q"], endpoint_query)
     position = request.headers.get(LSN_HEADER)
     meta, rows, statistics = run_endpoint(endpoint, values, parse_lsn(position) if position else None)
     request_state().pipe_result = (len(rows), statistics)

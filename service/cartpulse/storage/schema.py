@@ -25,6 +25,7 @@ from cartpulse.project.datasources import DataSource, for_settings
 from cartpulse.storage import engine as engines
 from cartpulse.storage.ddl import create_tables
 from cartpulse.storage.engine import POSTGRES, TIMESCALEDB  # noqa: F401 (callers' names)
+from cartpulse.storage.query_role import provision_query_role
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def create_storage(url: str, settings: Settings, datasources: dict[str, DataSour
                 if engine == TIMESCALEDB:
                     _hypertable(conn, source, settings.chunk_interval)
                 apply_policies(conn, engine, settings, source)
+            conn.execute(_sql("service_datasources.sql"))
+            provision_query_role(conn, datasources)
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('cartpulse.create_storage'))")
     log.info("storage ready (engine: %s; data sources: %s)", engine, ", ".join(datasources) or "none")

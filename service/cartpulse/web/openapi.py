@@ -38,6 +38,7 @@ from cartpulse.web.openapi_parts import (
     query_parameter,
     tabular,
 )
+from cartpulse.web.openapi_sql import Q_PARAMETER, sql_paths
 
 bp = Blueprint("openapi", __name__)
 
@@ -51,7 +52,8 @@ def pipe_paths(endpoints) -> tuple[dict, dict]:
             "properties": {c.name: column_schema(c.data_type, c.description) for c in endpoint.columns},
             "required": [c.name for c in endpoint.columns]}
         paths.update(tabular(
-            f"/v0/pipes/{endpoint.name}", title, [query_parameter(p) for p in endpoint.params] + [POSITION_PARAMETER],
+            f"/v0/pipes/{endpoint.name}", title,
+            [query_parameter(p) for p in endpoint.params] + [POSITION_PARAMETER, Q_PARAMETER],
             f"Read the pipe {endpoint.name}",
             (endpoint.description.strip() + "\n\n" if endpoint.description else "")
             + f"Needs a token with `PIPES:READ:{endpoint.name}` (or `ADMIN`).",
@@ -200,10 +202,11 @@ def build_spec(endpoints, datasources: dict[str, DataSource], server_url: str = 
         "tags": [{"name": "pipes", "description": "Endpoints declared in the dbt project."},
                  {"name": "events", "description": "The Events API."},
                  {"name": "datasources", "description": "Reading the raw data and the quarantine."},
+                 {"name": "sql", "description": "The Query API: Tinybird's SQL over data sources and pipes."},
                  {"name": "tokens", "description": "Managing tokens (admin)."},
                  {"name": "service", "description": "Health and this document."}],
         "paths": {**pipes, **events_path(datasources), **import_path(datasources), **sources, **token_paths(),
-                  **service_paths()},
+                  **sql_paths(), **service_paths()},
         "components": components({**pipe_rows, **source_rows, **event_schemas(datasources)}),
     }
 
