@@ -10,6 +10,8 @@ client input, so it is readable by an ADMIN token only; a data source is readabl
 columns come from the declaration, values are bound.
 
 ``POST /v0/datasources?name=<name>&mode=append`` is a bulk import (``ingest/bulk.py``).
+``GET /v0/datasources`` and ``/v0/datasources/<name>`` (no format) describe the data
+sources (datasource_metadata.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from cartpulse.ingest import bulk, transport
 from cartpulse.ingest.events_api import append_target
 from cartpulse.project.datasources import INSERTION_DATE, DataSource
 from cartpulse.project.params import Param, parse_request
+from cartpulse.serving.datasource_metadata import datasource_metadata
 from cartpulse.serving.render import FORMATS, render, type_name
 from cartpulse.storage.wal import LSN_HEADER
 
@@ -60,6 +63,8 @@ PARAMS = (Param("limit", "Int", min=1, max=10_000), Param("offset", "Int", min=0
 
 @bp.get("/v0/datasources/<string:filename>")
 def read_datasource(filename: str):
+    if "." not in filename:
+        return datasource_metadata(filename)
     name, _, fmt = filename.rpartition(".")
     if not name or fmt not in FORMATS:
         raise ApiError(404, f"unknown format in '{filename}': use .json, .csv or .ndjson")
@@ -89,7 +94,7 @@ def _plain_arrays(value):
     return value
 
 
-@bp.post("/v0/datasources")
+@bp.post("/v0/datasources", strict_slashes=False)
 def post_datasource():
     target = append_target()
     mode = request.args.get("mode", "append")

@@ -22,12 +22,15 @@ from flask import Blueprint, jsonify
 
 from cartpulse.context import service
 from cartpulse.project.datasources import DataSource
+from cartpulse.serving.render import PIPE_FORMATS
 from cartpulse.web.openapi_datasources import (
     datasource_paths,
     event_schemas,
     events_path,
     import_path,
 )
+from cartpulse.web.openapi_metadata import SCHEMAS as METADATA_SCHEMAS
+from cartpulse.web.openapi_metadata import metadata_paths, with_datasource_listing
 from cartpulse.web.openapi_parts import (
     ERRORS,
     POSITION_PARAMETER,
@@ -55,7 +58,7 @@ def pipe_paths(endpoints) -> tuple[dict, dict]:
             f"Read the pipe {endpoint.name}",
             (endpoint.description.strip() + "\n\n" if endpoint.description else "")
             + f"Needs a token with `PIPES:READ:{endpoint.name}` (or `ADMIN`).",
-            "pipes", READ_FROM))
+            "pipes", READ_FROM, formats=PIPE_FORMATS, post=True))
     return paths, schemas
 
 
@@ -165,11 +168,7 @@ def components(row_schemas: dict) -> dict:
                     "source": {"type": "string", "description": "`primary` or `replica-<n>` (READ_DATABASE_URLS)."},
                     "max_staleness": {"type": "number",
                                       "description": "Seconds this answer may be behind the primary, at most."}}}}},
-            "PipeListing": {"type": "object", "properties": {
-                "name": {"type": "string"}, "description": {"type": "string"},
-                "columns": {"type": "array", "items": {"type": "object"}},
-                "params": {"type": "array", "items": {"type": "object"}},
-                "endpoints": {"type": "array", "items": {"type": "string"}}}},
+            **METADATA_SCHEMAS,
             "IngestAnswer": {"type": "object", "required": ["successful_rows", "quarantined_rows", "import_id"],
                              "properties": {"successful_rows": {"type": "integer"},
                                             "quarantined_rows": {"type": "integer"},
@@ -202,8 +201,8 @@ def build_spec(endpoints, datasources: dict[str, DataSource], server_url: str = 
                  {"name": "datasources", "description": "Reading the raw data and the quarantine."},
                  {"name": "tokens", "description": "Managing tokens (admin)."},
                  {"name": "service", "description": "Health and this document."}],
-        "paths": {**pipes, **events_path(datasources), **import_path(datasources), **sources, **token_paths(),
-                  **service_paths()},
+        "paths": with_datasource_listing({**pipes, **metadata_paths(endpoints, datasources), **events_path(datasources),
+                                          **import_path(datasources), **sources, **token_paths(), **service_paths()}),
         "components": components({**pipe_rows, **source_rows, **event_schemas(datasources)}),
     }
 
