@@ -125,7 +125,9 @@ def parse_request(params: tuple[Param, ...], args, fixed: dict | None = None) ->
         if fixed and param.name in fixed:
             # A signed token's value always binds, the empty one included: read as
             # "absent", it would lift the token's filter and show every row.
-            values[param.name] = param.parse(str(fixed[param.name]))
+            raw = str(fixed[param.name])
+            empty_list = raw == "" and param.is_array and param.kind.element is types.STRING
+            values[param.name] = [""] if empty_list else param.parse(raw)
             continue
         raws = given(args, param.name)
         if len(raws) > 1 and not param.is_array:

@@ -41,6 +41,7 @@ from cartpulse.web.openapi_parts import (
     query_parameter,
     tabular,
 )
+from cartpulse.web.openapi_tokens import token_paths
 
 bp = Blueprint("openapi", __name__)
 
@@ -60,43 +61,6 @@ def pipe_paths(endpoints) -> tuple[dict, dict]:
             + f"Needs a token with `PIPES:READ:{endpoint.name}` (or `ADMIN`).",
             "pipes", READ_FROM, formats=PIPE_FORMATS, post=True))
     return paths, schemas
-
-
-def token_paths() -> dict:
-    token = {"description": "The token, shown this once.", "content": {"application/json": {"schema": {
-        "type": "object", "required": ["name", "token", "scopes"],
-        "properties": {"name": {"type": "string"}, "token": {"type": "string"},
-                       "scopes": {"type": "array", "items": {"type": "string"}}}}}}}
-    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 200}}
-    admin = "Needs an `ADMIN` token."
-    return {
-        "/v0/tokens": {
-            "get": {"operationId": "list_tokens", "tags": ["tokens"], "summary": "List tokens (names and scopes, no secrets)",
-                    "description": admin, "responses": {"200": {"description": "The tokens.", "content": {
-                        "application/json": {"schema": {"type": "object", "properties": {"tokens": {
-                            "type": "array", "items": {"type": "object", "properties": {
-                                "name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
-                                "created_at": {"type": "string"}, "updated_at": {"type": "string"}}}}}}}}},
-                        **error_responses("401", "403", "429", "503")}},
-            "post": {"operationId": "create_token", "tags": ["tokens"], "summary": "Create a token", "description": admin,
-                     "parameters": [
-                         {"name": "name", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 200}},
-                         {"name": "scope", "in": "query", "required": True, "style": "form", "explode": True,
-                          "description": "`ADMIN`, `DATASOURCES:APPEND:<name>`, `DATASOURCES:READ:<name>` or"
-                                         " `PIPES:READ:<pipe>`; repeat for several.",
-                          "schema": {"type": "array", "items": {"type": "string"}}}],
-                     "responses": {"200": token, "409": {"description": "A token of that name exists.",
-                                                         "content": error_content()},
-                                   **error_responses("400", "401", "403", "429", "503")}}},
-        "/v0/tokens/{name}/refresh": {"post": {
-            "operationId": "refresh_token", "tags": ["tokens"], "summary": "Give a token a new secret (the old one stops)",
-            "description": admin, "parameters": [name],
-            "responses": {"200": token, **error_responses("400", "401", "403", "404", "429", "503")}}},
-        "/v0/tokens/{name}": {"delete": {
-            "operationId": "delete_token", "tags": ["tokens"], "summary": "Delete a token", "description": admin,
-            "parameters": [name],
-            "responses": {"204": {"description": "Deleted."}, **error_responses("400", "401", "403", "404", "429", "503")}}},
-    }
 
 
 def service_paths() -> dict:
