@@ -11,7 +11,7 @@ import expected
 from cartpulse.errors import ApiError
 from cartpulse.project import types
 from cartpulse.project.params import Param, parse_request
-from support import EVENT, ndjson, truncate_events
+from support import EVENT, load_events
 
 COUNTRIES = ["France", "Germany", "Spain", "日本"]
 EVENTS = [{**EVENT, "product_id": f"p{i}", "country": COUNTRIES[i % 4], "price": float(i + 1),
@@ -20,12 +20,7 @@ EVENTS = [{**EVENT, "product_id": f"p{i}", "country": COUNTRIES[i % 4], "price":
 
 @pytest.fixture(scope="module")
 def loaded(app, settings, admin_token):
-    truncate_events(settings.database_url)
-    client = app.test_client()
-    r = client.post("/v0/events?name=ecommerce_events", data=ndjson(EVENTS),
-                    headers={"Authorization": f"Bearer {admin_token}"})
-    assert r.get_json()["successful_rows"] == len(EVENTS)
-    return EVENTS
+    return load_events(app, settings, admin_token, EVENTS)
 
 
 @pytest.mark.parametrize("query", ["country=France,Spain", "country=France&country=Spain",

@@ -9,18 +9,13 @@ import secrets
 import psycopg
 import pytest
 
-from support import EVENT, ndjson, truncate_events
+from support import EVENT, load_events
 
 
 @pytest.fixture(scope="module")
 def loaded(app, settings, admin_token):
-    truncate_events(settings.database_url)
     events = [{**EVENT, "product_id": f"p{i}", "country": "Spain"} for i in range(7)]
-    bad = {**EVENT, "price": "free"}
-    r = app.test_client().post("/v0/events?name=ecommerce_events", data=ndjson(events + [bad]),
-                               headers={"Authorization": f"Bearer {admin_token}"})
-    assert r.get_json()["successful_rows"] == 7 and r.get_json()["quarantined_rows"] == 1
-    return events
+    return load_events(app, settings, admin_token, events + [{**EVENT, "price": "free"}], quarantined=1)
 
 
 def token(client, auth, *scopes) -> str:

@@ -15,7 +15,7 @@ import pytest
 import expected
 from cartpulse.errors import ApiError
 from cartpulse.serving.prometheus import prometheus_text
-from support import EVENT, ndjson, truncate_events
+from support import EVENT, load_events
 
 EVENTS = [{**EVENT, "product_id": f"p{i}", "country": ["France", "Spain", "Ελλάδα"][i % 3], "price": 1.25 * (i + 1),
            "quantity": 1 + i % 2, "event_time": f"2026-10-05 1{i % 10}:0{i % 6}:00"} for i in range(18)]
@@ -24,11 +24,7 @@ PIPES = ("top_products", "events_by_country", "total_revenue")
 
 @pytest.fixture(scope="module")
 def loaded(app, settings, admin_token):
-    truncate_events(settings.database_url)
-    r = app.test_client().post("/v0/events?name=ecommerce_events", data=ndjson(EVENTS),
-                               headers={"Authorization": f"Bearer {admin_token}"})
-    assert r.get_json()["successful_rows"] == len(EVENTS)
-    return EVENTS
+    return load_events(app, settings, admin_token, EVENTS)
 
 
 def as_json(client, auth, pipe, query=""):

@@ -13,7 +13,7 @@ import pytest
 
 import expected
 from cartpulse.access import jwt
-from support import EVENT, ndjson, truncate_events
+from support import EVENT, load_events
 
 EVENTS = [{**EVENT, "product_id": f"{c[:2]}{i}", "country": c, "price": 1.0 + i}
           for i, c in enumerate(["France", "Spain", "Italy"] * 4)]
@@ -22,11 +22,7 @@ PIPE = {"type": "PIPES:READ", "resource": "top_products"}
 
 @pytest.fixture(scope="module")
 def loaded(app, settings, admin_token):
-    truncate_events(settings.database_url)
-    r = app.test_client().post("/v0/events?name=ecommerce_events", data=ndjson(EVENTS),
-                               headers={"Authorization": f"Bearer {admin_token}"})
-    assert r.get_json()["successful_rows"] == len(EVENTS)
-    return EVENTS
+    return load_events(app, settings, admin_token, EVENTS)
 
 
 def bearer(token: str) -> dict:
