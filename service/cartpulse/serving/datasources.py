@@ -24,7 +24,7 @@ from psycopg import sql
 from cartpulse.access.auth import ADMIN, require_scope
 from cartpulse.context import service
 from cartpulse.errors import ApiError
-from cartpulse.ingest import bulk, transport
+from cartpulse.ingest import bulk, csv_dialect, transport
 from cartpulse.ingest.events_api import append_target
 from cartpulse.project.datasources import INSERTION_DATE, DataSource
 from cartpulse.project.params import Param, parse_request
@@ -104,6 +104,9 @@ def post_datasource():
     if mode != "append":
         raise ApiError(400, f"unknown mode '{mode[:40]}': use mode=append")
     require_scope(f"DATASOURCES:APPEND:{target.name}")
+    if "url" in request.args or (request.mimetype == "application/x-www-form-urlencoded" and "url" in request.form):
+        raise ApiError(400, "url= imports are not supported: the server would fetch any address it is given;"
+                            " download the file and send it in the body", parameter="url")
     state = service()
     request.max_content_length = state.settings.max_import_bytes
     gzipped = transport.is_gzipped(request)
@@ -120,8 +123,9 @@ def post_datasource():
         raw = transport.ExactStream(request.stream, request.content_length)
     if fmt == "parquet" and gzipped:
         raise ApiError(400, "Parquet compresses itself: send it without gzip")
+    dialect = csv_dialect.from_args(request.args, fmt)
     stream = bulk.open_stream(raw, gzipped, state.settings.max_import_bytes)
-    summary = bulk.import_stream(state.db, state.partitions, target, fmt, stream)
+    summary = bulk.import_stream(state.db, state.partitions, target, fmt, stream, dialect=dialect)
     response = jsonify(summary.answer(target.name, mode))
     response.headers[LSN_HEADER] = summary.position  # read-your-writes (replicas.py)
     return response
