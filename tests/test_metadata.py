@@ -55,6 +55,14 @@ def test_a_pipe_is_described_as_tinybird_does(client, auth, app):
     assert [p["type"] for p in listed["top_products"]["params"]][:3] == ["DateTime", "DateTime", "Int"]
 
 
+def test_the_listing_takes_tinybirds_attrs(client, auth):
+    r = client.get("/v0/pipes?attrs=name,nodes&node_attrs=name,sql,dependencies&dependencies=false", headers=auth)
+    pipes = r.get_json()["pipes"]
+    assert [set(p) for p in pipes] == [{"name", "nodes"}] * 3
+    assert all(set(n) == {"name", "sql"} for p in pipes for n in p["nodes"])
+    assert client.get("/v0/pipes?dependencies=maybe", headers=auth).status_code == 400
+
+
 def test_pipe_metadata_needs_the_pipe_scope(client, auth):
     reader = token(client, auth, "PIPES:READ:events_by_country")
     assert client.get("/v0/pipes/events_by_country", headers=bearer(reader)).status_code == 200

@@ -12,7 +12,7 @@ with purchases as (
     union all
     select product_id, category, quantity, revenue
     from {{ live(ref('rollup_purchases_by_product_country')) }}
-    where {{ no_range }} and country = any({{ country }})
+    where {{ no_range }} and {{ country }} is not null and country = any({{ country }})
 
     union all
     select product_id, category, quantity, revenue
@@ -23,7 +23,7 @@ with purchases as (
     union all
     select product_id, category, quantity, revenue
     from {{ live(ref('rollup_purchases_daily_by_country')) }}
-    where not {{ no_range }} and country = any({{ country }})
+    where not {{ no_range }} and {{ country }} is not null and country = any({{ country }})
       and {{ in_whole_buckets('day', "'1 day'", start, end) }}
 
     union all

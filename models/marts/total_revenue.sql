@@ -20,7 +20,7 @@ with revenue as (
     union all
     select bin, revenue
     from {{ live(ref('rollup_revenue_15m_by_country')) }}
-    where not {{ by_minute }} and country = any({{ country }})
+    where not {{ by_minute }} and {{ country }} is not null and country = any({{ country }})
       and {{ in_whole_buckets('bin', "'15 minutes'", start, end) }}
 
     union all
@@ -32,7 +32,7 @@ with revenue as (
     union all
     select minute, revenue
     from {{ live(ref('rollup_revenue_minutely_by_country')) }}
-    where {{ by_minute }} and country = any({{ country }})
+    where {{ by_minute }} and {{ country }} is not null and country = any({{ country }})
       and {{ in_whole_buckets('minute', "'1 minute'", start, end) }}
 
     {%- for width in ["'15 minutes'", "'1 minute'"] %}

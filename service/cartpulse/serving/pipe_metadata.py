@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from cartpulse.access.auth import allows, request_scopes, require_scope
 from cartpulse.context import service
@@ -95,6 +95,28 @@ def list_pipes():
     """The pipes this token may read."""
     scopes = request_scopes()
     public_url = service().settings.public_url
-    pipes = [describe(e, public_url) for e in sorted(service().catalog.all().values(), key=lambda e: e.name)
+    pipes = [_selected(describe(e, public_url)) for e in sorted(service().catalog.all().values(), key=lambda e: e.name)
              if allows(scopes, f"PIPES:READ:{e.name}")]
     return jsonify(pipes=pipes)
+
+
+def _keys(name: str) -> set[str] | None:
+    value = request.args.get(name)
+    return {k.strip() for k in value.split(",") if k.strip()} if value else None
+
+
+def _selected(pipe: dict) -> dict:
+    """Tinybird's listing options: ``attrs`` (the pipe's keys to keep), ``node_attrs``
+    (each node's) and ``dependencies`` (``false``: without the nodes' dependencies)."""
+    attrs, node_attrs = _keys("attrs"), _keys("node_attrs")
+    dependencies = request.args.get("dependencies", "true").lower()
+    if dependencies not in ("true", "false"):
+        raise ApiError(400, "dependencies must be true or false", parameter="dependencies")
+    nodes = []
+    for node in pipe["nodes"]:
+        node = {k: v for k, v in node.items() if node_attrs is None or k in node_attrs}
+        if dependencies == "false":
+            node.pop("dependencies", None)
+        nodes.append(node)
+    pipe = {**pipe, "nodes": nodes}
+    return {k: v for k, v in pipe.items() if attrs is None or k in attrs}
