@@ -4,6 +4,7 @@ refused. Answers are compared with expected.py's computation over the same event
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from werkzeug.datastructures import MultiDict
 
@@ -103,8 +104,6 @@ def test_bounds_apply_to_each_element():
 
 def test_bound_as_postgresql_arrays_of_the_declared_type(settings):
     """Each array type's SQL type exists, and an array bound with it round-trips."""
-    import psycopg
-
     with psycopg.connect(settings.database_url) as conn:
         for t in types.ARRAYS.values():
             assert conn.execute("select %s::regtype::text", [t.sql]).fetchone()[0].endswith("[]")
@@ -125,3 +124,16 @@ def test_arrays_are_described_in_openapi_and_the_listing(client, auth):
     assert country["explode"] is True
     pipes = {p["name"]: p for p in client.get("/v0/pipes", headers=auth).get_json()["pipes"]}
     assert {p["name"]: p["type"] for p in pipes["events_by_country"]["params"]}["country"] == "Array(String)"
+
+
+def test_the_dbt_data_test_holds_and_compares_something(built, loaded, settings):
+    """data-tests/array_parameters_filter_on_each_element.sql: dbt checks the same
+    property on whatever data it is run on (here: four countries, two picked)."""
+    from support import dbt_ok
+
+    out = dbt_ok(built, "test", "--select", "array_parameters_filter_on_each_element")
+    assert "PASS array_parameters_filter_on_each_element" in out and "ERROR=0" in out
+    with psycopg.connect(settings.database_url) as conn:
+        picked = conn.execute(f"select count(*) from (select 1 from {settings.dbt_schema}.events_by_country"
+                              f"(country => array['France', 'Spain'])) t").fetchone()[0]
+    assert picked == 2
