@@ -16,7 +16,9 @@ sources (datasource_metadata.py).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from flask import Blueprint, jsonify, request
 from psycopg import sql
@@ -87,6 +89,21 @@ def read_datasource(filename: str):
     return render(fmt, meta, rows, {"rows_read": len(rows)})
 
 
+#: A form-encoded body up to this size is read to look for ``url=`` (Tinybird's SDKs send a
+#: remote file's address that way). A larger one is a file sent with curl's default type.
+FORM_PEEK_BYTES = 64 * 1024
+
+
+def _small_form_body() -> bytes | None:
+    """A small ``application/x-www-form-urlencoded`` body, read whole (and then imported
+    from memory); None for any other body, which stays a stream."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return None
+    if request.content_length is None or request.content_length > FORM_PEEK_BYTES:
+        return None
+    return transport.ExactStream(request.stream, request.content_length).read()
+
+
 def _plain_arrays(value):
     """Quarantine error lists are text[]: keep them lists in JSON, join them in CSV."""
     if isinstance(value, list) and request.path.endswith(".csv"):
@@ -104,7 +121,8 @@ def post_datasource():
     if mode != "append":
         raise ApiError(400, f"unknown mode '{mode[:40]}': use mode=append")
     require_scope(f"DATASOURCES:APPEND:{target.name}")
-    if "url" in request.args or (request.mimetype == "application/x-www-form-urlencoded" and "url" in request.form):
+    small_form = _small_form_body()
+    if "url" in request.args or (small_form is not None and "url" in parse_qs(small_form.decode("latin-1"))):
         raise ApiError(400, "url= imports are not supported: the server would fetch any address it is given;"
                             " download the file and send it in the body", parameter="url")
     state = service()
@@ -120,7 +138,8 @@ def post_datasource():
         raw, gzipped = upload.stream, gzipped or (upload.filename or "").lower().endswith(".gz")
     else:
         fmt = bulk.detect_format(request.args.get("format"), None, request.mimetype)
-        raw = transport.ExactStream(request.stream, request.content_length)
+        raw = (io.BytesIO(small_form) if small_form is not None
+               else transport.ExactStream(request.stream, request.content_length))
     if fmt == "parquet" and gzipped:
         raise ApiError(400, "Parquet compresses itself: send it without gzip")
     dialect = csv_dialect.from_args(request.args, fmt)
