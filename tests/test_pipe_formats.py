@@ -132,3 +132,18 @@ def test_prometheus_refuses_what_it_cannot_write(row, words):
     meta = [{"name": n, "type": "String"} for n in ("name", "value", "type")]
     with pytest.raises(ApiError, match=words):
         prometheus_text(meta, [row])
+
+
+def test_pipe_stats_records_the_body_and_every_repeated_value(app, client, auth, loaded, settings):
+    import psycopg
+
+    with psycopg.connect(settings.database_url) as conn:
+        since = conn.execute("select clock_timestamp()").fetchone()[0]
+    r = client.post("/v0/pipes/events_by_country.json?event_type=purchase", headers=auth,
+                    data={"country": ["France", "Spain"]})
+    assert r.status_code == 200
+    app.extensions["cartpulse_stats"].flush()
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("select params from cartpulse.pipe_stats where pipe = 'events_by_country' and at >= %s",
+                            [since]).fetchall()
+    assert [row[0] for row in rows] == [{"event_type": "purchase", "country": "France,Spain"}]

@@ -213,7 +213,10 @@ def get_pipe(filename: str):
         unknown = sorted(set(fixed) - {p.name for p in endpoint.params})
         if unknown:
             raise ApiError(403, f"this token fixes {', '.join(unknown)}, which pipe '{name}' does not take")
-    values = parse_request(endpoint.params, request_values(), fixed=fixed)
+    given = request_values()
+    # For pipe_stats: every value, repeated keys and a POST's body included.
+    request_state().pipe_params = {k: ",".join(v) for k, v in given.lists() if k != "token"}
+    values = parse_request(endpoint.params, given, fixed=fixed)
     position = request.headers.get(LSN_HEADER)
     meta, rows, statistics = run_endpoint(endpoint, values, parse_lsn(position) if position else None)
     request_state().pipe_result = (len(rows), statistics)
