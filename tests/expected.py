@@ -38,16 +38,22 @@ def top_products(events, limit=10, start_date=None, end_date=None, category=None
     total: defaultdict = defaultdict(Decimal)
     for e in events:
         if (e["event_type"] == "purchase" and in_range(e, start_date, end_date)
-                and category in (None, e["category"]) and country in (None, e["country"])):
+                and category in (None, e["category"]) and _among(country, e["country"])):
             quantity[e["product_id"]] += e["quantity"]
             total[e["product_id"]] += revenue(e)
     ranked = sorted(total, key=lambda p: (-total[p], p.encode()))[:limit]
     return [{"product_id": p, "total_quantity": quantity[p], "total_revenue": float(total[p])} for p in ranked]
 
 
-def events_by_country(events, start_date=None, end_date=None, event_type=None) -> list[dict]:
+def _among(wanted, value) -> bool:
+    """A filter of one value or (an Array parameter) a list of them; None lets all through."""
+    return wanted is None or value in (wanted if isinstance(wanted, list) else [wanted])
+
+
+def events_by_country(events, start_date=None, end_date=None, event_type=None, country=None) -> list[dict]:
     counts = Counter(e["country"] for e in events
-                     if in_range(e, start_date, end_date) and event_type in (None, e["event_type"]))
+                     if in_range(e, start_date, end_date) and event_type in (None, e["event_type"])
+                     and _among(country, e["country"]))
     return [{"country": c, "event_count": n} for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))]
 
 
@@ -58,7 +64,7 @@ def bucket(value, width: timedelta = timedelta(minutes=15)) -> datetime:
 def total_revenue(events, start_date=None, end_date=None, interval="15 minutes", country=None) -> list[dict]:
     total: defaultdict = defaultdict(Decimal)
     for e in events:
-        if e["event_type"] == "purchase" and in_range(e, start_date, end_date) and country in (None, e["country"]):
+        if e["event_type"] == "purchase" and in_range(e, start_date, end_date) and _among(country, e["country"]):
             total[bucket(e["event_time"], INTERVALS[interval])] += revenue(e)
     return [{"time_bin": b.strftime("%Y-%m-%d %H:%M:%S"), "total_revenue": float(r)} for b, r in sorted(total.items())]
 

@@ -79,6 +79,16 @@ def ndjson(events) -> bytes:
     return ("\n".join(json.dumps(e, ensure_ascii=False) for e in events) + "\n").encode()
 
 
+def load_events(app, settings, admin_token: str, events: list[dict], quarantined: int = 0) -> list[dict]:
+    """Start from no events, send ``events`` (all valid, but the last ``quarantined``) and
+    check that they were stored: a module's fixture of known rows."""
+    truncate_events(settings.database_url)
+    r = app.test_client().post(POST, data=ndjson(events), headers={"Authorization": f"Bearer {admin_token}"})
+    assert r.get_json()["successful_rows"] == len(events) - quarantined, r.get_json()
+    assert r.get_json()["quarantined_rows"] == quarantined
+    return events[:len(events) - quarantined]
+
+
 def count(url: str, table: str = "raw.ecommerce_events") -> int:
     with psycopg.connect(url) as conn:
         return conn.execute(f"select count(*) from {table}").fetchone()[0]

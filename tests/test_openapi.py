@@ -68,8 +68,11 @@ def test_every_declared_pipe_and_parameter_is_described(spec, endpoints):
                 got = described[param.name]
                 assert got["in"] == "query" and got["description"]
                 schema = got["schema"]
-                assert schema["type"] == {"DateTime": "string", "Int": "integer",
-                                          "Float": "number", "String": "string"}[param.type]
+                if param.is_array:  # Array(String): the bounds hold for each element
+                    assert schema["type"] == "array" and got["explode"] is True
+                    schema = schema["items"]
+                assert schema["type"] == {"DateTime": "string", "Int": "integer", "Float": "number",
+                                          "String": "string"}[param.kind.element.name if param.is_array else param.type]
                 assert schema.get("default") == param.default
                 assert schema.get("minimum") == param.min and schema.get("maximum") == param.max
                 assert schema.get("maxLength") == param.max_length

@@ -58,6 +58,6 @@ def test_params_are_listed_from_the_declarations(client, auth):
     pipes = {p["name"]: p for p in client.get("/v0/pipes", headers=auth).get_json()["pipes"]}
     assert [p["name"] for p in pipes["top_products"]["params"]] == ["start_date", "end_date", "limit", "category",
                                                                      "country"]
-    assert [p["name"] for p in pipes["events_by_country"]["params"]] == ["start_date", "end_date", "event_type"]
+    assert [p["name"] for p in pipes["events_by_country"]["params"]] == ["start_date", "end_date", "event_type", "country"]
     interval = [p for p in pipes["total_revenue"]["params"] if p["name"] == "interval"][0]
     assert interval["default"] == "15 minutes"

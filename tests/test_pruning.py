@@ -27,7 +27,7 @@ from support import ndjson, truncate_events
 START, END = "2026-10-02 13:17:45", "2026-10-04 08:00:01"
 DAYS = ["2026-08-20", "2026-09-30", "2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04", "2026-10-05",
         "2026-11-10"]
-CALLS = [("events_by_country", {}), ("top_products", {"country": "France", "limit": 5}),
+CALLS = [("events_by_country", {}), ("top_products", {"country": ["France"], "limit": 5}),
          ("total_revenue", {"interval": "1 hour"})]
 
 

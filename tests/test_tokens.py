@@ -9,6 +9,7 @@ import secrets
 import psycopg
 import pytest
 
+from cartpulse.access.token_scopes import as_object
 from cartpulse.cli import main as cli
 from support import EVENT, POST, ndjson, truncate_events
 
@@ -23,7 +24,7 @@ def create(client, auth, *scopes, name=None):
     query = "&".join(f"scope={s}" for s in scopes)
     r = client.post(f"/v0/tokens?name={name}&{query}", headers=auth)
     assert r.status_code == 200, r.get_json()
-    assert r.get_json()["name"] == name and r.get_json()["scopes"] == list(scopes)
+    assert r.get_json()["name"] == name and r.get_json()["scopes"] == [as_object(s) for s in scopes]
     return name, {"Authorization": f"Bearer {r.get_json()['token']}"}
 
 
@@ -37,7 +38,7 @@ def test_created_token_is_stored_hashed_and_never_listed(client, auth, settings)
     listed = client.get("/v0/tokens", headers=auth)
     assert listed.status_code == 200
     entry = next(t for t in listed.get_json()["tokens"] if t["name"] == name)
-    assert entry["scopes"] == ["PIPES:READ:top_products"] and "token" not in entry
+    assert entry["scopes"] == [{"type": "PIPES:READ", "resource": "top_products"}] and "token" not in entry
     assert token not in listed.get_data(as_text=True)
     with psycopg.connect(settings.database_url) as conn:
         stored = conn.execute("select token_hash from cartpulse.tokens where name = %s", [name]).fetchone()[0]
@@ -78,7 +79,7 @@ def test_refresh_rotates_at_once(client, auth):
     name, old = create(client, auth, "PIPES:READ:top_products")
     assert status(client, "get", "/v0/pipes/top_products.json", old) == 200  # now cached
     r = client.post(f"/v0/tokens/{name}/refresh", headers=auth)
-    assert r.status_code == 200 and r.get_json()["scopes"] == ["PIPES:READ:top_products"]
+    assert r.status_code == 200 and r.get_json()["scopes"] == [{"type": "PIPES:READ", "resource": "top_products"}]
     new = {"Authorization": f"Bearer {r.get_json()['token']}"}
     assert status(client, "get", "/v0/pipes/top_products.json", old) == 401
     assert status(client, "get", "/v0/pipes/top_products.json", new) == 200

@@ -1,4 +1,5 @@
--- Events per country, most first, over [start_date, end_date), optionally of one type.
+-- Events per country, most first, over [start_date, end_date), optionally of one type
+-- and for some countries only.
 -- Whole days come from the daily rollup, partial days at the ends from the events table.
 {%- set start, end = param('start_date'), param('end_date') %}
 
@@ -21,7 +22,8 @@ with events as (
 final as (
     select country, sum(events)::bigint as event_count
     from events
-    where {{ param('event_type') }} is null or event_type = {{ param('event_type') }}
+    where ({{ param('event_type') }} is null or event_type = {{ param('event_type') }})
+      and ({{ param('country') }} is null or country = any({{ param('country') }}))
     group by country
     order by event_count desc, country collate "C"
 )

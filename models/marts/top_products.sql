@@ -1,5 +1,5 @@
 -- Products by purchase revenue, best first, over [start_date, end_date), optionally for
--- one category and one country. No range: all-time rollups. A range: daily rollups for
+-- one category and some countries (an Array(String)). No range: all-time rollups. A range: daily rollups for
 -- its whole days, the events table for the partial days at its ends.
 {%- set start, end, country = param('start_date'), param('end_date'), param('country') %}
 {%- set no_range = '(' ~ start ~ ' is null and ' ~ end ~ ' is null)' %}
@@ -12,7 +12,7 @@ with purchases as (
     union all
     select product_id, category, quantity, revenue
     from {{ live(ref('rollup_purchases_by_product_country')) }}
-    where {{ no_range }} and country = {{ country }}
+    where {{ no_range }} and {{ country }} is not null and country = any({{ country }})
 
     union all
     select product_id, category, quantity, revenue
@@ -23,19 +23,19 @@ with purchases as (
     union all
     select product_id, category, quantity, revenue
     from {{ live(ref('rollup_purchases_daily_by_country')) }}
-    where not {{ no_range }} and country = {{ country }}
+    where not {{ no_range }} and {{ country }} is not null and country = any({{ country }})
       and {{ in_whole_buckets('day', "'1 day'", start, end) }}
 
     union all
     select product_id, category, quantity, revenue::numeric
     from {{ ref('stg_raw__ecommerce_events') }}
-    where event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
+    where event_type = 'purchase' and ({{ country }} is null or country = any({{ country }}))
       and {{ in_leading_edge("'1 day'", start, end) }}
 
     union all
     select product_id, category, quantity, revenue::numeric
     from {{ ref('stg_raw__ecommerce_events') }}
-    where event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
+    where event_type = 'purchase' and ({{ country }} is null or country = any({{ country }}))
       and {{ in_trailing_edge("'1 day'", start, end) }}
 ),
 

@@ -1,5 +1,5 @@
 -- Purchase revenue per `interval` bucket of event_time (UTC), in time order, over
--- [start_date, end_date), optionally for one country. Every interval but 1 minute is
+-- [start_date, end_date), optionally for some countries. Every interval but 1 minute is
 -- a whole number of quarter-hours, so whole quarter-hours come from the 15-minute
 -- rollups; for 1 minute, whole minutes come from the minutely rollups. The partial
 -- quarter-hours (or minutes) at the ends of the range come from the events table.
@@ -20,7 +20,7 @@ with revenue as (
     union all
     select bin, revenue
     from {{ live(ref('rollup_revenue_15m_by_country')) }}
-    where not {{ by_minute }} and country = {{ country }}
+    where not {{ by_minute }} and {{ country }} is not null and country = any({{ country }})
       and {{ in_whole_buckets('bin', "'15 minutes'", start, end) }}
 
     union all
@@ -32,7 +32,7 @@ with revenue as (
     union all
     select minute, revenue
     from {{ live(ref('rollup_revenue_minutely_by_country')) }}
-    where {{ by_minute }} and country = {{ country }}
+    where {{ by_minute }} and {{ country }} is not null and country = any({{ country }})
       and {{ in_whole_buckets('minute', "'1 minute'", start, end) }}
 
     {%- for width in ["'15 minutes'", "'1 minute'"] %}
@@ -41,13 +41,13 @@ with revenue as (
     union all
     select event_time, revenue::numeric
     from {{ ref('stg_raw__ecommerce_events') }}
-    where {{ for_width }} and event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
+    where {{ for_width }} and event_type = 'purchase' and ({{ country }} is null or country = any({{ country }}))
       and {{ in_leading_edge(width, start, end) }}
 
     union all
     select event_time, revenue::numeric
     from {{ ref('stg_raw__ecommerce_events') }}
-    where {{ for_width }} and event_type = 'purchase' and ({{ country }} is null or country = {{ country }})
+    where {{ for_width }} and event_type = 'purchase' and ({{ country }} is null or country = any({{ country }}))
       and {{ in_trailing_edge(width, start, end) }}
     {%- endfor %}
 ),

@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from cartpulse.access import tokens
     from cartpulse.ingest import events_api
     from cartpulse.ops import metrics, pipe_stats, status
-    from cartpulse.serving import datasources, pipes, query_api
+    from cartpulse.serving import datasource_metadata, datasources, pipe_metadata, pipes, query_api
     from cartpulse.web import dashboard, docs, openapi, security
 
     # Ingest and serving: the Tinybird-shaped API.
@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(datasources.bp)
     app.register_blueprint(pipes.bp)
     app.register_blueprint(query_api.bp)
+    app.register_blueprint(pipe_metadata.bp)
+    app.register_blueprint(datasource_metadata.bp)
     app.register_blueprint(tokens.bp)
     # Operations: health, refresh runs, /metrics and request timing, pipe_stats rows.
     app.register_blueprint(status.bp)

@@ -56,6 +56,7 @@ class RequestState:
     quota: Quota | None = None                    # its rate-limit bucket after this request (auth)
     pipe: str | None = None                       # the pipe requested, once known to exist (pipes)
     pipe_result: tuple[int, dict] | None = None   # (rows, statistics) of its answer (pipes)
+    pipe_params: dict | None = None               # its parameters, query string and body (pipes)
 
 
 def install(app, state: Service) -> None:

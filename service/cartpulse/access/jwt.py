@@ -83,6 +83,22 @@ def sign(payload: dict, secret: str) -> str:
     return f"{header}.{body}.{b64encode(signature)}"
 
 
+def fixed_values(fixed: dict) -> dict[str, str]:
+    """A scope's fixed parameters as the query string would carry them: a string or a
+    number as text, a list (an Array parameter's values) joined with commas."""
+    values = {}
+    for key, value in fixed.items():
+        if isinstance(value, list):
+            if not value or any(isinstance(v, (dict, list)) or v is None or "," in str(v) for v in value):
+                raise InvalidToken("a fixed_params list holds strings or numbers, none with a comma")
+            values[str(key)] = ",".join(str(v) for v in value)
+        elif isinstance(value, dict) or value is None:
+            raise InvalidToken("fixed_params values must be strings or numbers (or a list of them)")
+        else:
+            values[str(key)] = str(value)
+    return values
+
+
 def verify(token: str, secret: str, now: float | None = None) -> Claims:
     """Check signature, algorithm and expiry; return the claims or raise InvalidToken."""
     if len(token) > MAX_LENGTH or not token.isascii() or not looks_like_jwt(token):
@@ -118,8 +134,6 @@ def verify(token: str, secret: str, now: float | None = None) -> Claims:
         resource, fixed = scope.get("resource"), scope.get("fixed_params") or {}
         if not isinstance(resource, str) or not isinstance(fixed, dict):
             raise InvalidToken("a scope needs a resource (string) and fixed_params (object)")
-        if any(isinstance(v, (dict, list)) or v is None for v in fixed.values()):
-            raise InvalidToken("fixed_params values must be strings or numbers")
-        pipes[resource] = {str(k): str(v) for k, v in fixed.items()}
+        pipes[resource] = fixed_values(fixed)
     return Claims(name=str(payload.get("name") or "jwt"), expires=int(exp), pipes=pipes,
                   identity=hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).digest())

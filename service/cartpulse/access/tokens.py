@@ -1,8 +1,9 @@
 """Managing tokens: create, list, refresh (rotate) and delete, over ``/v0/tokens`` and the CLI.
 
-The HTTP shape is Tinybird's: ``POST /v0/tokens?name=N&scope=S&scope=S2`` answers the new
-token once, in JSON; ``GET /v0/tokens`` lists names and scopes (never a secret, none is
-stored); ``POST /v0/tokens/<name>/refresh`` replaces the secret (the old one stops working);
+The HTTP shape is Tinybird's: ``POST /v0/tokens?name=N&scope=S&scope=S2`` (or a JSON
+body of scope objects; with ``expiration_time``, a JWT: token_scopes.py) answers the new
+token once, in JSON; ``GET /v0/tokens`` lists names and scopes as Tinybird's objects
+(``{"type", "resource"}``; never a secret, none is stored); ``POST /v0/tokens/<name>/refresh`` replaces the secret (the old one stops working);
 ``DELETE /v0/tokens/<name>``. Only an ADMIN token may do any of it. The CLI
 (``cartpulse token …``) calls the same functions with a direct database connection.
 
@@ -20,9 +21,17 @@ from flask import Blueprint, jsonify, request
 from cartpulse.access.auth import (
     ADMIN,
     ADMIN_TOKEN_NAME,
+    admin_secret,
     hash_token,
     new_token,
     require_scope,
+)
+from cartpulse.access.token_scopes import (
+    as_object,
+    expiration,
+    mint,
+    read_body,
+    static_scopes,
 )
 from cartpulse.context import service
 from cartpulse.errors import ApiError
@@ -133,28 +142,53 @@ def _run(operation, *args):
     return result
 
 
-def _answer(name: str):
+def _answer(name: str, token: str):
     with _state().db.psycopg() as conn:
         row = conn.execute("select scopes from cartpulse.tokens where name = %s", [name]).fetchone()
-    return list(row[0]) if row else []
+    return jsonify(name=name, token=token, scopes=[as_object(s) for s in (row[0] if row else [])])
 
 
-@bp.post("/v0/tokens")
+@bp.post("/v0/tokens", strict_slashes=False)  # Tinybird's SDKs post to /v0/tokens/
 def post_token():
-    name = request.args.get("name")
-    token = _run(create, name, request.args.getlist("scope"), _state().datasources)
-    return jsonify(name=name, token=token, scopes=_answer(name))
+    """``?name=&scope=`` strings, or a JSON body of scope objects; with
+    ``expiration_time``, a JWT instead of a stored token (token_scopes.py)."""
+    require_scope(ADMIN)
+    name, sent, scopes = request.args.get("name"), [], request.args.getlist("scope")
+    if request.mimetype == "application/json":
+        body_name, sent, from_body = read_body(request.get_json(silent=True))
+        name, scopes = body_name or name, scopes + from_body
+    expiration_time = request.args.get("expiration_time") or request.args.get("expiration")
+    if expiration_time is not None:
+        return _jwt(name, expiration_time, [*sent, *request.args.getlist("scope")])
+    static_scopes(sent)
+    token = _run(create, name, scopes, _state().datasources)
+    return _answer(name, token)
 
 
-@bp.get("/v0/tokens")
+def _jwt(name: str | None, expiration_time: str, sent: list):
+    require_scope(ADMIN)
+    state = _state()
+    try:
+        name = check_name(name)
+    except TokenError as err:
+        raise ApiError(err.status, str(err)) from None
+    secret = admin_secret(state)
+    if secret is None:
+        raise ApiError(503, "no admin token is known to this server to sign JWTs with")
+    token, granted = mint(name, expiration(expiration_time), sent, state.catalog, secret)
+    return jsonify(token=token, name=name, scopes=granted, expiration_time=int(expiration_time))
+
+
+@bp.get("/v0/tokens", strict_slashes=False)
 def list_tokens():
-    return jsonify(tokens=_run(listing))
+    tokens = _run(listing)
+    return jsonify(tokens=[{**t, "scopes": [as_object(s) for s in t["scopes"]]} for t in tokens])
 
 
 @bp.post("/v0/tokens/<path:name>/refresh")
 def refresh_token(name: str):
     token = _run(refresh, name)
-    return jsonify(name=name, token=token, scopes=_answer(name))
+    return _answer(name, token)
 
 
 @bp.delete("/v0/tokens/<path:name>")

@@ -1,6 +1,6 @@
 """Bulk import: ``POST /v0/datasources?name=<data source>&mode=append`` and ``cartpulse import``.
 
-CSV (with a header line), NDJSON and Parquet, as a multipart upload (Tinybird's
+CSV (with a header line or without one: csv_dialect.py), NDJSON and Parquet, as a multipart upload (Tinybird's
 ``-F csv=@file.csv``) or as the raw body; ``Content-Encoding: gzip`` or a ``.gz`` file
 name for compressed CSV/NDJSON. The upload is read as a stream, ``CHUNK_ROWS`` rows at a
 time, never whole in memory (a multipart file part is spooled to a temporary file by
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 import shutil
@@ -41,7 +42,7 @@ from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
 from cartpulse.errors import ApiError
-from cartpulse.ingest import ops_log, transport, writer
+from cartpulse.ingest import csv_dialect, ops_log, transport, writer
 from cartpulse.ingest.rows import Batch, add_record, parse_body, quarantine_line
 from cartpulse.ops import metrics
 from cartpulse.project import types
@@ -126,9 +127,11 @@ def open_stream(raw: BinaryIO, gzipped: bool, limit: int | None) -> io.BufferedR
     return io.BufferedReader(LimitedReader(raw, limit), buffer_size=1 << 20)
 
 
-def chunks(fmt: str, stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
+def chunks(fmt: str, stream: BinaryIO, source: DataSource, dialect: csv_dialect.Dialect | None = None) -> Iterator[Batch]:
     """The upload as batches of at most CHUNK_ROWS validated rows and quarantined lines."""
-    return {"csv": _csv_chunks, "ndjson": _ndjson_chunks, "parquet": _parquet_chunks}[fmt](stream, source)
+    if fmt == "csv":
+        return _csv_chunks(stream, source, dialect)
+    return {"ndjson": _ndjson_chunks, "parquet": _parquet_chunks}[fmt](stream, source)
 
 
 def _ndjson_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
@@ -170,39 +173,49 @@ def _renumbered(batch: Batch, offset: int) -> Batch:
     return batch
 
 
-def _csv_chunks(stream: BinaryIO, source: DataSource) -> Iterator[Batch]:
+def _csv_chunks(stream: BinaryIO, source: DataSource, dialect: csv_dialect.Dialect | None = None) -> Iterator[Batch]:
     # surrogateescape: invalid UTF-8 reaches validation as a lone surrogate, which
     # quarantines that row (as the events API does) instead of failing the import.
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     csv.field_size_limit(MAX_LINE_BYTES)
-    reader = csv.reader(text)
-    header = next(reader, None)
-    if header is None:
+    reader = csv_dialect.reader(text, dialect)
+    first = next(reader, None)
+    if first is None:
         return
-    header = [h.strip() for h in header]
-    missing = [c.name for c in source.columns if c.name not in header and not c.nullable]
-    if missing:
-        raise BadImport(400, f"the CSV header lacks {', '.join(missing)} (the first line must name the columns)")
-    index = [(c, header.index(c.name)) for c in source.columns if c.name in header]
+    index, first_is_data = csv_dialect.layout(first, source)  # a header, or the first row (csv_dialect.py)
     batch = Batch()
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:  # a field past MAX_LINE_BYTES: that line only
-            quarantine_line(batch, source, reader.line_num, "", f"not readable as CSV: {err}")
+    rows = itertools.chain([first] if first_is_data else [], _csv_rows(reader))
+    for fields in rows:
+        if isinstance(fields, csv.Error):  # a field past MAX_LINE_BYTES: that line only
+            quarantine_line(batch, source, reader.line_num, "", f"not readable as CSV: {fields}")
             batch.json_lines += 1
+        elif not fields:
             continue
-        if not fields:
-            continue
-        record = {c.name: _csv_value(c, fields[i]) if i < len(fields) else None for c, i in index}
-        add_record(batch, source, reader.line_num, _csv_line(fields), record)
+        elif index is None and (why := csv_dialect.field_count_error(fields, source)):
+            # Not counted as read: a file none of whose rows has the right width is refused
+            # whole, with this reason (a header that names no column, most likely).
+            quarantine_line(batch, source, reader.line_num, _csv_line(fields), why)
+            batch.first_bad_line = batch.first_bad_line or (reader.line_num, why)
+        else:
+            pairs = index if index is not None else list(zip(source.columns, range(len(fields))))
+            record = {c.name: _csv_value(c, fields[i]) if i < len(fields) else None for c, i in pairs}
+            add_record(batch, source, reader.line_num, _csv_line(fields), record)
         if len(batch.rows) + len(batch.quarantined) >= CHUNK_ROWS:
             yield batch
             batch = Batch()
     if batch.rows or batch.quarantined:
         yield batch
+
+
+def _csv_rows(reader) -> Iterator[list[str] | csv.Error]:
+    """The reader's rows, and in place of a line it cannot read, the error."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield err
 
 
 def _csv_value(column: Column, text: str):
@@ -282,14 +295,14 @@ def _plain(value):
 
 def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO,
                   on_chunk: Callable[[Batch], None] | None = None, op: ops_log.Operation | None = None,
-                  absorb_after_rows: int = 0) -> Summary:
+                  absorb_after_rows: int = 0, dialect: csv_dialect.Dialect | None = None) -> Summary:
     """Read, validate and write a whole upload in one transaction (all or nothing); with
     ``op``, its row of the operations log in that transaction (or, failed, after it);
     then, when it wrote at least ``absorb_after_rows`` rows, absorb them into the rollups."""
     started = time.perf_counter()
     summary = Summary(import_id=uuid.uuid4().hex, format=fmt)
     try:
-        _import(db, partitions, source, fmt, stream, on_chunk, op, summary)
+        _import(db, partitions, source, fmt, stream, on_chunk, op, summary, dialect)
     except Exception as err:
         ops_log.record_error(db, op, err.message if isinstance(err, ApiError) else err, summary.import_id)
         raise
@@ -299,11 +312,12 @@ def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO
     return summary
 
 
-def _import(db, partitions, source: DataSource, fmt: str, stream: BinaryIO, on_chunk, op, summary: Summary) -> None:
+def _import(db, partitions, source: DataSource, fmt: str, stream: BinaryIO, on_chunk, op, summary: Summary,
+            dialect: csv_dialect.Dialect | None) -> None:
     decoded = 0
     first_bad = None
     with db.psycopg() as conn, conn.cursor() as cur:
-        for batch in chunks(fmt, stream, source):
+        for batch in chunks(fmt, stream, source, dialect):
             # Partitions are created in their own committed transactions (ATTACH takes a
             # lock that does not conflict with this transaction's inserts).
             partitions.ensure(db, source, batch.rows)

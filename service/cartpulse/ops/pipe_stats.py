@@ -11,7 +11,8 @@ flushes. When the queue is full (the database is away for long) rows are dropped
 counted in ``cartpulse_pipe_stats_dropped_rows_total``, never blocking a request.
 
 Only authenticated pipe requests are recorded (an anonymous flood cannot fill the table),
-and never the token: ``params`` is the query string without ``token``.
+and never the token: ``params`` is the query string without ``token``, with a POST's
+body parameters, and a repeated key's values joined with commas.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def init_app(app, db) -> StatsWriter:
         started = known.started
         duration = time.perf_counter() - started if started is not None else 0.0
         result_rows, statistics = known.pipe_result or (0, {})
-        params = {k: v[:MAX_PARAM_CHARS] for k, v in request.args.items() if k != "token"}
+        given = known.pipe_params if known.pipe_params is not None else request.args.to_dict()
+        params = {k: v[:MAX_PARAM_CHARS] for k, v in given.items() if k != "token"}
         error = None
         if response.status_code >= 400 and response.is_json:
             error = (response.get_json(silent=True) or {}).get("error")

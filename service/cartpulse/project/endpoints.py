@@ -34,6 +34,11 @@ class Endpoint:
     description: str = ""
     columns: tuple[Column, ...] = ()
     params: tuple[Param, ...] = ()
+    #: The model's SQL as written (dbt Jinja), what it reads (models and sources, by
+    #: name) and when dbt parsed it (epoch seconds): pipe metadata (``/v0/pipes/<name>``).
+    sql: str = ""
+    depends_on: tuple[str, ...] = ()
+    created_at: float | None = None
 
 
 def endpoints_from_manifest(manifest: dict) -> dict[str, Endpoint]:
@@ -54,6 +59,9 @@ def endpoints_from_manifest(manifest: dict) -> dict[str, Endpoint]:
                           for c in node.get("columns", {}).values()),
             params=tuple(Param.declared(name, spec or {})
                          for name, spec in (declared.get("params") or {}).items()) if isinstance(declared, dict) else (),
+            sql=node.get("raw_code") or "",
+            depends_on=tuple(dict.fromkeys(d.rpartition(".")[2] for d in node.get("depends_on", {}).get("nodes", []))),
+            created_at=node.get("created_at"),
         )
     return endpoints
 

@@ -26,7 +26,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +35,7 @@ UTC = timezone.utc
 MIN_TIME = datetime(1900, 1, 1, tzinfo=UTC)
 MAX_TIME = datetime(3000, 1, 1, tzinfo=UTC)
 MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
+MIN_INT32, MAX_INT32 = -(2**31), 2**31 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DATETIME_TEXT = "UTC, `YYYY-MM-DD HH:MM:SS`"
 
@@ -108,6 +109,23 @@ def _int_text(raw: str) -> int:
         raise BadValue(f"expected an integer, got {raw[:40]!r}") from None
 
 
+def _int32_text(raw: str) -> int:
+    value = _int_text(raw)
+    if not MIN_INT32 <= value <= MAX_INT32:
+        raise BadValue(f"out of range (must fit Int32), got {raw[:40]!r}")
+    return value
+
+
+def _date_text(raw: str) -> date:
+    try:
+        value = date.fromisoformat(raw.strip()) if len(raw.strip()) == 10 else None
+    except ValueError:
+        value = None
+    if value is None or not MIN_TIME.date() <= value < MAX_TIME.date():
+        raise BadValue(f"expected a Date as YYYY-MM-DD (years {MIN_TIME:%Y} to {MAX_TIME.year - 1}), got {raw[:40]!r}")
+    return value
+
+
 def _float_json(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadValue(f"expected a number, got {kind(value)}")
@@ -165,6 +183,8 @@ class Type:
     json_schema: dict = field(default_factory=dict)
     #: Bulk import: a CSV field that reads as a number is given as one (as JSON would).
     numbers_in_csv: bool = False
+    #: An array parameter's element type (``Array(String)`` → STRING); None for scalars.
+    element: "Type | None" = None
 
 
 _DATETIME_SCHEMA = {"type": "string", "description": f"A DateTime, {DATETIME_TEXT}.",
@@ -190,15 +210,39 @@ STRING = Type("String", "text", "String", {"type": "string"}, from_text=_string_
 #: The types a yml may declare, by name.
 DECLARED = {t.name: t for t in (DATETIME, INT, FLOAT, STRING)}
 
+INT32 = Type("Int32", "integer", "Int32", {"type": "integer"}, ("int", "int4"), from_text=_int32_text,
+             param_schema={"type": "integer", "minimum": MIN_INT32, "maximum": MAX_INT32})
+DATE = Type("Date", "date", "Date", {"type": "string", "format": "date"}, from_text=_date_text,
+            param_schema={"type": "string", "format": "date", "examples": ["2024-05-01"]})
+
+
+def _array(name: str, element: Type) -> Type:
+    """``Array(<name>)``: a parameter holding a list of ``element`` values, bound as a
+    PostgreSQL array (a model reads it with ``= any(…)``). Each element is parsed by the
+    element's own parser."""
+    return Type(f"Array({name})", f"{element.sql}[]", f"Array({element.tinybird})",
+                {"type": "array", "items": element.schema}, from_text=element.from_text,
+                param_schema={"type": "array", "items": element.param_schema}, element=element)
+
+
+#: Array parameters (Tinybird's ``Array(T)``), under CartPulse's element names and
+#: Tinybird's (``Int32``, ``Int64``, ``Float64``, ``Date``). Parameters only: a data
+#: source column holds one value.
+ARRAYS = {t.name: t for t in (_array(n, e) for n, e in (
+    ("String", STRING), ("Int", INT), ("Int32", INT32), ("Int64", INT), ("Float", FLOAT), ("Float64", FLOAT),
+    ("DateTime", DATETIME), ("Date", DATE)))}
+#: The types a parameter may declare.
+PARAM_TYPES = {**DECLARED, **ARRAYS}
+
 #: Every type an answer may hold: the declared ones and other common PostgreSQL types.
 RESULT_TYPES = (
     *DECLARED.values(),
     Type("Boolean", "boolean", "UInt8", {"type": "boolean"}, ("bool",)),
     Type("Int16", "smallint", "Int16", {"type": "integer"}, ("int2",)),
-    Type("Int32", "integer", "Int32", {"type": "integer"}, ("int", "int4")),
+    INT32,
     Type("Float32", "real", "Float32", {"type": "number"}, ("float4",)),
     Type("Decimal", "numeric", "Float64", {"type": "number"}, ("decimal",)),
-    Type("Date", "date", "Date", {"type": "string", "format": "date"}),
+    DATE,
     Type("Timestamp", "timestamp", "DateTime", _DATETIME_SCHEMA, ("timestamp without time zone",)),
     Type("VarChar", "varchar", "String", {"type": "string"},
          ("character varying", "char", "character", "bpchar", "name", "uuid")),
@@ -207,11 +251,12 @@ RESULT_TYPES = (
 _BY_SPELLING = {s: t for t in RESULT_TYPES for s in (t.sql, *t.spellings)}
 
 
-def declared(name: str, what: str) -> Type:
-    """The declared type called ``name``; ValueError naming ``what`` declared it otherwise."""
-    if name not in DECLARED:
-        raise ValueError(f"{what}: type must be one of {', '.join(DECLARED)}, not {name!r}")
-    return DECLARED[name]
+def declared(name: str, what: str, among: dict[str, Type] = DECLARED) -> Type:
+    """The type called ``name`` in ``among`` (a column's types by default, PARAM_TYPES for a
+    parameter); ValueError naming ``what`` declared it otherwise."""
+    if name not in among:
+        raise ValueError(f"{what}: type must be one of {', '.join(among)}, not {name!r}")
+    return among[name]
 
 
 def of_sql(data_type: str | None) -> Type | None:
@@ -245,7 +290,7 @@ MACRO_PATH = Path("macros") / "types.sql"
 
 def macro() -> str:
     """``macros/types.sql``: the name → SQL type table, as dbt's Jinja reads it."""
-    table = json.dumps({t.name: t.sql for t in DECLARED.values()})
+    table = json.dumps({t.name: t.sql for t in PARAM_TYPES.values()})
     return ("{#- Generated from service/cartpulse/project/types.py by `python -m cartpulse.project.types`:\n"
             "    do not edit. tests/test_types.py fails when this file and the vocabulary disagree. -#}\n"
             "{% macro cartpulse_types() -%}\n"

@@ -10,11 +10,15 @@ client input, so it is readable by an ADMIN token only; a data source is readabl
 columns come from the declaration, values are bound.
 
 ``POST /v0/datasources?name=<name>&mode=append`` is a bulk import (``ingest/bulk.py``).
+``GET /v0/datasources`` and ``/v0/datasources/<name>`` (no format) describe the data
+sources (datasource_metadata.py).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from flask import Blueprint, jsonify, request
 from psycopg import sql
@@ -22,10 +26,11 @@ from psycopg import sql
 from cartpulse.access.auth import ADMIN, request_caller, require_scope
 from cartpulse.context import service
 from cartpulse.errors import ApiError
-from cartpulse.ingest import bulk, ops_log, transport
+from cartpulse.ingest import bulk, csv_dialect, ops_log, transport
 from cartpulse.ingest.events_api import append_target
 from cartpulse.project.datasources import INSERTION_DATE, DataSource
 from cartpulse.project.params import Param, parse_request
+from cartpulse.serving.datasource_metadata import datasource_metadata
 from cartpulse.serving.render import FORMATS, render, type_name
 from cartpulse.storage.wal import LSN_HEADER
 
@@ -60,6 +65,8 @@ PARAMS = (Param("limit", "Int", min=1, max=10_000), Param("offset", "Int", min=0
 
 @bp.get("/v0/datasources/<string:filename>")
 def read_datasource(filename: str):
+    if "." not in filename:
+        return datasource_metadata(filename)
     name, _, fmt = filename.rpartition(".")
     if not name or fmt not in FORMATS:
         raise ApiError(404, f"unknown format in '{filename}': use .json, .csv or .ndjson")
@@ -82,6 +89,21 @@ def read_datasource(filename: str):
     return render(fmt, meta, rows, {"rows_read": len(rows)})
 
 
+#: A form-encoded body up to this size is read to look for ``url=`` (Tinybird's SDKs send a
+#: remote file's address that way). A larger one is a file sent with curl's default type.
+FORM_PEEK_BYTES = 64 * 1024
+
+
+def _small_form_body() -> bytes | None:
+    """A small ``application/x-www-form-urlencoded`` body, read whole (and then imported
+    from memory); None for any other body, which stays a stream."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return None
+    if request.content_length is None or request.content_length > FORM_PEEK_BYTES:
+        return None
+    return transport.ExactStream(request.stream, request.content_length).read()
+
+
 def _plain_arrays(value):
     """Quarantine error lists are text[]: keep them lists in JSON, join them in CSV."""
     if isinstance(value, list) and request.path.endswith(".csv"):
@@ -89,7 +111,7 @@ def _plain_arrays(value):
     return value
 
 
-@bp.post("/v0/datasources")
+@bp.post("/v0/datasources", strict_slashes=False)
 def post_datasource():
     target = append_target()
     mode = request.args.get("mode", "append")
@@ -99,6 +121,10 @@ def post_datasource():
     if mode != "append":
         raise ApiError(400, f"unknown mode '{mode[:40]}': use mode=append")
     require_scope(f"DATASOURCES:APPEND:{target.name}")
+    small_form = _small_form_body()
+    if "url" in request.args or (small_form is not None and "url" in parse_qs(small_form.decode("latin-1"))):
+        raise ApiError(400, "url= imports are not supported: the server would fetch any address it is given;"
+                            " download the file and send it in the body", parameter="url")
     state = service()
     request.max_content_length = state.settings.max_import_bytes
     gzipped = transport.is_gzipped(request)
@@ -112,13 +138,15 @@ def post_datasource():
         raw, gzipped = upload.stream, gzipped or (upload.filename or "").lower().endswith(".gz")
     else:
         fmt = bulk.detect_format(request.args.get("format"), None, request.mimetype)
-        raw = transport.ExactStream(request.stream, request.content_length)
+        raw = (io.BytesIO(small_form) if small_form is not None
+               else transport.ExactStream(request.stream, request.content_length))
     if fmt == "parquet" and gzipped:
         raise ApiError(400, "Parquet compresses itself: send it without gzip")
+    dialect = csv_dialect.from_args(request.args, fmt)
     stream = bulk.open_stream(raw, gzipped, state.settings.max_import_bytes)
     op = ops_log.Operation(ops_log.IMPORT, target.name, request_caller().name)
     summary = bulk.import_stream(state.db, state.partitions, target, fmt, stream, op=op,
-                                 absorb_after_rows=state.settings.absorb_after_rows)
+                                 absorb_after_rows=state.settings.absorb_after_rows, dialect=dialect)
     response = jsonify(summary.answer(target.name, mode))
     response.headers[LSN_HEADER] = summary.position  # read-your-writes (replicas.py)
     return response

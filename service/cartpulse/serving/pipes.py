@@ -1,4 +1,7 @@
-"""Pipe endpoints: ``GET /v0/pipes/<model>.json|.csv|.ndjson``.
+"""Pipe endpoints: ``GET|POST /v0/pipes/<model>.<format>`` (json, csv, csvwithnames,
+ndjson, parquet, prometheus: render.py); a POST carries its parameters in the body
+(request_values.py). ``/v0/pipes`` and ``/v0/pipes/<model>`` describe the pipes
+(pipe_metadata.py).
 
 Which models are pipes comes from the catalog (the dbt project's declarations); the
 relation queried is the one dbt built, quoted as an identifier, never text from the
@@ -16,17 +19,19 @@ import time
 from dataclasses import dataclass
 
 import psycopg
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
 from psycopg import sql
 from psycopg.adapt import Loader
 
-from cartpulse.access.auth import allows, request_caller, request_scopes, require_scope
+from cartpulse.access.auth import request_caller, require_scope
 from cartpulse.context import request_state, service
 from cartpulse.errors import ApiError, first_line
 from cartpulse.ops import metrics
 from cartpulse.project.params import parse_request
 from cartpulse.serving import pipe_query
-from cartpulse.serving.render import FORMATS, render, type_name
+from cartpulse.serving.pipe_metadata import pipe_metadata
+from cartpulse.serving.render import PIPE_FORMATS, render, type_name
+from cartpulse.serving.request_values import request_values
 from cartpulse.storage.wal import LSN_HEADER, REPLAY_POSITION, parse_lsn
 
 bp = Blueprint("pipes", __name__)
@@ -131,9 +136,13 @@ def _state():
 
 def endpoint_query(endpoint, values: dict) -> sql.Composed:
     """``select * from <schema>.<endpoint>(<param> => %(param)s, …)``: names from the
-    declarations, values bound; absent parameters take the function's defaults."""
+    declarations, values bound; absent parameters take the function's defaults. An array
+    is cast to its declared type (``text[]``…): a Python list alone does not say which."""
+    arrays = {p.name: p.kind.sql for p in endpoint.params if p.is_array}
     args = sql.SQL(", ").join(
-        sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in values)
+        sql.SQL("{} => {}{}").format(sql.Identifier(name), sql.Placeholder(name),
+                                     sql.SQL("::" + arrays[name]) if name in arrays else sql.SQL(""))
+        for name in values)
     return sql.SQL("select * from {}.{}({})").format(
         sql.Identifier(endpoint.schema), sql.Identifier(endpoint.relation), args)
 
@@ -187,11 +196,13 @@ def _query(state, target, endpoint, values: dict):
     return meta, rows, state.read_counters.counts(target.db, watched, *readings), replay
 
 
-@bp.get("/v0/pipes/<string:filename>")
+@bp.route("/v0/pipes/<string:filename>", methods=["GET", "POST"])
 def get_pipe(filename: str):
+    if "." not in filename and request.method == "GET":
+        return pipe_metadata(filename)
     name, _, fmt = filename.rpartition(".")
-    if not name or fmt not in FORMATS:
-        raise ApiError(404, f"unknown format in '{filename}': use .json, .csv or .ndjson")
+    if not name or fmt not in PIPE_FORMATS:
+        raise ApiError(404, f"unknown format in '{filename}': use {', '.join('.' + f for f in PIPE_FORMATS)}")
     catalog = _state().catalog
     if not catalog.built:
         raise ApiError(503, "the dbt models are not built yet: run `cartpulse build`", headers={"Retry-After": "5"})
@@ -207,9 +218,12 @@ def get_pipe(filename: str):
         unknown = sorted(set(fixed) - {p.name for p in endpoint.params})
         if unknown:
             raise ApiError(403, f"this token fixes {', '.join(unknown)}, which pipe '{name}' does not take")
-    values = parse_request(endpoint.params, request.args, fixed=fixed)
-    if "q" in request.values:  # SQL over the pipe's result, the table `_` (pipe_query.py)
-        return pipe_query.answer_over_pipe(endpoint, values, fmt, request.values["q"], endpoint_query)
+    given = request_values()
+    # For pipe_stats: every value, repeated keys and a POST's body included.
+    request_state().pipe_params = {k: ",".join(v) for k, v in given.lists() if k != "token"}
+    values = parse_request(endpoint.params, given, fixed=fixed)
+    if "q" in given:  # SQL over the pipe's result, the table `_` (pipe_query.py)
+        return pipe_query.answer_over_pipe(endpoint, values, fmt, given["q"], endpoint_query)
     position = request.headers.get(LSN_HEADER)
     meta, rows, statistics = run_endpoint(endpoint, values, parse_lsn(position) if position else None)
     request_state().pipe_result = (len(rows), statistics)
@@ -217,17 +231,3 @@ def get_pipe(filename: str):
     response.headers["CartPulse-Read-From"] = statistics["source"]
     response.headers["CartPulse-Max-Staleness"] = f"{statistics['max_staleness']:.3f}"
     return response
-
-
-@bp.get("/v0/pipes")
-def list_pipes():
-    """The pipes this token may read, with their descriptions and columns."""
-    scopes = request_scopes()
-    pipes = [{"name": e.name, "description": e.description,
-              "columns": [{"name": c.name, "type": c.data_type, "description": c.description} for c in e.columns],
-              "params": [{"name": p.name, "type": p.type, "default": p.default, "description": p.description}
-                         for p in e.params],
-              "endpoints": [f"/v0/pipes/{e.name}.{fmt}" for fmt in FORMATS]}
-             for e in sorted(_state().catalog.all().values(), key=lambda e: e.name)
-             if allows(scopes, f"PIPES:READ:{e.name}")]
-    return jsonify(pipes=pipes)

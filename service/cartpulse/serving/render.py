@@ -1,4 +1,5 @@
-"""Writing a result as Tinybird writes a pipe endpoint: JSON, CSV or NDJSON.
+"""Writing a result as Tinybird writes a pipe endpoint: JSON, CSV, NDJSON, and for pipes
+also CSV with names, Parquet (``parquet.py``) and Prometheus' text (``prometheus.py``).
 
 The JSON keys (``meta``, ``data``, ``rows``, ``statistics``) are a promise to clients:
 new keys may be added, documented ones never change. ``meta`` names each column's type
@@ -17,10 +18,18 @@ import orjson
 from flask import Response
 
 from cartpulse.project.types import tinybird_names
+from cartpulse.serving.parquet import parquet_bytes
+from cartpulse.serving.prometheus import prometheus_text
 
 #: PostgreSQL type OID → the type name Tinybird reports in ``meta``.
 TYPE_NAMES = tinybird_names()
+#: Formats of every tabular answer (pipes and data sources).
 FORMATS = ("json", "csv", "ndjson")
+#: A pipe's formats: those, and the ones Tinybird adds for pipes.
+PIPE_FORMATS = (*FORMATS, "csvwithnames", "parquet", "prometheus")
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "csvwithnames": "text/csv",
+               "ndjson": "application/x-ndjson", "parquet": "application/vnd.apache.parquet",
+               "prometheus": "text/plain; version=0.0.4"}
 
 
 def type_name(oid: int) -> str:
@@ -58,6 +67,10 @@ def render(fmt: str, meta: list[dict], rows: list[tuple], statistics: dict) -> R
     if fmt == "ndjson":
         body = b"".join(orjson.dumps(r, default=plain, option=_JSON) + b"\n" for r in records)
         return Response(body, mimetype="application/x-ndjson")
+    if fmt == "parquet":
+        return Response(parquet_bytes(meta, rows), content_type=MEDIA_TYPES[fmt])
+    if fmt == "prometheus":
+        return Response(prometheus_text(meta, rows), content_type=MEDIA_TYPES[fmt])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(names)

@@ -22,12 +22,15 @@ from flask import Blueprint, jsonify
 
 from cartpulse.context import service
 from cartpulse.project.datasources import DataSource
+from cartpulse.serving.render import PIPE_FORMATS
 from cartpulse.web.openapi_datasources import (
     datasource_paths,
     event_schemas,
     events_path,
     import_path,
 )
+from cartpulse.web.openapi_metadata import SCHEMAS as METADATA_SCHEMAS
+from cartpulse.web.openapi_metadata import metadata_paths, with_datasource_listing
 from cartpulse.web.openapi_parts import (
     ERRORS,
     POSITION_PARAMETER,
@@ -39,6 +42,7 @@ from cartpulse.web.openapi_parts import (
     tabular,
 )
 from cartpulse.web.openapi_sql import Q_PARAMETER, sql_paths
+from cartpulse.web.openapi_tokens import token_paths
 
 bp = Blueprint("openapi", __name__)
 
@@ -57,45 +61,8 @@ def pipe_paths(endpoints) -> tuple[dict, dict]:
             f"Read the pipe {endpoint.name}",
             (endpoint.description.strip() + "\n\n" if endpoint.description else "")
             + f"Needs a token with `PIPES:READ:{endpoint.name}` (or `ADMIN`).",
-            "pipes", READ_FROM))
+            "pipes", READ_FROM, formats=PIPE_FORMATS, post=True))
     return paths, schemas
-
-
-def token_paths() -> dict:
-    token = {"description": "The token, shown this once.", "content": {"application/json": {"schema": {
-        "type": "object", "required": ["name", "token", "scopes"],
-        "properties": {"name": {"type": "string"}, "token": {"type": "string"},
-                       "scopes": {"type": "array", "items": {"type": "string"}}}}}}}
-    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 200}}
-    admin = "Needs an `ADMIN` token."
-    return {
-        "/v0/tokens": {
-            "get": {"operationId": "list_tokens", "tags": ["tokens"], "summary": "List tokens (names and scopes, no secrets)",
-                    "description": admin, "responses": {"200": {"description": "The tokens.", "content": {
-                        "application/json": {"schema": {"type": "object", "properties": {"tokens": {
-                            "type": "array", "items": {"type": "object", "properties": {
-                                "name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
-                                "created_at": {"type": "string"}, "updated_at": {"type": "string"}}}}}}}}},
-                        **error_responses("401", "403", "429", "503")}},
-            "post": {"operationId": "create_token", "tags": ["tokens"], "summary": "Create a token", "description": admin,
-                     "parameters": [
-                         {"name": "name", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 200}},
-                         {"name": "scope", "in": "query", "required": True, "style": "form", "explode": True,
-                          "description": "`ADMIN`, `DATASOURCES:APPEND:<name>`, `DATASOURCES:READ:<name>` or"
-                                         " `PIPES:READ:<pipe>`; repeat for several.",
-                          "schema": {"type": "array", "items": {"type": "string"}}}],
-                     "responses": {"200": token, "409": {"description": "A token of that name exists.",
-                                                         "content": error_content()},
-                                   **error_responses("400", "401", "403", "429", "503")}}},
-        "/v0/tokens/{name}/refresh": {"post": {
-            "operationId": "refresh_token", "tags": ["tokens"], "summary": "Give a token a new secret (the old one stops)",
-            "description": admin, "parameters": [name],
-            "responses": {"200": token, **error_responses("400", "401", "403", "404", "429", "503")}}},
-        "/v0/tokens/{name}": {"delete": {
-            "operationId": "delete_token", "tags": ["tokens"], "summary": "Delete a token", "description": admin,
-            "parameters": [name],
-            "responses": {"204": {"description": "Deleted."}, **error_responses("400", "401", "403", "404", "429", "503")}}},
-    }
 
 
 def service_paths() -> dict:
@@ -167,11 +134,7 @@ def components(row_schemas: dict) -> dict:
                     "source": {"type": "string", "description": "`primary` or `replica-<n>` (READ_DATABASE_URLS)."},
                     "max_staleness": {"type": "number",
                                       "description": "Seconds this answer may be behind the primary, at most."}}}}},
-            "PipeListing": {"type": "object", "properties": {
-                "name": {"type": "string"}, "description": {"type": "string"},
-                "columns": {"type": "array", "items": {"type": "object"}},
-                "params": {"type": "array", "items": {"type": "object"}},
-                "endpoints": {"type": "array", "items": {"type": "string"}}}},
+            **METADATA_SCHEMAS,
             "IngestAnswer": {"type": "object", "required": ["successful_rows", "quarantined_rows", "import_id"],
                              "properties": {"successful_rows": {"type": "integer"},
                                             "quarantined_rows": {"type": "integer"},
@@ -205,8 +168,9 @@ def build_spec(endpoints, datasources: dict[str, DataSource], server_url: str = 
                  {"name": "sql", "description": "The Query API: Tinybird's SQL over data sources and pipes."},
                  {"name": "tokens", "description": "Managing tokens (admin)."},
                  {"name": "service", "description": "Health and this document."}],
-        "paths": {**pipes, **events_path(datasources), **import_path(datasources), **sources, **token_paths(),
-                  **sql_paths(), **service_paths()},
+        "paths": with_datasource_listing({**pipes, **metadata_paths(endpoints, datasources), **events_path(datasources),
+                                          **import_path(datasources), **sources, **token_paths(), **sql_paths(),
+                                          **service_paths()}),
         "components": components({**pipe_rows, **source_rows, **event_schemas(datasources)}),
     }
 

@@ -97,7 +97,8 @@ def import_path(datasources: dict[str, DataSource]) -> dict:
     """``POST /v0/datasources``: a bulk import (``bulk.py``), all or nothing per import."""
     return {"/v0/datasources": {"post": {
         "operationId": "import_datasource", "tags": ["datasources"], "summary": "Bulk import a file",
-        "description": "CSV (with a header line), NDJSON or Parquet; a multipart upload (`-F csv=@file.csv`) or the"
+        "description": "CSV (with a header line naming the columns, or without one: the columns in declared order),"
+                       " NDJSON or Parquet; a multipart upload (`-F csv=@file.csv`) or the"
                        " raw body. Each row meets the events API's rules (bad rows are quarantined); the import"
                        " is stored whole or not at all. Needs `DATASOURCES:APPEND:<name>` (or `ADMIN`).",
         "parameters": [
@@ -108,6 +109,13 @@ def import_path(datasources: dict[str, DataSource]) -> dict:
              "description": "Else from the file name's extension, else from the Content-Type.",
              "schema": {"type": "string", "enum": ["csv", "ndjson", "parquet"]}},
             {"name": "Content-Encoding", "in": "header", "required": False, "schema": {"type": "string", "enum": ["gzip"]}},
+            {"name": "dialect_delimiter", "in": "query", "required": False, "description": "CSV: the field separator,"
+             " one character (`\\t` for a tab).", "schema": {"type": "string", "default": ","}},
+            {"name": "dialect_escapechar", "in": "query", "required": False,
+             "description": "CSV: a character that takes away the meaning of the next one.", "schema": {"type": "string"}},
+            {"name": "dialect_new_line", "in": "query", "required": False,
+             "description": "CSV: `\\n` or `\\r\\n` (both are read anyway); other line ends are refused.",
+             "schema": {"type": "string"}},
         ],
         "requestBody": {"required": True, "content": {
             "multipart/form-data": {"schema": {"type": "object", "properties": {

@@ -6,11 +6,17 @@ and data sources share. Types come from the one vocabulary (project/types.py).
 from __future__ import annotations
 
 from cartpulse.project import types
-from cartpulse.project.params import Param
-from cartpulse.serving.render import FORMATS
+from cartpulse.project.params import MAX_ELEMENTS, Param
+from cartpulse.serving.render import FORMATS, MEDIA_TYPES
 
-#: Response media type of each pipe format.
-MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "ndjson": "application/x-ndjson"}
+#: What each format's answer is, beyond JSON's typed rows.
+_FORMAT_TEXT = {
+    "csv": "A header line with the column names, then one line per row.",
+    "csvwithnames": "CSV with a header line of column names (Tinybird's name for it), then one line per row.",
+    "parquet": "One Parquet file; column types follow `meta` (DateTime: UTC timestamp, milliseconds).",
+    "prometheus": "Prometheus text format: needs the columns `name` and `value` (optionally `help`, `type`,"
+                  " `timestamp`, `labels`); other pipes answer 400.",
+}
 
 #: Error statuses every authenticated route may answer, and what each means here.
 ERRORS = {
@@ -36,8 +42,16 @@ def column_schema(data_type: str | None, description: str = "") -> dict:
 
 
 def param_schema(param: Param) -> dict:
-    """JSON Schema of a declared parameter, with every constraint the service enforces."""
+    """JSON Schema of a declared parameter, with every constraint the service enforces
+    (an array's bounds hold for each element)."""
     schema = dict(param.kind.param_schema)
+    if param.is_array:
+        items = _bounded(param, dict(schema["items"]))
+        return {**schema, "items": items, "maxItems": MAX_ELEMENTS}
+    return _bounded(param, schema)
+
+
+def _bounded(param: Param, schema: dict) -> dict:
     if param.min is not None:
         schema["minimum"] = param.min
     if param.max is not None:
@@ -57,13 +71,18 @@ def param_description(param: Param) -> str:
         parts.append(f"A DateTime, {types.DATETIME_TEXT}, or a date alone for its midnight.")
     if param.after:
         parts.append(f"Must be later than `{param.after}`.")
+    if param.is_array:
+        parts.append("Several values as `a,b` or as repeated keys (or both); each is checked.")
     parts.append("An empty value counts as not given.")
     return " ".join(parts)
 
 
 def query_parameter(param: Param) -> dict:
-    return {"name": param.name, "in": "query", "required": False,
-            "description": param_description(param), "schema": param_schema(param)}
+    described = {"name": param.name, "in": "query", "required": False,
+                 "description": param_description(param), "schema": param_schema(param)}
+    if param.is_array:
+        described.update(style="form", explode=True)  # repeated keys; `a,b` works too
+    return described
 
 
 def error_responses(*statuses: str) -> dict:
@@ -88,26 +107,43 @@ READ_FROM = {
 
 
 def tabular(name: str, title: str, parameters: list[dict], summary: str, description: str, tag: str,
-             headers: dict | None = None) -> dict:
-    """Paths ``<name>.json|.csv|.ndjson`` answering rows of the schema ``title`` as Tinybird does."""
+            headers: dict | None = None, formats: tuple[str, ...] = FORMATS, post: bool = False) -> dict:
+    """Paths ``<name>.<format>`` answering rows of the schema ``title`` as Tinybird does;
+    with ``post``, each also takes its query parameters in a form-encoded or JSON body."""
     ref = {"$ref": f"#/components/schemas/{title}"}
     paths = {}
-    for fmt in FORMATS:
+    for fmt in formats:
         if fmt == "json":
             content = {"schema": {"allOf": [{"$ref": "#/components/schemas/PipeResponse"},
                                             {"type": "object", "properties": {"data": {"type": "array", "items": ref}}}]}}
         elif fmt == "ndjson":
             content = {"schema": {"type": "string", "description": f"One JSON object per line, each a {title}."}}
         else:
-            content = {"schema": {"type": "string", "description": "A header line with the column names, then one line per row."}}
-        paths[f"{name}.{fmt}"] = {"get": {
-            "operationId": f"{name.strip('/').replace('/', '_').replace('v0_', '')}_{fmt}",
+            content = {"schema": {"type": "string", "description": _FORMAT_TEXT[fmt]}}
+        operation_id = f"{name.strip('/').replace('/', '_').replace('v0_', '')}_{fmt}"
+        operation = {
+            "operationId": operation_id,
             "tags": [tag], "summary": f"{summary} ({fmt.upper()})", "description": description,
             "parameters": parameters,
-            "responses": {"200": {"description": "The rows.", "content": {MEDIA_TYPES[fmt]: content},
+            "responses": {"200": {"description": "The rows.", "content": {MEDIA_TYPES[fmt].split(";")[0]: content},
                                   **({"headers": headers} if headers else {})},
-                          **error_responses("400", "401", "403", "404", "429", "503")}}}
+                          **error_responses("400", "401", "403", "404", "429", "503")}}
+        paths[f"{name}.{fmt}"] = {"get": operation}
+        if post:
+            paths[f"{name}.{fmt}"]["post"] = {**operation, "operationId": f"{operation_id}_post",
+                                              "summary": f"{summary} ({fmt.upper()}, parameters in the body)",
+                                              "parameters": [p for p in parameters if p["in"] != "query"],
+                                              "requestBody": post_body(parameters)}
     return paths
+
+
+def post_body(parameters: list[dict]) -> dict:
+    """A POST's body: the query parameters, form-encoded or as one JSON object."""
+    schema = {"type": "object", "properties": {p["name"]: {**p["schema"], "description": p["description"]}
+                                               for p in parameters if p["in"] == "query"}}
+    return {"required": False, "description": "The parameters, as the query string would carry them (an array"
+                                               " parameter as a JSON list, or its key repeated).",
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}, "application/json": {"schema": schema}}}
 
 
 def error_content() -> dict:
