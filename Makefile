@@ -33,7 +33,7 @@ run: $(STAMP)
 # Tinybird's own clients (pinned in tests/clients/) against a running CartPulse; `make
 # test` runs these too. They are installed into .clients/ on first use.
 compat: $(STAMP)
-	$(BIN)/pytest tests/test_clients.py
+	$(BIN)/pytest tests/test_clients.py tests/test_clients_api.py
 
 serve: $(STAMP)
 	$(BIN)/cartpulse serve

@@ -25,9 +25,6 @@ from cartpulse.storage.schema import create_storage
 from support import server_folder, truncate_events
 
 GIVEN_SERVER = os.environ.get("CARTPULSE_TEST_DATABASE_URL")
-#: Tinybird's clients on the routes #14 is adding: left out of the suite until they land
-#: (run it by name: `.venv/bin/pytest tests/test_clients_pending.py`); delete the entry then.
-collect_ignore = ["test_clients_pending.py"]
 
 
 def with_database(url: str, dbname: str) -> str:

@@ -4,7 +4,7 @@ Each client is installed from its registry (tests/real_clients.py) and driven by
 script written as its users write code (tests/clients/). Every answer is checked against
 Python's own computation over the events the test sent (expected.py) or against the
 database, never only for a 2xx. What the clients send and read is written up in docs/clients.md;
-tests/test_clients_pending.py holds the calls that need #14's new routes.
+tests/test_clients_api.py drives the routes #14 added (Query API, arrays, formats, metadata, JWTs).
 """
 
 from __future__ import annotations

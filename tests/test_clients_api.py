@@ -1,20 +1,20 @@
-"""Tinybird's clients on the routes #14 adds: written ahead, enabled as those land.
+"""Tinybird's clients on the routes #14 added, each checked against an independent answer.
 
-Same harness and checks as test_clients.py. Each test names the #14 feature it needs:
+Same harness and checks as test_clients.py, by feature:
 
-- ARRAYS (`surface`): array parameters declared in yml, as ``a,b`` and as repeated keys
-  (how the SDKs send lists), a scalar given twice refused; POST on a pipe (verdin
-  switches to it past 8 KB of query string). With the server front (the lead's): a
-  query string of up to 8 KB, as Tinybird takes.
-- FORMATS (`surface`): ``.parquet`` and ``.csvwithnames`` on pipes.
-- CSV (`surface`): CSV appends without a header row, ``dialect_delimiter``.
-- METADATA (`surface`): ``GET /v0/pipes`` (Tinybird's shape), ``/v0/pipes/<name>``,
+- ARRAYS: array parameters declared in yml, as ``a,b`` and as repeated keys (how the
+  SDKs send lists), a scalar given twice refused; POST on a pipe (verdin switches to it
+  past 8 KB of query string); a query string of up to 8 KB, as Tinybird takes (the HTTP
+  front's request line limit is 16 KiB).
+- FORMATS: ``.parquet`` and ``.csvwithnames`` on pipes.
+- CSV: CSV appends without a header row, ``dialect_delimiter``.
+- METADATA: ``GET /v0/pipes`` (Tinybird's shape), ``/v0/pipes/<name>``,
   ``/v0/datasources``, ``/v0/datasources/<name>``.
-- TOKENS (`surface`): ``POST /v0/tokens/`` with a JSON body of scope objects and
-  ``expiration_time`` (a JWT); tokens listed with scope objects.
-- SQL (`query`): the Query API ``/v0/sql`` (POST text/plain, GET ``q=`` with FORMAT).
-- Q (`query`): ``q=`` on a pipe (SQL over its result as ``_``).
-- OPS_LOG (`query`): ``tinybird.datasources_ops_log``.
+- TOKENS: ``POST /v0/tokens/`` with a JSON body of scope objects and ``expiration_time``
+  (a JWT); tokens listed with scope objects.
+- SQL: the Query API ``/v0/sql`` (POST text/plain, GET ``q=`` with FORMAT).
+- Q: ``q=`` on a pipe (SQL over its result as ``_``).
+- OPS_LOG: ``tinybird.datasources_ops_log``.
 """
 
 from __future__ import annotations
