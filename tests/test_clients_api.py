@@ -216,3 +216,28 @@ def test_datasources_ops_log_records_an_import(clients, empty_events):
     sql = f"select datasource_name, rows from tinybird.datasources_ops_log where import_id = '{import_id}'"
     answer = ok(clients.tinybird_sdk("sql", sql=sql))
     assert [(r["datasource_name"], int(r["rows"])) for r in answer["data"]] == [(DS, 30)], answer
+
+
+def test_pipe_stats_rt_counts_the_calls_a_client_made(clients, events):
+    """PIPE_STATS: the calls an SDK made are rows of ``tinybird.pipe_stats_rt``, read back
+    through the Query API by the other SDK. Rows are written about a second after each
+    request (ops/pipe_stats.py), so the read is repeated until they are there."""
+    import random
+    import time
+
+    marker = random.randrange(900, 1000)  # a limit no other test asks for
+    sql = ("select count() as n, sum(result_rows) as result_rows from tinybird.pipe_stats_rt"
+           f" where pipe_name = 'top_products' and parameters['limit'] = '{marker}' and status_code = 200")
+
+    def stats() -> tuple[int, int]:
+        row = ok(clients.tinybird_sdk("sql", sql=sql))["data"][0]
+        return int(row["n"]), int(row["result_rows"] or 0)
+
+    before = stats()
+    for _ in range(3):
+        ok(clients.ts_sdk("query", pipe="top_products", params={"limit": marker}))
+    want = len(expected.top_products(events, limit=marker))
+    deadline = time.monotonic() + 30
+    while (after := stats())[0] < before[0] + 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 3 * want), (before, after)

@@ -68,3 +68,16 @@ def test_datasources_ops_log_has_a_row_per_append(client, auth, clean_logs):
     ]
     (stored,) = rows(client, auth, "select count() n from ecommerce_events")
     assert stored["n"] == sum(r["rows"] or 0 for r in got)
+
+
+def test_a_map_value_reads_as_text_and_other_subscripts_are_refused(client, auth, app, clean_logs):
+    """``parameters`` is Tinybird's Map(String, String): ``parameters['limit']`` is the text
+    '3'. A jsonb subscript would compare as the number 3 with '3' and match nothing,
+    silently; so map keys read as text, and any other subscript is a 400 naming it."""
+    for limit in (3, 4, 3):
+        assert client.get(f"/v0/pipes/top_products.json?limit={limit}", headers=auth).status_code == 200
+    app.extensions["cartpulse_stats"].flush()
+    (row,) = rows(client, auth, "select count() n from tinybird.pipe_stats_rt where parameters['limit'] = '3'")
+    assert int(row["n"]) == 2
+    r = client.get("/v0/sql", query_string={"q": "select parameters[1] from tinybird.pipe_stats_rt"}, headers=auth)
+    assert r.status_code == 400 and "subscript" in r.get_json()["error"]

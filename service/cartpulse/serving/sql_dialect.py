@@ -65,7 +65,8 @@ _FUNCTIONS = tuple(getattr(exp, name) for name in (
     "Count", "Sum", "Avg", "Min", "Max", "Round", "Abs", "Floor", "Ceil", "Sqrt", "Ln", "Pow", "Coalesce",
     "Nullif", "Greatest", "Least", "If", "Case", "Cast", "Lower", "Upper", "Length", "Concat", "Substring",
     "Trim", "TimestampTrunc", "DateTrunc", "CurrentTimestamp", "CurrentDate", "Extract", "Stddev",
-    "StddevPop", "StddevSamp", "Variance", "VariancePop", "RowNumber", "Lag", "Lead", "And", "Or", "Exists"))
+    "StddevPop", "StddevSamp", "Variance", "VariancePop", "RowNumber", "Lag", "Lead", "And", "Or", "Exists",
+    "JSONExtractScalar"))
 #: Functions the rewrite below produces by name.
 _NAMED = {"date_bin"}
 #: Types a CAST may name.
@@ -284,6 +285,8 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         return _STATISTICS[node.name.lower()](this=_args(node, 1)[0])
     if isinstance(node, exp.CombinedAggFunc):
         return _combined(node)
+    if isinstance(node, exp.Bracket):
+        return _map_value(node)
     if isinstance(node, exp.DayOfWeekIso):
         return _cast(exp.Extract(this=exp.var("ISODOW"), expression=node.this), "BIGINT")
     if not isinstance(node, exp.Anonymous):
@@ -312,6 +315,17 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         ifs = [exp.If(this=args[i], true=args[i + 1]) for i in range(0, len(args) - 1, 2)]
         return exp.Case(ifs=ifs, default=args[-1])
     return node
+
+
+def _map_value(node: exp.Bracket) -> exp.Expression:
+    """``parameters['limit']``: a value of a ClickHouse Map(String, String) (the one map
+    exposed is ``tinybird.pipe_stats_rt.parameters``, a jsonb object here) as text,
+    ``->>``. Left as a subscript it would be a jsonb value, which ``= '10'`` compares
+    as the number 10 with the string "10", silently false. Anything else is refused."""
+    keys = list(node.expressions)
+    if len(keys) != 1 or not (isinstance(keys[0], exp.Literal) and keys[0].is_string):
+        raise refuse("a subscript other than a map key given as a string (map['key'])")
+    return exp.JSONExtractScalar(this=node.this, expression=keys[0])
 
 
 def _combined(node: exp.CombinedAggFunc) -> exp.Expression:
