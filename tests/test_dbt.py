@@ -134,15 +134,17 @@ def test_the_models_and_the_service_ask_the_same_engine(built, engine):
 
 def test_each_folder_declares_its_materialization_once(built):
     """dbt_project.yml names each folder's materialization; no model or yml repeats it,
-    and the build makes what each one makes: views (staging), tables with `_live` views
-    (rollups), functions with views of their defaults (marts)."""
+    and the build makes what each one makes: views (staging, the semantic layer's time
+    spine, the analysts' masked views), tables with `_live` views (rollups), functions
+    with views of their defaults (marts)."""
     import psycopg
     import yaml
 
     folders = {folder: conf["+materialized"] for folder, conf in
                yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())["models"]["cartpulse"].items()
                if not folder.startswith("+")}
-    assert folders == {"staging": "stable_view", "rollups": "rollup", "marts": "endpoint"}
+    assert folders == {"staging": "stable_view", "rollups": "rollup", "marts": "endpoint", "semantic": "stable_view",
+                       "analyst": "stable_view"}
     repeated = [str(p.relative_to(PROJECT_DIR)) for p in (PROJECT_DIR / "models").rglob("*")
                 if p.suffix in (".sql", ".yml") and "materialized" in p.read_text()]
     assert repeated == []
@@ -156,7 +158,7 @@ def test_each_folder_declares_its_materialization_once(built):
     for name, node in models.items():
         folder = node["fqn"][1]
         assert node["config"]["materialized"] == folders[folder], name
-        made = {"staging": kinds.get(name) == "v",
+        made = {"staging": kinds.get(name) == "v", "semantic": kinds.get(name) == "v",
                 "rollups": kinds.get(name) == "r" and kinds.get(f"{name}_live") == "v",
                 "marts": kinds.get(name) == "v" and name in functions}[folder]
         assert made, name
