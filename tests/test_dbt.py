@@ -109,6 +109,7 @@ def test_a_fourth_endpoint_is_one_model_and_its_yml(built, tmp_path, auth):
 
         with psycopg.connect(built.database_url) as conn:
             conn.execute("drop schema fourth cascade")
+            conn.execute("drop schema if exists fourth_analyst cascade")
 
 
 def test_time_bin_follows_the_engine(built, engine):
@@ -151,8 +152,10 @@ def test_each_folder_declares_its_materialization_once(built):
     manifest = json.loads((built.target_dir / "manifest.json").read_text())
     models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
     with psycopg.connect(built.database_url) as conn:
+        # The analyst folder's views are in a schema of their own (<DBT_SCHEMA>_analyst).
         kinds = dict(conn.execute("select c.relname, c.relkind from pg_class c join pg_namespace n"
-                                  " on n.oid = c.relnamespace where n.nspname = %s", [built.dbt_schema]).fetchall())
+                                  " on n.oid = c.relnamespace where n.nspname in (%s, %s)",
+                                  [built.dbt_schema, f"{built.dbt_schema}_analyst"]).fetchall())
         functions = {r[0] for r in conn.execute("select p.proname from pg_proc p join pg_namespace n"
                                                 " on n.oid = p.pronamespace where n.nspname = %s", [built.dbt_schema])}
     for name, node in models.items():

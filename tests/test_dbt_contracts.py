@@ -93,6 +93,7 @@ def contracts(built, tmp_path):
     finally:
         with psycopg.connect(built.database_url) as conn:
             conn.execute("drop schema contracts cascade")
+            conn.execute("drop schema if exists contracts_analyst cascade")
 
 
 @pytest.mark.parametrize("path", sorted(BROKEN))
