@@ -161,7 +161,7 @@ def test_each_folder_declares_its_materialization_once(built):
     for name, node in models.items():
         folder = node["fqn"][1]
         assert node["config"]["materialized"] == folders[folder], name
-        made = {"staging": kinds.get(name) == "v", "semantic": kinds.get(name) == "v",
+        made = {"staging": kinds.get(name) == "v", "semantic": kinds.get(name) == "v", "analyst": kinds.get(name) == "v",
                 "rollups": kinds.get(name) == "r" and kinds.get(f"{name}_live") == "v",
                 "marts": kinds.get(name) == "v" and name in functions}[folder]
         assert made, name

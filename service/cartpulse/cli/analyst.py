@@ -42,10 +42,9 @@ def login_url(url: str, user: str, password: str) -> str:
     return f"postgresql://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
 
 
-def cmd_analyst(settings, args) -> int:
-    from cartpulse.cli.main import database_url
-
-    url = database_url(settings, start=args.action == "create")
+def cmd_analyst(url: str, args) -> int:
+    """``args.action`` on the database at ``url`` (cli/main.py resolves it, starting the
+    embedded server when it is the one)."""
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             if args.action == "create":

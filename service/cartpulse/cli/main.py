@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"db": cmd_db, "replica": cmd_replica, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
                 "psql": cmd_psql, "env": cmd_env, "serve": cmd_serve, "run": cmd_run, "token": cmd_token,
                 "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate,
-                "analyst": analyst.cmd_analyst}
+                "analyst": lambda settings, args: analyst.cmd_analyst(database_url(settings, start=True), args)}
     try:
         settings = Settings.from_env()
     except SettingError as err:  # names the variable: nothing has started yet
