@@ -134,3 +134,20 @@ def test_the_declared_column_order_wins(contracts):
         finally:
             conn.rollback()
     assert row == ("p-order", 2, 5.0)
+
+
+def test_a_unit_test_fixes_the_engine(built, engine, tmp_path):
+    """The engine is a macro a unit test overrides (the rollups' tests fix `postgres`:
+    date_bin, which both engines have). Fixed to `timescaledb`, the same test runs
+    time_bucket: it passes where the extension is, and fails on plain PostgreSQL."""
+    project = _copy(tmp_path)
+    tests = project / "models" / "rollups" / "_rollups_unit_tests.yml"
+    tests.write_text(tests.read_text().replace("overrides: &engine {macros: {cartpulse_engine: postgres}}",
+                                               "overrides: &engine {macros: {cartpulse_engine: timescaledb}}"))
+    settings = replace(built, project_dir=project, target_dir=tmp_path / "target")
+    result = run_dbt(settings, built.database_url, "test", "--select", "rollup_revenue_15m,test_type:unit",
+                     check=False, capture=True)
+    if engine == "timescaledb":
+        assert result.returncode == 0, result.stdout[-3000:]
+    else:
+        assert result.returncode != 0 and "function time_bucket(" in result.stdout
