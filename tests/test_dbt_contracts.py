@@ -127,9 +127,9 @@ def test_the_declared_column_order_wins(contracts):
         conn.execute("select cartpulse.ensure_partitions('raw.ecommerce_events', array[timestamptz '2026-10-01'])")
         conn.execute("insert into raw.ecommerce_events (event_time, event_type, user_id, product_id, category,"
                      " price, quantity, session_id, country) values"
-                     " ('2026-10-01 06:00', 'purchase', 'u', 'p-order', 'c', 2.5, 2, 's', 'X')")
+                     " ('2026-10-01 06:00', 'purchase', 'u', 'p-order', 'c-order', 2.5, 2, 's', 'X')")
         try:
-            row = conn.execute("select * from contracts.top_products(start_date => '2026-10-01',"
+            row = conn.execute("select * from contracts.top_products(category => 'c-order', start_date => '2026-10-01',"
                                " end_date => '2026-10-01 12:00')").fetchone()
         finally:
             conn.rollback()
