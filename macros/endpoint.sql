@@ -24,7 +24,10 @@
   {%- if not execute -%}{{ return('null') }}{%- endif -%}
   {%- set names = endpoint_params().keys() | list -%}
   {%- if name not in names -%}
-    {{ exceptions.raise_compiler_error("param('" ~ name ~ "') is not declared under config.meta.endpoint.params of " ~ this.identifier) }}
+    {{ exceptions.raise_compiler_error("param('" ~ name ~ "') is not declared under config.meta.endpoint.params of " ~ model.name) }}
+  {%- endif -%}
+  {%- if unit_testing() -%}
+    {{ return(unit_test_param(name, endpoint_params()[name])) }}
   {%- endif -%}
   ${{ names.index(name) + 1 }}
 {%- endmacro %}
@@ -63,6 +66,7 @@
     {{ exceptions.raise_compiler_error("endpoint " ~ this.identifier ~ " declares no columns in its yml") }}
   {%- endif -%}
 
+  {{ assert_contract(endpoint_contract_sql(sql)) }}
   {%- set ddl -%}
     drop view if exists {{ target }};
     drop function if exists {{ target }};
@@ -70,7 +74,7 @@
     returns table ({{ columns | join(', ') }})
     language sql stable parallel safe
     as $endpoint$
-{{ sql }}
+{{ contract_columns(sql) }}
     $endpoint$;
     create view {{ target }} as select * from {{ target }}();
   {%- endset -%}

@@ -47,6 +47,7 @@
     models re-create their `_live` views in the same run. -#}
 {% materialization stable_view, adapter='postgres' %}
   {%- set target = this.incorporate(type='view') -%}
+  {{ assert_contract(sql) }}
   {%- set ddl = "create or replace view " ~ target ~ " as\n" ~ sql -%}
   {{ run_hooks(pre_hooks, inside_transaction=False) }}
   {{ run_hooks(pre_hooks, inside_transaction=True) }}

@@ -109,6 +109,7 @@ def test_a_fourth_endpoint_is_one_model_and_its_yml(built, tmp_path, auth):
 
         with psycopg.connect(built.database_url) as conn:
             conn.execute("drop schema fourth cascade")
+            conn.execute("drop schema if exists fourth_analyst cascade")
 
 
 def test_time_bin_follows_the_engine(built, engine):
@@ -134,28 +135,33 @@ def test_the_models_and_the_service_ask_the_same_engine(built, engine):
 
 def test_each_folder_declares_its_materialization_once(built):
     """dbt_project.yml names each folder's materialization; no model or yml repeats it,
-    and the build makes what each one makes: views (staging), tables with `_live` views
-    (rollups), functions with views of their defaults (marts)."""
+    and the build makes what each one makes: views (staging, the semantic layer's time
+    spine, the analysts' masked views), tables with `_live` views (rollups), functions
+    with views of their defaults (marts)."""
     import psycopg
     import yaml
 
     folders = {folder: conf["+materialized"] for folder, conf in
-               yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())["models"]["cartpulse"].items()}
-    assert folders == {"staging": "stable_view", "rollups": "rollup", "marts": "endpoint"}
+               yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())["models"]["cartpulse"].items()
+               if not folder.startswith("+")}
+    assert folders == {"staging": "stable_view", "rollups": "rollup", "marts": "endpoint", "semantic": "stable_view",
+                       "analyst": "stable_view"}
     repeated = [str(p.relative_to(PROJECT_DIR)) for p in (PROJECT_DIR / "models").rglob("*")
                 if p.suffix in (".sql", ".yml") and "materialized" in p.read_text()]
     assert repeated == []
     manifest = json.loads((built.target_dir / "manifest.json").read_text())
     models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
     with psycopg.connect(built.database_url) as conn:
+        # The analyst folder's views are in a schema of their own (<DBT_SCHEMA>_analyst).
         kinds = dict(conn.execute("select c.relname, c.relkind from pg_class c join pg_namespace n"
-                                  " on n.oid = c.relnamespace where n.nspname = %s", [built.dbt_schema]).fetchall())
+                                  " on n.oid = c.relnamespace where n.nspname in (%s, %s)",
+                                  [built.dbt_schema, f"{built.dbt_schema}_analyst"]).fetchall())
         functions = {r[0] for r in conn.execute("select p.proname from pg_proc p join pg_namespace n"
                                                 " on n.oid = p.pronamespace where n.nspname = %s", [built.dbt_schema])}
     for name, node in models.items():
         folder = node["fqn"][1]
         assert node["config"]["materialized"] == folders[folder], name
-        made = {"staging": kinds.get(name) == "v",
+        made = {"staging": kinds.get(name) == "v", "semantic": kinds.get(name) == "v", "analyst": kinds.get(name) == "v",
                 "rollups": kinds.get(name) == "r" and kinds.get(f"{name}_live") == "v",
                 "marts": kinds.get(name) == "v" and name in functions}[folder]
         assert made, name

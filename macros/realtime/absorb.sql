@@ -78,11 +78,12 @@ $replace$;
 {% endmacro %}
 
 {#- The statement that absorbs pending rows into ``target`` ($1: the new snapshot, $2:
-    the previous one): the aggregate of those rows, added to the rows of the same grain. -#}
+    the previous one): the aggregate of those rows, added to the rows of the same grain,
+    its columns in the contract's order (contracts.sql), as the table was built. -#}
 {% macro absorb_statement(target, sql, input_columns, pending, grain, measures) -%}
 insert into {{ target }} as t
-{{ rollup_wrap(sql, "select " ~ input_columns ~ " from " ~ pending ~ " p"
-     ~ " where pg_visible_in_snapshot(p.ingest_xid, $1) and not pg_visible_in_snapshot(p.ingest_xid, $2)") }}
+{{ contract_columns(rollup_wrap(sql, "select " ~ input_columns ~ " from " ~ pending ~ " p"
+     ~ " where pg_visible_in_snapshot(p.ingest_xid, $1) and not pg_visible_in_snapshot(p.ingest_xid, $2)")) }}
 on conflict ({{ grain | join(', ') }}) do update set
 {%- for m in measures %}
   {{ m }} = t.{{ m }} + excluded.{{ m }}{{ "," if not loop.last }}

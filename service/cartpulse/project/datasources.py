@@ -61,7 +61,8 @@ _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: The schema every data source must declare, so that RAW_SCHEMA moves them all.
 SCHEMA_TEMPLATE = "{{ env_var('RAW_SCHEMA', 'raw') }}"
 _SOURCE_KEYS = {"sorting_key", "partition_key", "segment_by"}
-_COLUMN_KEYS = {"nullable", "min", "max", "max_length"}
+# personal: analysts read the column pseudonymised only (macros/analysts.sql).
+_COLUMN_KEYS = {"nullable", "min", "max", "max_length", "personal"}
 
 #: The quarantine's own columns (Tinybird's names), after the data source's columns as
 #: text: (name, SQL type, not null). ``insertion_date`` is filled by the database.

@@ -23,6 +23,7 @@ from psycopg import sql
 from cartpulse.config import Settings
 from cartpulse.project.datasources import DataSource, for_settings
 from cartpulse.storage import engine as engines
+from cartpulse.storage import roles
 from cartpulse.storage.ddl import create_tables
 from cartpulse.storage.engine import POSTGRES, TIMESCALEDB  # noqa: F401 (callers' names)
 from cartpulse.storage.query_role import provision_query_role
@@ -55,6 +56,7 @@ def create_storage(url: str, settings: Settings, datasources: dict[str, DataSour
                 apply_policies(conn, engine, settings, source)
             conn.execute(_sql("service_datasources.sql"))
             provision_query_role(conn, datasources)
+            roles.ensure_group(conn, roles.ANALYSTS)  # dbt grants it read access (storage/roles.py)
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('cartpulse.create_storage'))")
     log.info("storage ready (engine: %s; data sources: %s)", engine, ", ".join(datasources) or "none")
