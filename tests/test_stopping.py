@@ -12,6 +12,7 @@ import gc
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +38,19 @@ def test_a_worker_quits_at_once_from_its_signal_handler():
     finally:
         gc.unfreeze()  # the handler freezes the heap of a process about to end: not this one
     assert ended == [0] and not worker.alive
+
+
+def test_a_ctrl_c_while_dbt_starts_is_kept_for_after_popen():
+    """A SIGINT between dbt's start and `build_models` holding its handle is recorded, not
+    raised there (it left dbt orphaned and the run gone without a word); SIGINT raises
+    again once the block ends."""
+    from cartpulse.cli.stopping import _ctrl_c_deferred
+
+    with _ctrl_c_deferred() as interrupted:
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.pthread_kill(threading.main_thread().ident, 0)  # the handler has run by now
+    assert interrupted == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def dbt_child(parent: int) -> int | None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 
 from cartpulse.ops.dbt_runner import dbt_env, dbt_executable
 
@@ -31,8 +33,11 @@ def build_models(settings, url: str, *args: str) -> None:
     second Ctrl-C interrupts it: SIGINT, dbt's own way to cancel its queries.
     """
     command = [dbt_executable(), "run", *args]
-    proc = subprocess.Popen(command, cwd=settings.project_dir, env=dbt_env(settings, url), start_new_session=True)
+    with _ctrl_c_deferred() as interrupted:  # a Ctrl-C inside Popen would lose dbt's handle
+        proc = subprocess.Popen(command, cwd=settings.project_dir, env=dbt_env(settings, url), start_new_session=True)
     try:
+        if interrupted:
+            raise KeyboardInterrupt
         returncode = proc.wait()
     except KeyboardInterrupt:
         print("Stopping when this dbt run is done (Ctrl-C again to interrupt it)…", file=sys.stderr, flush=True)
@@ -48,3 +53,23 @@ def build_models(settings, url: str, *args: str) -> None:
         raise
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, command)
+
+
+@contextmanager
+def _ctrl_c_deferred():
+    """While the block runs, a SIGINT is recorded (the yielded list gets an item) instead of
+    raising KeyboardInterrupt; the caller raises it where it can handle it. Used around
+    ``Popen``: dbt is already running when Popen returns, and a KeyboardInterrupt raised
+    in between left dbt orphaned and ``cartpulse run`` gone without a word. Only where
+    SIGINT raises KeyboardInterrupt (a shell that starts us with SIGINT ignored keeps it so),
+    and only from the main thread, which is the only one signals reach."""
+    interrupted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield interrupted
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(True))
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
