@@ -43,10 +43,20 @@
 {%- endmacro %}
 
 {% macro endpoint_default(spec) -%}
-  {%- if spec.get('default') is none -%}null
-  {%- elif spec.get('default') is number -%}{{ spec.get('default') }}
-  {%- else -%}{{ dbt.string_literal(spec.get('default') | string | replace("'", "''")) }}
+  {%- set value = spec.get('default') -%}
+  {%- if value is none -%}null
+  {%- elif value is number -%}{{ value }}
+  {%- elif value is not string and value is iterable -%}array[{% for v in value %}{{ endpoint_literal(v) }}{{ ", " if not loop.last }}{% endfor %}]
+  {%- else -%}{{ endpoint_literal(value) }}
   {%- endif -%}::{{ endpoint_sql_type(spec.get('type')) }}
+{%- endmacro %}
+
+{#- One value of a default (or a unit test's parameter) as an SQL literal: an Array
+    parameter's value is a YAML list of them. -#}
+{% macro endpoint_literal(value) -%}
+  {%- if value is number -%}{{ value }}
+  {%- else -%}{{ dbt.string_literal(value | string | replace("'", "''")) }}
+  {%- endif -%}
 {%- endmacro %}
 
 {% materialization endpoint, adapter='postgres' %}

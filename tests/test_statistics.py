@@ -73,3 +73,15 @@ def test_rows_an_index_only_scan_reads_are_counted(app, built):
     finally:
         with psycopg.connect(built.database_url, autocommit=True) as conn:
             conn.execute("drop table analytics.statistics_probe")
+
+
+def test_server_timing_breaks_a_read_into_its_parts(client, auth):
+    """Every answer says where its time went (W3C Server-Timing): token lookup, rate limit,
+    query, statistics and rendering for a pipe read, and the whole as the app saw it."""
+    r = client.get("/v0/pipes/top_products.json", headers=auth)
+    assert r.status_code == 200
+    phases = dict(part.split(";dur=") for part in r.headers["Server-Timing"].split(", "))
+    assert set(phases) == {"auth", "ratelimit", "query", "statistics", "render", "app"}
+    durations = {k: float(v) for k, v in phases.items()}
+    assert all(v >= 0 for v in durations.values())
+    assert sum(v for k, v in durations.items() if k != "app") <= durations["app"]

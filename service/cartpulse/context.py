@@ -12,7 +12,9 @@ another through string keys on ``flask.g`` or ``current_app.extensions``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import current_app, g
@@ -57,6 +59,8 @@ class RequestState:
     pipe: str | None = None                       # the pipe requested, once known to exist (pipes)
     pipe_result: tuple[int, dict] | None = None   # (rows, statistics) of its answer (pipes)
     pipe_params: dict | None = None               # its parameters, query string and body (pipes)
+    #: Milliseconds spent in each phase of the request (``timed``), for ``Server-Timing``.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def install(app, state: Service) -> None:
@@ -73,3 +77,16 @@ def request_state() -> RequestState:
     if "cartpulse" not in g:
         g.cartpulse = RequestState()
     return g.cartpulse
+
+
+@contextmanager
+def timed(phase: str):
+    """Add the block's duration to this request's ``phase`` (the ``Server-Timing`` header,
+    metrics.py): where a read's time goes, for the benchmark's breakdown and for anyone
+    who opens the browser's network panel."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings = request_state().timings
+        timings[phase] = timings.get(phase, 0.0) + (time.perf_counter() - started) * 1000

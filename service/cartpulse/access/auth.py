@@ -29,7 +29,7 @@ import psycopg
 from flask import request
 
 from cartpulse.access import jwt, ratelimit
-from cartpulse.context import request_state, service
+from cartpulse.context import request_state, service, timed
 from cartpulse.errors import ApiError
 
 ADMIN = "ADMIN"
@@ -159,11 +159,13 @@ def request_caller() -> Caller:
     token = request_token()
     if not token:
         raise ApiError(401, "missing token: pass ?token=<token> or an 'Authorization: Bearer <token>' header")
-    caller = _resolve(token)
+    with timed("auth"):
+        caller = _resolve(token)
     known.caller = caller
     state = service()
     settings = state.settings
-    known.quota = ratelimit.check(state.db, caller.bucket, settings.rate_limit_rps, settings.rate_limit_burst)
+    with timed("ratelimit"):
+        known.quota = ratelimit.check(state.db, caller.bucket, settings.rate_limit_rps, settings.rate_limit_burst)
     return caller
 
 

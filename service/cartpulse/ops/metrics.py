@@ -86,6 +86,10 @@ def init_app(app) -> None:
             pipe = known.pipe
             if pipe is not None:
                 PIPE_SECONDS.labels(pipe, str(response.status_code)).observe(elapsed)
+            # Where the time went (W3C Server-Timing): each phase timed (context.timed), and
+            # the whole request as the app saw it (the HTTP front's time is not in it).
+            phases = [f"{name};dur={ms:.2f}" for name, ms in known.timings.items()]
+            response.headers["Server-Timing"] = ", ".join([*phases, f"app;dur={elapsed * 1000:.2f}"])
         return response
 
     app.register_blueprint(bp)

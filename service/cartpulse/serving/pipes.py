@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.adapt import Loader
 
 from cartpulse.access.auth import request_caller, require_scope
-from cartpulse.context import request_state, service
+from cartpulse.context import request_state, service, timed
 from cartpulse.errors import ApiError, first_line
 from cartpulse.ops import metrics
 from cartpulse.project.params import parse_request
@@ -180,8 +180,9 @@ def run_endpoint(endpoint, values: dict, min_lsn: int | None = None) -> tuple[li
 
 
 def _query(state, target, endpoint, values: dict):
-    watched = state.read_counters.tables(target.db, (state.settings.raw_schema, endpoint.schema))
-    with target.db.psycopg() as conn:
+    with timed("statistics"):
+        watched = state.read_counters.tables(target.db, (state.settings.raw_schema, endpoint.schema))
+    with timed("query"), target.db.psycopg() as conn:
         cur = conn.cursor()
         cur.adapters.register_loader("timestamptz", UtcDateTimeText)
         with conn.pipeline():
@@ -193,7 +194,9 @@ def _query(state, target, endpoint, values: dict):
         rows = cur.fetchall()
         readings = before.fetchone()[0], after.fetchone()[0]
         replay = position.fetchone()[0] if position is not None else None
-    return meta, rows, state.read_counters.counts(target.db, watched, *readings), replay
+    with timed("statistics"):
+        counts = state.read_counters.counts(target.db, watched, *readings)
+    return meta, rows, counts, replay
 
 
 @bp.route("/v0/pipes/<string:filename>", methods=["GET", "POST"])
@@ -227,7 +230,8 @@ def get_pipe(filename: str):
     position = request.headers.get(LSN_HEADER)
     meta, rows, statistics = run_endpoint(endpoint, values, parse_lsn(position) if position else None)
     request_state().pipe_result = (len(rows), statistics)
-    response = render(fmt, meta, rows, statistics)
+    with timed("render"):
+        response = render(fmt, meta, rows, statistics)
     response.headers["CartPulse-Read-From"] = statistics["source"]
     response.headers["CartPulse-Max-Staleness"] = f"{statistics['max_staleness']:.3f}"
     return response

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from cartpulse.project.datasources import DataSource
+from cartpulse.storage import roles
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,7 @@ def provision_query_role(conn: psycopg.Connection, datasources: dict[str, DataSo
     """Create the role if missing, let the service's user switch to it, and grant it
     exactly the relations the Query API exposes; False when the server refused."""
     role = sql.Identifier(QUERY_ROLE)
-    try:
-        with conn.transaction():
-            exists = conn.execute("select 1 from pg_roles where rolname = %s", [QUERY_ROLE]).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("create role {} nologin").format(role))
-    except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-        pass  # another database's start created it at the same moment
-    except psycopg.errors.InsufficientPrivilege as err:
-        log.warning("the Query API is off: cannot create the role %s (%s); as a superuser run:"
-                    " create role %s nologin; grant %s to <CartPulse's user>", QUERY_ROLE,
-                    str(err).strip(), QUERY_ROLE, QUERY_ROLE)
+    if not roles.ensure_group(conn, QUERY_ROLE, without=f"the Query API is off (then: grant {QUERY_ROLE} to <CartPulse's user>)"):
         return False
     try:
         with conn.transaction():

@@ -27,18 +27,20 @@ ANALYSTS = "cartpulse_analysts"
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-def ensure_group(conn: psycopg.Connection, name: str) -> bool:
-    """Create the NOLOGIN group role ``name`` unless it exists; False when not allowed."""
+def ensure_group(conn: psycopg.Connection, name: str, without: str = "analyst logins are not available") -> bool:
+    """Create the NOLOGIN role ``name`` unless it exists; False when not allowed (logged,
+    saying what goes ``without`` it). The analysts' group and the Query API's role
+    (query_role.py) are both made here: one way to create a role CartPulse needs."""
     if conn.execute("select 1 from pg_roles where rolname = %s", [name]).fetchone():
         return True
     try:
         with conn.transaction():
             conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(name)))
-    except errors.DuplicateObject:  # another start made it meanwhile
+    except (errors.DuplicateObject, errors.UniqueViolation):  # another start made it meanwhile
         pass
     except errors.InsufficientPrivilege:
-        log.warning("cannot create the role %s (CartPulse's database user lacks CREATEROLE):"
-                    " analyst logins are not available", name)
+        log.warning("cannot create the role %s (CartPulse's database user lacks CREATEROLE): %s;"
+                    " as a superuser run: create role %s nologin", name, without, name)
         return False
     return True
 
