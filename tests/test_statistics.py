@@ -49,25 +49,26 @@ def test_rows_of_a_table_empty_when_measured_are_counted(client, auth, fresh_cou
 def test_rows_an_index_only_scan_reads_are_counted(app, built):
     """A table vacuumed after it was written is all-visible: an index-only scan reads its
     index and fetches no row from the table. Those index entries are rows read all the
-    same (a rollup read this way reported rows_read 0)."""
+    same (a rollup read this way reported rows_read 0). The table is created after the
+    counters listed the schema's tables, as a TimescaleDB chunk is: it counts at once."""
     from cartpulse.serving.pipes import ReadCounters
 
     db = app.extensions["cartpulse"].db
+    counters = ReadCounters()
+    watched = counters.tables(db, ("analytics",))  # before the table exists, as a new chunk is
     with psycopg.connect(built.database_url, autocommit=True) as conn:
         conn.execute("drop table if exists analytics.statistics_probe")
         conn.execute("create table analytics.statistics_probe (k int primary key)")
         conn.execute("insert into analytics.statistics_probe select generate_series(1, 5000)")
         conn.execute("vacuum analyze analytics.statistics_probe")
     try:
-        counters = ReadCounters()
-        watched = counters.tables(db, ("analytics",))
         with db.psycopg() as conn:
             conn.execute("set local enable_seqscan = off")
             conn.execute("set local enable_bitmapscan = off")
             plan = "\n".join(r[0] for r in conn.execute("explain select k from analytics.statistics_probe where k <= 100"))
-            before = conn.execute(ReadCounters.READ, [watched.oids]).fetchone()[0]
+            before = conn.execute(ReadCounters.READ, [watched.schemas]).fetchone()
             assert len(conn.execute("select k from analytics.statistics_probe where k <= 100").fetchall()) == 100
-            after = conn.execute(ReadCounters.READ, [watched.oids]).fetchone()[0]
+            after = conn.execute(ReadCounters.READ, [watched.schemas]).fetchone()
         assert "Index Only Scan" in plan
         assert counters.counts(db, watched, before, after)[0] == 100
     finally:

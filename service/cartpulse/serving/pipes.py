@@ -39,29 +39,29 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Watched:
-    """The tables an endpoint may read: oids (for ``ReadCounters.READ``), names, row sizes."""
+    """The schemas an endpoint may read, and the row sizes of their tables (by oid)."""
 
     at: float
-    oids: list[int]
-    names: list[sql.Identifier]
-    widths: list[float | None]
+    schemas: list[str]
+    widths: dict[int, float | None]
 
 
 class ReadCounters:
     """Rows read by one query, from PostgreSQL's per-backend table counters, and their size.
 
-    The counters (``pg_stat_get_xact_tuples_returned``/``_fetched``) are not reset between
-    transactions (they are flushed when the backend goes idle), so a query's reads are the
-    difference of two readings taken in its transaction, one just before and one just
-    after it. Only the tables an endpoint can read are watched: those of the events'
-    schema and of the models' schema.
+    The counters (``pg_stat_get_xact_tuples_returned``) are not reset between transactions
+    (they are flushed when the backend goes idle), so a query's reads are the difference
+    of two readings taken in its transaction, one just before and one just after it. Only
+    the tables an endpoint can read are watched: those of the events' schema and of the
+    models' schema. Each reading lists the tables of those schemas as they are at that
+    moment, so a partition or a TimescaleDB chunk created a second ago is counted too (a
+    list kept for a while missed it: a new day's chunk read as 0 rows).
 
     ``bytes_read`` counts each row read at its table's average row size: ``pg_column_size``
     of a row (its header and values as stored), over the table's first ``SAMPLE`` rows. Not
     the table's size on disk over its row count: a one-row table fills a whole 8 kB page,
-    and its row would weigh 8,192 bytes. The list and the sizes are re-read every ``TTL``
-    seconds so new partitions and rebuilt rollups are counted; a table that had no rows
-    then is measured when a query first reads rows of it.
+    and its row would weigh 8,192 bytes. The sizes are re-measured every ``TTL`` seconds; a
+    table that had none (no rows, or new) is measured when a query first reads rows of it.
     """
 
     TTL = 10.0
@@ -72,16 +72,19 @@ class ReadCounters:
     _TABLES = """
         select c.oid, n.nspname, c.relname
         from pg_class c join pg_namespace n on n.oid = c.relnamespace
-        where c.relkind in ('r', 'm') and n.nspname = any(%s)
+        where c.relkind in ('r', 'm') and (n.nspname = any(%s) or c.oid = any(%s::oid[]))
         order by c.oid
     """
     _WIDTH = "select avg(size)::float8 from (select pg_column_size(t.*) as size from {} t limit {}) s"
-    #: Per table: rows its sequential scans returned, plus the entries its indexes returned
-    #: (index, bitmap and index-only scans alike; an index-only scan of an all-visible
-    #: table fetches no row from the table, so the table's own fetch counter missed it).
-    READ = ("select array_agg(pg_stat_get_xact_tuples_returned(o) + coalesce((select sum("
-            "pg_stat_get_xact_tuples_returned(x.indexrelid)) from pg_index x where x.indrelid = o), 0)::int8"
-            " order by i) from unnest(%s::oid[]) with ordinality as t(o, i)")
+    #: Per table of the watched schemas (its oid, and its count): rows its sequential
+    #: scans returned, plus the entries its indexes returned (index, bitmap and index-only
+    #: scans alike; an index-only scan of an all-visible table fetches no row from the
+    #: table, so the table's own fetch counter missed it).
+    READ = ("select array_agg(c.oid order by c.oid), array_agg(pg_stat_get_xact_tuples_returned(c.oid)"
+            " + coalesce((select sum(pg_stat_get_xact_tuples_returned(x.indexrelid)) from pg_index x"
+            " where x.indrelid = c.oid), 0)::int8 order by c.oid)"
+            " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+            " where c.relkind in ('r', 'm') and n.nspname = any(%s)")
 
     def __init__(self):
         self._tables: dict[tuple, Watched] = {}
@@ -89,35 +92,34 @@ class ReadCounters:
     def tables(self, db, schemas: tuple[str, ...]) -> Watched:
         watched = self._tables.get(schemas)
         if watched is None or time.monotonic() - watched.at > self.TTL:
-            with db.psycopg() as conn:
-                rows = conn.execute(self._TABLES, [list(schemas)]).fetchall()
-            names = [sql.Identifier(schema, name) for _, schema, name in rows]
-            watched = Watched(time.monotonic(), [r[0] for r in rows], names, self._widths(db, names))
+            watched = Watched(time.monotonic(), list(schemas), self._widths(db, list(schemas), []))
             self._tables[schemas] = watched
         return watched
 
-    def _widths(self, db, names: list[sql.Identifier]) -> list[float | None]:
-        """Each table's average row size in bytes; None when it has no rows or could not
-        be read without waiting."""
-        widths: list[float | None] = []
+    def _widths(self, db, schemas: list[str], oids: list[int]) -> dict[int, float | None]:
+        """The average row size in bytes of each table of ``schemas`` and of ``oids``;
+        None when it has no rows or could not be read without waiting."""
+        widths: dict[int, float | None] = {}
         with db.psycopg() as conn:
             conn.execute(f"set local lock_timeout = {self.LOCK_TIMEOUT_MS}")
-            for name in names:
+            for oid, schema, name in conn.execute(self._TABLES, [schemas, oids]).fetchall():
                 try:
                     with conn.transaction():  # a savepoint: one table's failure spares the others
-                        widths.append(conn.execute(sql.SQL(self._WIDTH).format(name, self.SAMPLE)).fetchone()[0])
+                        query = sql.SQL(self._WIDTH).format(sql.Identifier(schema, name), self.SAMPLE)
+                        widths[oid] = conn.execute(query).fetchone()[0]
                 except psycopg.Error:
-                    widths.append(None)
+                    widths[oid] = None
         return widths
 
-    def counts(self, db, watched: Watched, before: list[int] | None, after: list[int] | None) -> tuple[int, int]:
+    def counts(self, db, watched: Watched, before: tuple | None, after: tuple | None) -> tuple[int, int]:
         """(rows, bytes) read between two readings of ``READ``."""
-        read = [(i, a - b) for i, (a, b) in enumerate(zip(after or [], before or [])) if a != b]
-        unknown = [i for i, _ in read if watched.widths[i] is None]
+        earlier = dict(zip(*before)) if before and before[0] else {}
+        read = {oid: n - earlier.get(oid, 0) for oid, n in (zip(*after) if after and after[0] else ())}
+        read = {oid: n for oid, n in read.items() if n}
+        unknown = [oid for oid in read if watched.widths.get(oid) is None]
         if unknown:
-            for i, width in zip(unknown, self._widths(db, [watched.names[i] for i in unknown])):
-                watched.widths[i] = width
-        return sum(n for _, n in read), round(sum(n * (watched.widths[i] or 0) for i, n in read))
+            watched.widths.update(self._widths(db, [], unknown))
+        return sum(read.values()), round(sum(n * (watched.widths.get(oid) or 0) for oid, n in read.items()))
 
 
 class UtcDateTimeText(Loader):
@@ -187,12 +189,12 @@ def _query(state, target, endpoint, values: dict):
         cur.adapters.register_loader("timestamptz", UtcDateTimeText)
         with conn.pipeline():
             position = conn.execute(REPLAY_POSITION) if target.replica is not None else None
-            before = conn.execute(ReadCounters.READ, [watched.oids])
+            before = conn.execute(ReadCounters.READ, [watched.schemas])
             cur.execute(endpoint_query(endpoint, values), values)
-            after = conn.execute(ReadCounters.READ, [watched.oids])
+            after = conn.execute(ReadCounters.READ, [watched.schemas])
         meta = [{"name": d.name, "type": type_name(d.type_code)} for d in cur.description]
         rows = cur.fetchall()
-        readings = before.fetchone()[0], after.fetchone()[0]
+        readings = before.fetchone(), after.fetchone()
         replay = position.fetchone()[0] if position is not None else None
     with timed("statistics"):
         counts = state.read_counters.counts(target.db, watched, *readings)

@@ -90,13 +90,13 @@ def execute(state, compiled: Compiled, pipes: dict[str, tuple], pipe_sql: Callab
             conn.rollback()  # SET TRANSACTION must come first in its transaction
             conn.execute("set transaction read only")
             conn.execute(f"set local statement_timeout = {int(settings.query_timeout_ms)}")
-            before = conn.execute(counters.READ, [watched.oids]).fetchone()[0]
+            before = conn.execute(counters.READ, [watched.schemas]).fetchone()
             ctes, params = _pipe_ctes(conn, pipes, pipe_sql)
             conn.execute("set local search_path = pg_catalog")
             _become_reader(conn)
             meta, rows = _fetch(conn, _statement(compiled.sql, ctes, settings.query_max_rows), params, settings)
             conn.execute("reset role")
-            after = conn.execute(counters.READ, [watched.oids]).fetchone()[0]
+            after = conn.execute(counters.READ, [watched.schemas]).fetchone()
     except psycopg.Error as err:
         raise _api_error(err, settings) from None
     read_rows, read_bytes = counters.counts(state.db, watched, before, after)
