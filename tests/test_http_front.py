@@ -129,6 +129,7 @@ def test_a_chunked_body_over_the_limit_is_a_413(strict):
     data = post_head(strict, 0).replace(b"Content-Length: 0", b"Transfer-Encoding: chunked") + b"%x\r\n%s\r\n" % (len(chunk), chunk)
     status, error = json_error(exchange(strict, data))
     assert status == 413 and "MAX_BODY_BYTES" in error
+    assert "Traceback" not in strict.log()  # the rest of the chunk is dropped, not parsed
 
 
 @pytest.mark.parametrize(("data", "status", "words"), [

@@ -105,7 +105,7 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def _advance(self) -> None:
-        while not self.busy and not self.transport.is_closing():
+        while not self.busy and not self.refused and not self.transport.is_closing():
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as err:
@@ -172,7 +172,11 @@ class HttpConnection(asyncio.Protocol):
         if not keep_alive or self.h11.our_state is not h11.DONE or self.stopping():
             self.transport.close()
             return
-        self.h11.start_next_cycle()
+        try:
+            self.h11.start_next_cycle()
+        except h11.LocalProtocolError:  # the client's side is not done (it closed, or sent garbage)
+            self.transport.close()
+            return
         self.transport.resume_reading()
         self._arm(self.limits.keepalive, self._idle_timeout)
         self._advance()  # a pipelined request may already be buffered
