@@ -46,11 +46,17 @@ def test_a_ctrl_c_while_dbt_starts_is_kept_for_after_popen():
     again once the block ends."""
     from cartpulse.cli.stopping import _ctrl_c_deferred
 
-    with _ctrl_c_deferred() as interrupted:
-        os.kill(os.getpid(), signal.SIGINT)
-        signal.pthread_kill(threading.main_thread().ident, 0)  # the handler has run by now
-    assert interrupted == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # SIGINT as a terminal has it, whatever the suite was started with (a CI runner's
+    # shell may pass it down ignored).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with _ctrl_c_deferred() as interrupted:
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.pthread_kill(threading.main_thread().ident, 0)  # the handler has run by now
+        assert interrupted == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def dbt_child(parent: int) -> int | None:
