@@ -13,7 +13,7 @@ help:
 	@echo "make test   - install, then every test (pytest, including dbt build on a throwaway database)"
 	@echo "make compat - only the tests that drive Tinybird's own clients (installed into .clients/ on first use)"
 	@echo "make serve  - the production server only (needs a running database)"
-	@echo "make bench  - the benchmark at EVENTS events (default 10,000,000); writes bench/results.md"
+	@echo "make bench  - the benchmark at EVENTS events (default 10,000,000); writes bench/results.md (results-<EVENTS>.md otherwise)"
 	@echo "make bench-capacity - only the capacity figures (CPU per event/read, bytes per event, replica reads)"
 	@echo "make faults - the fault tests alone (kill the API, crash PostgreSQL during ingest)"
 	@echo "make loadtest - 16 clients for 60 s against cartpulse serve; writes bench/loadtest.md"

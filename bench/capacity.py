@@ -47,7 +47,7 @@ EVENTS = int(os.environ.get("CAPACITY_EVENTS", 1_000_000))
 READ_SECONDS = float(os.environ.get("CAPACITY_READ_SECONDS", 20))
 CLIENTS, READERS = 4, 8
 WORK = PROJECT_DIR / ".cartpulse" / "capacity"
-RESULTS = Path(os.environ.get("BENCH_OUT", bench.HERE / "results.md"))
+RESULTS = bench.out_path()  # results.md, or results-<EVENTS>.md for another EVENTS
 MIX = [(pipe, params) for pipe in bench.NAIVE for params in ({}, bench.WEEK)]
 
 
