@@ -210,3 +210,35 @@ def test_the_scheduler_absorbs_between_dbt_runs(client, auth, history, built):
         output = scheduler.communicate(timeout=60)[0]
     assert "refresh succeeded" not in output  # absorbed without dbt
     assert_exact(client, auth, history)
+
+
+def test_the_absorber_vacuums_what_an_absorption_left_dead(client, auth, history, built):
+    """A bulk load absorbed by its own request leaves its pending rows dead, which every
+    read then scanned (the benchmark's slow reads after a 1M-row import). The absorber
+    vacuums a pending table or rollup holding many dead rows, whoever absorbed them."""
+    import threading
+
+    from cartpulse.ops.absorber import DEAD_ROWS, Absorber
+
+    url = built.database_url
+    extra = [{**EVENT, "user_id": f"dead-{i}", "country": "Peru"} for i in range(DEAD_ROWS + 200)]
+    with psycopg.connect(url) as conn:
+        names, marks = ", ".join(COLUMNS), ", ".join(["%s"] * len(COLUMNS))
+        with conn.cursor() as cur:
+            for table in ("raw.ecommerce_events", "raw.ecommerce_events_pending"):
+                cur.executemany(f"insert into {table} ({names}) values ({marks})", [[e[c] for c in COLUMNS] for e in extra])
+    history.extend(extra)
+    vacuums = "select vacuum_count from pg_stat_user_tables where relid = 'raw.ecommerce_events_pending'::regclass"
+    with psycopg.connect(url, autocommit=True) as conn:
+        before = conn.execute(vacuums).fetchone()[0]
+        assert conn.execute("select cartpulse.absorb()").fetchone()[0] >= len(extra)  # as a bulk load's request does
+        conn.execute("select pg_stat_force_next_flush()")  # its dead rows in the statistics when it ends
+    absorber = Absorber(url, 1.0, threading.Event())
+    try:
+        assert absorber.once() == 0  # nothing left to absorb, and the VACUUM is due
+    finally:
+        if absorber.conn is not None:
+            absorber.conn.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(vacuums).fetchone()[0] > before
+    assert_exact(client, auth, history)

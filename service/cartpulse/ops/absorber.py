@@ -3,9 +3,14 @@
 A thread of the scheduler's process (``cartpulse scheduler``, a child of ``cartpulse
 run``), beside the scheduled ``dbt run``s, which it does not wait for: the function it
 calls skips a rollup that a ``dbt run`` holds (``storage/absorb.py``,
-``macros/realtime/absorb.sql``). After an absorption that freed pending rows, and at most
-every ``VACUUM_SECONDS``, the pending tables are vacuumed: every read scans them, dead
-rows included, so they are kept as small as what they hold.
+``macros/realtime/absorb.sql``).
+
+At most every ``VACUUM_SECONDS`` it also vacuums the pending tables and the rollups that
+hold many dead rows (``DEAD_ROWS``, or a tenth of their live rows): every read scans a
+pending table, dead rows included, and a rollup's upserts leave the old versions behind.
+Whoever absorbed them (this thread, a ``dbt run``, or the request of a bulk load, which
+left a million dead pending rows and slowed every read after it, as the benchmark found),
+they are cleared here, not whenever autovacuum comes by.
 """
 
 from __future__ import annotations
@@ -22,8 +27,17 @@ from cartpulse.storage.absorb import absorb
 
 log = logging.getLogger("cartpulse.absorber")
 
-#: Least seconds between two VACUUMs of the pending tables.
+#: Least seconds between two looks for tables to vacuum.
 VACUUM_SECONDS = 5.0
+#: Dead rows past which a pending table or rollup is vacuumed (or a tenth of its live rows).
+DEAD_ROWS = 1000
+#: The pending tables and rollups holding many dead rows.
+_DEAD = """
+    select s.relid::regclass::text from pg_stat_user_tables s
+    where s.relid in (select to_regclass(pending) from cartpulse.rollup_state
+                      union select to_regclass(rollup) from cartpulse.rollup_state)
+      and s.n_dead_tup > greatest(%s, s.n_live_tup / 10)
+"""
 
 
 class Absorber(threading.Thread):
@@ -33,7 +47,6 @@ class Absorber(threading.Thread):
         self.conn: psycopg.Connection | None = None
         self.failing = False
         self.vacuumed_at = 0.0
-        self.freed_since_vacuum = 0
 
     def run(self) -> None:
         log.info("absorber: pending events folded into the rollups every %g s", self.seconds)
@@ -48,12 +61,10 @@ class Absorber(threading.Thread):
             if self.conn is None or self.conn.closed:
                 self.conn = psycopg.connect(self.url, autocommit=True, application_name="cartpulse-absorber")
             freed = absorb(self.conn)
-            self.freed_since_vacuum += freed or 0
-            if self.freed_since_vacuum and time.monotonic() - self.vacuumed_at >= VACUUM_SECONDS:
-                for (table,) in self.conn.execute("select distinct to_regclass(pending)::text from cartpulse.rollup_state"
-                                                  " where to_regclass(pending) is not null").fetchall():
-                    self.conn.execute(sql.SQL("vacuum {}").format(sql.SQL(table)))
-                self.vacuumed_at, self.freed_since_vacuum = time.monotonic(), 0
+            if freed is not None and time.monotonic() - self.vacuumed_at >= VACUUM_SECONDS:
+                for (table,) in self.conn.execute(_DEAD, [DEAD_ROWS]).fetchall():
+                    self.conn.execute(sql.SQL("vacuum (analyze) {}").format(sql.SQL(table)))  # a regclass's own text
+                self.vacuumed_at = time.monotonic()
         except psycopg.Error as err:
             if not self.failing:  # once per outage, not every second
                 log.warning("absorbing pending events failed (retrying every %g s): %s", self.seconds, first_line(err))
