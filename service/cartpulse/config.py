@@ -183,7 +183,10 @@ class Settings:
     raw_schema: str = setting("RAW_SCHEMA", "raw", identifier)
     #: Seconds between scheduled refreshes (`dbt run` + freshness + VACUUM); 0: no
     #: scheduler beside `cartpulse run`.
-    refresh_seconds: int = setting("REFRESH_SECONDS", 60, integer(0))
+    #: The absorber (``absorb_seconds``) keeps the rollups current between refreshes, so a
+    #: refresh (``dbt run``, freshness, maintenance) is needed rarely: the benchmark found
+    #: a ``dbt run`` a minute was nine tenths of what keeping the rollups current cost.
+    refresh_seconds: int = setting("REFRESH_SECONDS", 600, integer(0))
     #: Seconds between two absorptions of pending events into the rollups by the
     #: scheduler (``cartpulse.absorb()``, no dbt); 0: only ``dbt run`` absorbs.
     absorb_seconds: float = setting("ABSORB_SECONDS", 1.0, number(0))
