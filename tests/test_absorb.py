@@ -63,11 +63,12 @@ def absorb(url: str) -> int:
         return conn.execute("select cartpulse.absorb()").fetchone()[0]
 
 
-def insert(conn, event: dict) -> None:
-    """What the writer does for one event: into the table and its pending twin."""
+def insert(conn, events: list[dict]) -> None:
+    """What the writer does for a batch: into the table and its pending twin."""
     names, marks = ", ".join(COLUMNS), ", ".join(["%s"] * len(COLUMNS))
-    for table in ("raw.ecommerce_events", "raw.ecommerce_events_pending"):
-        conn.execute(f"insert into {table} ({names}) values ({marks})", [event[c] for c in COLUMNS])
+    with conn.cursor() as cur:
+        for table in ("raw.ecommerce_events", "raw.ecommerce_events_pending"):
+            cur.executemany(f"insert into {table} ({names}) values ({marks})", [[e[c] for c in COLUMNS] for e in events])
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,7 @@ def test_a_transaction_open_during_absorption_is_counted_once(client, auth, hist
     url = built.database_url
     late_commit = [{**EVENT, "user_id": f"open-{i}", "product_id": "p-open", "price": 7.25} for i in range(3)]
     with psycopg.connect(url) as writer:
-        for event in late_commit:
-            insert(writer, event)
+        insert(writer, late_commit)
         absorb(url)  # the writer's transaction is still open
         writer.commit()
     history.extend(late_commit)
@@ -223,10 +223,7 @@ def test_the_absorber_vacuums_what_an_absorption_left_dead(client, auth, history
     url = built.database_url
     extra = [{**EVENT, "user_id": f"dead-{i}", "country": "Peru"} for i in range(DEAD_ROWS + 200)]
     with psycopg.connect(url) as conn:
-        names, marks = ", ".join(COLUMNS), ", ".join(["%s"] * len(COLUMNS))
-        with conn.cursor() as cur:
-            for table in ("raw.ecommerce_events", "raw.ecommerce_events_pending"):
-                cur.executemany(f"insert into {table} ({names}) values ({marks})", [[e[c] for c in COLUMNS] for e in extra])
+        insert(conn, extra)
     history.extend(extra)
     vacuums = "select vacuum_count from pg_stat_user_tables where relid = 'raw.ecommerce_events_pending'::regclass"
     with psycopg.connect(url, autocommit=True) as conn:

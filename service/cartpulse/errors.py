@@ -35,9 +35,13 @@ class ApiError(Exception):
         self.extra = extra
 
 
+def error_body(message: str, **extra) -> dict:
+    """The one error shape; the HTTP front (cli/front.py) writes it outside Flask too."""
+    return {"error": message, **extra}
+
+
 def error_response(status: int, message: str, headers: dict | None = None, **extra):
-    body = {"error": message, **extra}
-    response = jsonify(body)
+    response = jsonify(error_body(message, **extra))
     response.status_code = status
     response.headers.update(headers or {})
     return response

@@ -42,6 +42,7 @@ class HttpConnection(asyncio.Protocol):
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_kind: str | None = None  # "head" or "body": which limit the timer enforces
         self.request: h11.Request | None = None
         self.body = None
         self.received = 0
@@ -210,8 +211,6 @@ class HttpConnection(asyncio.Protocol):
 
     def _body_timeout(self) -> None:
         self._refuse(408, f"request body paused for over {self.limits.body_timeout:g} s (HTTP_BODY_TIMEOUT); nothing was stored")
-
-    timer_kind: str | None = None
 
     def _arm(self, seconds: float | None, callback, kind: str | None = None) -> None:
         if self.timer is not None:

@@ -10,6 +10,8 @@ from urllib.parse import unquote_to_bytes
 
 import h11
 
+from cartpulse.errors import error_body
+
 #: The Data Sources API takes bulk imports (MAX_IMPORT_BYTES); every other route MAX_BODY_BYTES.
 IMPORT_PREFIX = "/v0/datasources"
 #: gzip can make a body slightly larger than what it holds: room for that over the limit.
@@ -39,7 +41,7 @@ class Limits:
 
 
 def error_bytes(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
+    return json.dumps(error_body(message)).encode()
 
 
 def path_of(request: h11.Request) -> str:
