@@ -134,6 +134,7 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         self.headers = {"Authorization": f"Bearer {token}"}
         self.timing: str | None = None  # the last answer's Server-Timing header
+        self.cache: str | None = None  # and its CartPulse-Cache header (hit, miss)
 
     def _send(self, method: str, path: str, body: bytes | None = None, **headers):
         """One request; reconnects once if the server closed the idle connection."""
@@ -161,12 +162,13 @@ class Client:
             raise RuntimeError(f"bulk import answered {resp.status}: {data[:300]!r}")
         return json.loads(data)
 
-    def get(self, pipe: str, params: dict) -> dict:
+    def get(self, pipe: str, params: dict, headers: dict | None = None) -> dict:
         query = ("?" + urlencode(params)) if params else ""
-        resp, data = self._send("GET", f"/v0/pipes/{pipe}.json{query}")
+        resp, data = self._send("GET", f"/v0/pipes/{pipe}.json{query}", **(headers or {}))
         if resp.status != 200:
             raise RuntimeError(f"{pipe} answered {resp.status}: {data[:300]!r}")
         self.timing = resp.getheader("Server-Timing")
+        self.cache = resp.getheader("CartPulse-Cache")
         return json.loads(data)
 
 
@@ -420,7 +422,7 @@ def main() -> int:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("vacuum analyze")
         print(f"dbt run after ingest: {run.first_dbt[0]:.1f}s", flush=True)
-        run.latency["after a refresh"] = reads.latency(port, token, REQUESTS)
+        run.latency["after a refresh"], run.latency["after a refresh, no cache"] = reads.latency(port, token, REQUESTS)
         run.naive["after a refresh"] = naive_all(url)
         print("latency after a refresh done", flush=True)
 
@@ -428,8 +430,11 @@ def main() -> int:
         with Meter(api=service.pid, database=postmaster) as meter:
             run.mix = reads.mix(port, token, THROUGHPUT_SECONDS)
         run.mix_cpu = meter.cpu
+        with Meter(api=service.pid, database=postmaster) as meter:
+            run.mix_query = reads.mix(port, token, THROUGHPUT_SECONDS, headers=reads.NO_CACHE)
+        run.mix_query_cpu = meter.cpu
         run.windows = reads.random_windows(port, token, THROUGHPUT_SECONDS)
-        print(f"throughput: mix {run.mix.rate:.0f}/s, random windows {run.windows.rate:.0f}/s", flush=True)
+        print(f"throughput: mix {run.mix.rate:.0f}/s (no cache {run.mix_query.rate:.0f}/s), random windows {run.windows.rate:.0f}/s", flush=True)
 
         run.duck, run.duck_version = baselines.duckdb_ms(files)
         run.fresh = freshness(Client(port, token))
@@ -439,7 +444,7 @@ def main() -> int:
         with psycopg.connect(url) as conn:  # what the reads below still aggregate live
             run.pending_after_bulk = conn.execute("select count(*) from raw.ecommerce_events_pending").fetchone()[0]
             run.dead_after_bulk = dead_rows(conn)
-        run.latency["after a bulk load"] = reads.latency(port, token, REQUESTS)
+        run.latency["after a bulk load"], run.latency["after a bulk load, no cache"] = reads.latency(port, token, REQUESTS)
         run.naive["after a bulk load"] = naive_all(url)
         print(f"bulk load: {run.bulk[1] / run.bulk[0]:,.0f} events/s; latency after it done", flush=True)
 

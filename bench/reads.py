@@ -1,7 +1,9 @@
 """Reads as users meet them, for `make bench` (bench.py runs these).
 
 * ``latency``: every endpoint, no parameters and a 7-day range, one request at a time
-  (concurrency 1). The cells are interleaved (one request of each, round after round), so
+  (concurrency 1), each request twice: as a client sends it (a repeat may be answered by
+  the worker's result cache, until the data changes) and with ``Cache-Control: no-cache``
+  (the endpoint's SQL runs every time: what a request the cache has not seen costs). The cells are interleaved (one request of each, round after round), so
   each cell's samples span the whole measurement: the first answers after a bulk load
   count as much as the later ones, and no cell is measured only once things settled.
   Every answer's ``Server-Timing`` header is kept, for the breakdown of one read.
@@ -23,6 +25,7 @@ from datetime import timedelta
 from bench import NAIVE, SPAN, START, WEEK, Client, percentile
 
 CELLS = [(pipe, label, params) for pipe in NAIVE for label, params in (("no params", {}), ("7-day range", WEEK))]
+NO_CACHE = {"Cache-Control": "no-cache"}
 #: Server-Timing phases, in the order a request meets them (``app`` is all of them and more).
 PHASES = ("auth", "ratelimit", "query", "statistics", "render", "app")
 
@@ -44,6 +47,7 @@ class Cell:
     """One endpoint × parameters at concurrency 1: client latencies and their phases (ms)."""
     ms: list[float] = field(default_factory=list)
     phases: list[dict[str, float]] = field(default_factory=list)
+    hits: int = 0  # answers the result cache gave
 
     def p(self, q: float) -> float:
         return percentile(self.ms, q)
@@ -56,17 +60,23 @@ class Cell:
         return out
 
 
-def latency(port: int, token: str, rounds: int) -> dict[tuple[str, str], Cell]:
-    """``rounds`` requests of every cell, interleaved, from one keep-alive connection."""
+def latency(port: int, token: str, rounds: int) -> tuple[dict[tuple[str, str], Cell], dict[tuple[str, str], Cell]]:
+    """``rounds`` requests of every cell, interleaved, from one keep-alive connection: the
+    cells as sent, and the same with ``Cache-Control: no-cache`` (each request right after
+    its twin)."""
     client = Client(port, token)
-    cells = {(pipe, label): Cell() for pipe, label, _ in CELLS}
+    sent = {(pipe, label): Cell() for pipe, label, _ in CELLS}
+    query = {(pipe, label): Cell() for pipe, label, _ in CELLS}
     for _ in range(rounds):
         for pipe, label, params in CELLS:
-            t0 = time.perf_counter()
-            client.get(pipe, params)
-            cells[(pipe, label)].ms.append((time.perf_counter() - t0) * 1000)
-            cells[(pipe, label)].phases.append(server_timing(client.timing))
-    return cells
+            for cells, headers in ((sent, None), (query, NO_CACHE)):
+                t0 = time.perf_counter()
+                client.get(pipe, params, headers)
+                cell = cells[(pipe, label)]
+                cell.ms.append((time.perf_counter() - t0) * 1000)
+                cell.phases.append(server_timing(client.timing))
+                cell.hits += client.cache == "hit"
+    return sent, query
 
 
 @dataclass
@@ -80,7 +90,7 @@ class Throughput:
         return self.requests / self.seconds
 
 
-def _load(port: int, token: str, seconds: float, clients: int, next_request) -> Throughput:
+def _load(port: int, token: str, seconds: float, clients: int, next_request, headers: dict | None = None) -> Throughput:
     """``clients`` threads, each on its own connection, sending ``next_request()`` until
     ``seconds`` have passed."""
     latencies: list[float] = []
@@ -95,7 +105,7 @@ def _load(port: int, token: str, seconds: float, clients: int, next_request) -> 
             with lock:
                 pipe, params = next_request()
             t0 = time.perf_counter()
-            client.get(pipe, params)
+            client.get(pipe, params, headers)
             ms = (time.perf_counter() - t0) * 1000
             with lock:
                 latencies.append(ms)
@@ -109,10 +119,10 @@ def _load(port: int, token: str, seconds: float, clients: int, next_request) -> 
     return Throughput(len(latencies), time.perf_counter() - t, latencies)
 
 
-def mix(port: int, token: str, seconds: float, clients: int = 8) -> Throughput:
+def mix(port: int, token: str, seconds: float, clients: int = 8, headers: dict | None = None) -> Throughput:
     """The 6-query mix (every endpoint, no parameters and the fixed 7-day range)."""
     cycle = itertools.cycle([(pipe, params) for pipe, _, params in CELLS])
-    return _load(port, token, seconds, clients, lambda: next(cycle))
+    return _load(port, token, seconds, clients, lambda: next(cycle), headers)
 
 
 def random_windows(port: int, token: str, seconds: float, clients: int = 8, seed: int = 12) -> Throughput:

@@ -23,8 +23,12 @@ from bench import (
     WEEK,
     percentile,
 )
+from cartpulse.config import Settings
 
-MOMENTS = ("after a refresh", "after a bulk load", "while the absorber runs")
+MOMENTS = ("after a refresh", "after a refresh, no cache", "after a bulk load", "after a bulk load, no cache",
+           "while the absorber runs")
+#: The moments measured by ``reads.latency`` (the absorber's window has its own reads).
+MEASURED = MOMENTS[:4]
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Run:
     naive: dict = field(default_factory=dict)  # moment → {(pipe, ranged): ms}
     mix: object = None
     mix_cpu: dict = field(default_factory=dict)  # {"api": s, "database": s} over the mix
+    mix_query: object = None  # the same mix with Cache-Control: no-cache
+    mix_query_cpu: dict = field(default_factory=dict)
     windows: object = None
     duck: dict = field(default_factory=dict)
     duck_version: str | None = None
@@ -88,7 +94,13 @@ def _cells(run: Run, moment: str) -> dict:
 def _sql(run: Run, moment: str) -> dict:
     # During the absorber window the raw table has the bulk load's rows and a little more:
     # the plain SQL measured after the bulk load is the nearest (and a shade faster).
-    return run.naive["after a bulk load" if moment == "while the absorber runs" else moment]
+    return run.naive["after a bulk load" if moment == "while the absorber runs" else moment.split(",")[0]]
+
+
+def _kept(run: Run, moment: str, key) -> str:
+    """How many answers of the cell the result cache gave."""
+    cell = run.latency.get(moment, {}).get(key)
+    return f"{cell.hits}/{len(cell.ms)}" if cell is not None else "—"
 
 
 def latency_section(run: Run) -> list[str]:
@@ -103,15 +115,20 @@ def latency_section(run: Run) -> list[str]:
              f" between ({run.pending_after_bulk:,} rows pending when the first read started; dead row versions not yet"
              f" vacuumed, from PostgreSQL's statistics: {dead(run)}). *While the absorber runs*:"
              f" `cartpulse scheduler` running, {MINUTE_RATE:,} events/s arriving, one"
-             " round of the six reads every ~0.1 s for the whole window (SQL column: the figure after the bulk load).",
-             "", "| moment | endpoint | parameters | p50 | p99 | plain SQL | × | p50 ≤ 5 | p99 ≤ 20 | ≥ 10× |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             " round of the six reads every ~0.1 s for the whole window (SQL column: the figure after the bulk load)."
+             " *No cache*: each request sent again right after its twin with `Cache-Control: no-cache`, so the"
+             " endpoint's SQL runs every time (what a request the result cache has not seen costs); the other rows"
+             " are the requests as a client sends them, where a repeat is answered from the worker's result cache"
+             " until the data changes (kept: answers the cache gave).",
+             "", "| moment | endpoint | parameters | p50 | p99 | kept | plain SQL | × | p50 ≤ 5 | p99 ≤ 20 | ≥ 10× |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for moment in MOMENTS:
         cells, sql = _cells(run, moment), _sql(run, moment)
         for pipe, label, _ in CELLS:
             p50, p99 = cells[(pipe, label)]
             ms = sql[(pipe, label == "7-day range")]
-            lines.append(f"| {moment} | {pipe} | {label} | {p50:.1f} | {p99:.1f} | {ms:.1f} | {times(ms / p50)} |"
+            lines.append(f"| {moment} | {pipe} | {label} | {p50:.1f} | {p99:.1f} | {_kept(run, moment, (pipe, label))} |"
+                         f" {ms:.1f} | {times(ms / p50)} |"
                          f" {yes(p50 <= 5)} | {yes(p99 <= 20)} | {yes(ms / p50 >= 10)} |")
     return lines + [""]
 
@@ -124,7 +141,7 @@ def breakdown_section(run: Run) -> list[str]:
              " client). Each column is its own median, so they need not add up.", "",
              "| moment | endpoint | parameters | client | HTTP | " + " | ".join(PHASES) + " |",
              "|---|---|---|---|---|" + "---|" * len(PHASES)]
-    for moment in MOMENTS[:2]:
+    for moment in MEASURED:
         for (pipe, label), cell in run.latency[moment].items():
             b = cell.breakdown()
             lines.append(f"| {moment} | {pipe} | {label} | {b['client']:.2f} | {b['http']:.2f} | "
@@ -135,20 +152,26 @@ def breakdown_section(run: Run) -> list[str]:
 def throughput_section(run: Run) -> list[str]:
     cpu = run.mix_cpu
     per_read = {k: v / run.mix.requests * 1000 for k, v in cpu.items()}
+    per_query = {k: v / run.mix_query.requests * 1000 for k, v in run.mix_query_cpu.items()}
     return ["## 2. Throughput at concurrency 8", "",
             f"8 clients, each its own keep-alive connection, for {THROUGHPUT_SECONDS:g} s each. Random windows: a"
             " random endpoint and a 7-day window starting at a random second of the 30 days (no window twice).", "",
             "| load | requests/s | p50 (ms) | p99 (ms) | ≥ target req/s | p99 ≤ 50 |", "|---|---|---|---|---|---|",
             f"| the 6-query mix | {run.mix.rate:,.0f} | {percentile(run.mix.ms, 50):.1f} |"
             f" {percentile(run.mix.ms, 99):.1f} | {yes(run.mix.rate >= 500)} (500) | {yes(percentile(run.mix.ms, 99) <= 50)} |",
+            f"| the 6-query mix, `Cache-Control: no-cache` | {run.mix_query.rate:,.0f} | {percentile(run.mix_query.ms, 50):.1f} |"
+            f" {percentile(run.mix_query.ms, 99):.1f} | {yes(run.mix_query.rate >= 500)} (500) |"
+            f" {yes(percentile(run.mix_query.ms, 99) <= 50)} |",
             f"| random 7-day windows | {run.windows.rate:,.0f} | {percentile(run.windows.ms, 50):.1f} |"
             f" {percentile(run.windows.ms, 99):.1f} | {yes(run.windows.rate >= 200)} (200) | — |", "",
-            f"CPU per read during the mix: API {per_read.get('api', 0):.2f} ms, database {per_read.get('database', 0):.2f} ms"
+            f"CPU per read during the mix: API {per_read.get('api', 0):.2f} ms, database {per_read.get('database', 0):.2f} ms;"
+            f" without the cache: API {per_query.get('api', 0):.2f} ms, database {per_query.get('database', 0):.2f} ms"
             " (CPU seconds of each process tree / requests).", ""]
 
 
 def refresh_section(run: Run) -> list[str]:
     w, idle = run.window, run.idle_absorb
+    cfg = Settings.from_env()  # what the scheduler ran with: the defaults, unless the bench's environment says
     idle_total = idle["service"] + idle["database"]
     absorber_only = w.scheduler_own + w.backends.get("cartpulse-absorber", 0.0)
     backends = ", ".join(f"{name} {s:.2f}" for name, s in sorted(w.backends.items())) or "none seen"
@@ -160,7 +183,8 @@ def refresh_section(run: Run) -> list[str]:
             f"| (b) an absorption with no new events (mean of {run.idle_runs})"
             f" | {idle_total:.3f} CPU s: service {idle['service']:.4f} + database backend {idle['database']:.3f};"
             f" {idle['wall'] * 1000:.1f} ms wall | ≤ 0.2 CPU s | {yes(idle_total <= 0.2)} |",
-            f"| (c) `cartpulse scheduler` (as `cartpulse run` starts it: absorber every 1 s, `dbt run` every 60 s)"
+            f"| (c) `cartpulse scheduler` (as `cartpulse run` starts it: absorber every {cfg.absorb_seconds:g} s,"
+            f" `dbt run` every {cfg.refresh_seconds:g} s, the first skipped)"
             f" at {MINUTE_RATE:,} events/s for {w.seconds:.0f} s | {w.total:.2f} to {w.upper:.2f} CPU s ="
             f" **{w.total / w.seconds:.1%} to {w.upper / w.seconds:.1%} of a core** | ≤ 10% | {bracket(w)} |",
             f"| (c) of which the scheduler process (absorber thread, loop) | {w.scheduler_own:.2f} CPU s | | |",
@@ -204,9 +228,9 @@ def other_section(run: Run) -> list[str]:
              f"| peak memory (PSS), service: gunicorn master + workers | {run.memory['service'] / 2**20:.0f} MiB |",
              f"| peak memory (PSS), PostgreSQL: postmaster + backends | {run.memory['postgres'] / 2**20:.0f} MiB |", ""]
     if run.duck:
-        cells = run.latency["after a refresh"]
+        cells = run.latency["after a refresh, no cache"]
         lines += [f"DuckDB {run.duck_version} (in-process, the same rows from CSV, median of 5) against the endpoint"
-                  " p50 after a refresh:", "", "| endpoint | parameters | endpoint p50 | DuckDB | endpoint / DuckDB |",
+                  " p50 after a refresh, no cache (the endpoint's SQL runs every time):", "", "| endpoint | parameters | endpoint p50 | DuckDB | endpoint / DuckDB |",
                   "|---|---|---|---|---|"]
         for pipe, label, _ in CELLS:
             ep, dk = cells[(pipe, label)].p(50), run.duck[(pipe, label == "7-day range")]
@@ -228,6 +252,9 @@ def targets_section(run: Run) -> list[str]:
     mix99 = percentile(run.mix.ms, 99)
     rows.append(("6-query mix at concurrency 8: ≥ 500 req/s, p99 ≤ 50 ms", f"{run.mix.rate:,.0f} req/s, p99 {mix99:.1f} ms",
                  yes(run.mix.rate >= 500 and mix99 <= 50)))
+    q99 = percentile(run.mix_query.ms, 99)
+    rows.append(("the same mix with `Cache-Control: no-cache` (every request runs its SQL)",
+                 f"{run.mix_query.rate:,.0f} req/s, p99 {q99:.1f} ms", yes(run.mix_query.rate >= 500 and q99 <= 50)))
     rows.append(("random 7-day windows: ≥ 200 req/s", f"{run.windows.rate:,.0f} req/s", yes(run.windows.rate >= 200)))
     rows.append(("a minute of events absorbed in ≤ 1 s", f"{run.minute_absorb[0]:.3f} s", yes(run.minute_absorb[0] <= 1)))
     idle = run.idle_absorb["service"] + run.idle_absorb["database"]
@@ -248,7 +275,7 @@ def targets_section(run: Run) -> list[str]:
 def bounds(run: Run) -> list[str]:
     """What bounds each missed target, in this run's figures."""
     out = []
-    for moment in MOMENTS[:2]:
+    for moment in MEASURED:
         slow = [(key, cell) for key, cell in run.latency[moment].items() if cell.p(50) > 5 or cell.p(99) > 20]
         for (pipe, label), cell in slow:
             b = cell.breakdown()
@@ -263,12 +290,13 @@ def bounds(run: Run) -> list[str]:
         out.append(f"While the absorber runs, the slowest tail is {worst[0]} ({worst[1]}): p99"
                    f" {percentile(reads[worst], 99):.1f} ms against {_cells(run, 'after a refresh')[worst][1]:.1f} ms"
                    " after a refresh — reads share 2 cores with ingest, the absorber and the scheduled `dbt run`s.")
-    if run.mix.rate < 500 or percentile(run.mix.ms, 99) > 50:
-        per = {k: v / run.mix.requests * 1000 for k, v in run.mix_cpu.items()}
-        total = sum(per.values())
-        out.append(f"The mix at concurrency 8 is CPU-bound: each read costs {total:.1f} ms of CPU (API {per.get('api', 0):.1f},"
-                   f" database {per.get('database', 0):.1f}), so 2 cores allow at most ~{2000 / total:.0f} req/s"
-                   f" before the load generator takes its share; measured {run.mix.rate:.0f}.")
+    for label, mix, cpu in (("The mix", run.mix, run.mix_cpu), ("The mix without the cache", run.mix_query, run.mix_query_cpu)):
+        if mix.rate < 500 or percentile(mix.ms, 99) > 50:
+            per = {k: v / mix.requests * 1000 for k, v in cpu.items()}
+            total = sum(per.values())
+            out.append(f"{label} at concurrency 8 is CPU-bound: each read costs {total:.1f} ms of CPU (API"
+                       f" {per.get('api', 0):.1f}, database {per.get('database', 0):.1f}), so 2 cores allow at most"
+                       f" ~{2000 / total:.0f} req/s before the load generator takes its share; measured {mix.rate:.0f}.")
     if run.windows.rate < 200:
         out.append(f"Random windows ({run.windows.rate:.0f} req/s, p50 {percentile(run.windows.ms, 50):.0f} ms against"
                    f" {percentile(run.mix.ms, 50):.0f} ms for the mix): a window whose bounds are not UTC midnights reads"
@@ -297,7 +325,7 @@ def bounds(run: Run) -> list[str]:
 
 def bulk_bounds(run: Run) -> list[str]:
     """Why reads are slower right after the bulk load although nothing is pending."""
-    before, after = run.latency["after a refresh"], run.latency["after a bulk load"]
+    before, after = run.latency["after a refresh, no cache"], run.latency["after a bulk load, no cache"]
     growth = {key: (before[key].breakdown()["query"], after[key].breakdown()["query"]) for key in before}
     (pipe, label), (q0, q1) = max(growth.items(), key=lambda item: item[1][1] / item[1][0])
     if q1 <= q0 * 1.2:

@@ -97,3 +97,72 @@ def test_limit_is_shared_across_worker_processes(built, admin_token, tmp_path):
         assert len(codes) - allowed >= 80 - (burst + rate * elapsed + 1)
     finally:
         server.stop()
+
+
+def _level(url: str, bucket: bytes) -> float:
+    with psycopg.connect(url) as conn:
+        return conn.execute("select tokens from cartpulse.rate_limits where bucket = %s", [bucket]).fetchone()[0]
+
+
+def test_lease_sizes():
+    """Small limits go one request at a time (exact); large ones lease ~50 ms of the rate,
+    at most an eighth of the burst and LEASE_MAX."""
+    from cartpulse.access.ratelimit import LEASE_MAX, lease_size
+
+    assert lease_size(0.5, 3) == 1 and lease_size(5, 10) == 1 and lease_size(100, 8) == 1
+    assert lease_size(100, 200) == 5
+    assert lease_size(1000, 40) == 5
+    assert lease_size(1e6, 10**6) == LEASE_MAX
+
+
+def test_a_worker_spends_its_lease_without_asking_the_database(built):
+    """Requests from a lease cost no round trip: the shared bucket moves once per lease."""
+    from cartpulse.access.ratelimit import RateLimiter
+    from cartpulse.storage.db import Database
+
+    db = Database(built.database_url, pool_size=2)
+    try:
+        limiter = RateLimiter(db, rate=0.001, burst=800)  # no refill to speak of: lease of 100? no: 1
+        assert limiter.size == 1
+        limiter = RateLimiter(db, rate=1000, burst=800)
+        size = limiter.size
+        assert size == 50
+        bucket = secrets.token_bytes(16)
+        assert limiter.check(bucket).allowed
+        after_first = _level(built.database_url, bucket)
+        assert after_first <= 800 - size + 1  # the whole lease left the bucket
+        for _ in range(size - 1):
+            limiter.check(bucket)
+        assert _level(built.database_url, bucket) == after_first  # spent locally
+        limiter.check(bucket)  # the lease is spent: the next request asks again
+        assert _level(built.database_url, bucket) != after_first
+        # A lease unspent for LEASE_SECONDS is dropped: the next request asks again.
+        bucket2 = secrets.token_bytes(16)
+        limiter.check(bucket2)
+        level = _level(built.database_url, bucket2)
+        limiter._leases[bucket2].taken_at -= 10
+        limiter.check(bucket2)
+        assert _level(built.database_url, bucket2) != level
+    finally:
+        db.dispose()
+
+
+def test_leases_never_let_more_through_than_the_shared_bucket(built):
+    """Two workers (two limiters) leasing from one bucket: together they allow at most the
+    burst plus the refill over the time taken, however the requests interleave."""
+    from cartpulse.access.ratelimit import RateLimiter
+    from cartpulse.storage.db import Database
+
+    db = Database(built.database_url, pool_size=2)
+    try:
+        rate, burst = 400.0, 160  # leases of 20
+        workers = [RateLimiter(db, rate, burst) for _ in range(2)]
+        assert workers[0].size == 20
+        bucket = secrets.token_bytes(16)
+        started = time.monotonic()
+        allowed = sum(workers[i % 2].take(bucket).allowed for i in range(1000))
+        elapsed = time.monotonic() - started
+        assert allowed <= burst + rate * elapsed + 1, (allowed, elapsed)
+        assert allowed >= burst - 2 * workers[0].size  # at most two leases' worth left unspent
+    finally:
+        db.dispose()

@@ -30,3 +30,16 @@ where not exists (
 );
 {%- endfor %}
 {% endmacro %}
+
+{% macro touch_data() %}
+{#- Tell the service's workers that what the endpoints answer may have changed (a model's
+    SQL, a full refresh, a seed): each keeps answers until the data generation moves
+    (service/cartpulse/serving/result_cache.py). The function is the service's
+    (storage.sql); a database the service never set up has no cached answers to forget. -#}
+do $$
+begin
+    if to_regprocedure('cartpulse.touch_data()') is not null then
+        perform cartpulse.touch_data();
+    end if;
+end $$
+{% endmacro %}

@@ -15,12 +15,14 @@ from flask import Flask
 
 from cartpulse import errors
 from cartpulse.access.auth import TokenStore, add_rate_limit_headers
+from cartpulse.access.ratelimit import RateLimiter
 from cartpulse.config import Settings
 from cartpulse.context import Service, install
 from cartpulse.ingest.idempotency import Purger
 from cartpulse.ingest.writer import PartitionCache
 from cartpulse.project.datasources import for_settings
 from cartpulse.project.endpoints import Catalog
+from cartpulse.serving import result_cache
 from cartpulse.serving.pipes import ReadCounters
 from cartpulse.serving.replicas import ReadRouter
 from cartpulse.storage import embedded
@@ -51,6 +53,8 @@ def create_app(settings: Settings | None = None) -> Flask:
                          check_seconds=settings.replica_check_seconds, wait_seconds=settings.replica_wait_ms / 1000,
                          statement_timeout_ms=settings.statement_timeout_ms, pool_size=pool_size),
         read_counters=ReadCounters(),
+        limiter=RateLimiter(db, settings.rate_limit_rps, settings.rate_limit_burst),
+        results=result_cache.for_settings(settings),
     ))
     errors.init_app(app)
     app.after_request(add_rate_limit_headers)

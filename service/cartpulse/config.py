@@ -172,6 +172,10 @@ class Settings:
     query_timeout_ms: int = setting("QUERY_TIMEOUT_MS", 10_000, integer(1))
     query_max_rows: int = setting("QUERY_MAX_ROWS", 100_000, integer(1))
     query_max_bytes: int = setting("QUERY_MAX_BYTES", 64 * 1024 * 1024, integer(1))
+    #: Pipe answers each worker keeps until the data changes (serving/result_cache.py),
+    #: and the most rows of an answer kept; 0 entries: no cache.
+    result_cache_entries: int = setting("RESULT_CACHE_ENTRIES", 1024, integer(0))
+    result_cache_max_rows: int = setting("RESULT_CACHE_MAX_ROWS", 10_000, integer(0))
     #: Requests per second each token may make (a token bucket shared by all workers);
     #: 0 turns rate limiting off. The bucket holds ``rate_limit_burst`` requests.
     rate_limit_rps: float = setting("RATE_LIMIT_RPS", 100.0, number(0))

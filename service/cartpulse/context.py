@@ -21,7 +21,7 @@ from flask import current_app, g
 
 if TYPE_CHECKING:  # types only: the modules below import this one
     from cartpulse.access.auth import Caller, TokenStore
-    from cartpulse.access.ratelimit import Quota
+    from cartpulse.access.ratelimit import Quota, RateLimiter
     from cartpulse.config import Settings
     from cartpulse.ingest.idempotency import Purger
     from cartpulse.ingest.writer import PartitionCache
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # types only: the modules below import this one
     from cartpulse.project.endpoints import Catalog
     from cartpulse.serving.pipes import ReadCounters
     from cartpulse.serving.replicas import ReadRouter
+    from cartpulse.serving.result_cache import ResultCache
     from cartpulse.storage.db import Database
 
 _EXTENSION = "cartpulse"
@@ -47,6 +48,8 @@ class Service:
     purger: Purger
     reads: ReadRouter
     read_counters: ReadCounters
+    limiter: RateLimiter                          # the shared rate-limit buckets, leased (access/ratelimit.py)
+    results: ResultCache | None = None            # pipe answers until the data changes; None: off
 
 
 @dataclass
@@ -59,6 +62,7 @@ class RequestState:
     pipe: str | None = None                       # the pipe requested, once known to exist (pipes)
     pipe_result: tuple[int, dict] | None = None   # (rows, statistics) of its answer (pipes)
     pipe_params: dict | None = None               # its parameters, query string and body (pipes)
+    cache: str | None = None                      # "hit" or "miss" in the result cache (pipes)
     #: Milliseconds spent in each phase of the request (``timed``), for ``Server-Timing``.
     timings: dict[str, float] = field(default_factory=dict)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 from flask import request
 
-from cartpulse.access import jwt, ratelimit
+from cartpulse.access import jwt
 from cartpulse.context import request_state, service, timed
 from cartpulse.errors import ApiError
 
@@ -162,10 +162,8 @@ def request_caller() -> Caller:
     with timed("auth"):
         caller = _resolve(token)
     known.caller = caller
-    state = service()
-    settings = state.settings
     with timed("ratelimit"):
-        known.quota = ratelimit.check(state.db, caller.bucket, settings.rate_limit_rps, settings.rate_limit_burst)
+        known.quota = service().limiter.check(caller.bucket)
     return caller
 
 

@@ -32,6 +32,7 @@ from cartpulse.serving import pipe_query
 from cartpulse.serving.pipe_metadata import pipe_metadata
 from cartpulse.serving.render import PIPE_FORMATS, render, type_name
 from cartpulse.serving.request_values import request_values
+from cartpulse.serving.result_cache import VERSION, Answer, answer_key
 from cartpulse.storage.wal import LSN_HEADER, REPLAY_POSITION, parse_lsn
 
 bp = Blueprint("pipes", __name__)
@@ -182,6 +183,31 @@ def run_endpoint(endpoint, values: dict, min_lsn: int | None = None) -> tuple[li
 
 
 def _query(state, target, endpoint, values: dict):
+    """(meta, rows, (rows_read, bytes_read), replay position): the answer kept by the
+    result cache when it was computed at the data version the target has now
+    (result_cache.py), otherwise the endpoint's query, whose answer is then kept."""
+    cache = state.results
+    if cache is None:
+        return _run(state, target, endpoint, values)
+    key = answer_key(target.name, endpoint, values)
+    with timed("query"), target.db.psycopg() as conn:
+        with conn.pipeline():
+            position = conn.execute(REPLAY_POSITION) if target.replica is not None else None
+            current = conn.execute(VERSION, [state.settings.raw_schema])
+        version = current.fetchone()[0]
+        replay = position.fetchone()[0] if position is not None else None
+    # ``Cache-Control: no-cache`` asks for the query itself (its answer is kept all the same).
+    kept = None if "no-cache" in request.headers.get("Cache-Control", "") else cache.get(key, version)
+    request_state().cache = "hit" if kept else "miss"
+    if kept is not None:
+        return kept.meta, kept.rows, (0, 0), replay
+    meta, rows, counts, replay = _run(state, target, endpoint, values)
+    cache.put(key, Answer(version, meta, rows))
+    return meta, rows, counts, replay
+
+
+def _run(state, target, endpoint, values: dict):
+    """Run the endpoint's query on ``target``, with the read counters around it."""
     with timed("statistics"):
         watched = state.read_counters.tables(target.db, (state.settings.raw_schema, endpoint.schema))
     with timed("query"), target.db.psycopg() as conn:
@@ -236,4 +262,6 @@ def get_pipe(filename: str):
         response = render(fmt, meta, rows, statistics)
     response.headers["CartPulse-Read-From"] = statistics["source"]
     response.headers["CartPulse-Max-Staleness"] = f"{statistics['max_staleness']:.3f}"
+    if request_state().cache:
+        response.headers["CartPulse-Cache"] = request_state().cache
     return response

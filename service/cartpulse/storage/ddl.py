@@ -12,6 +12,9 @@ Three tables per data source, in RAW_SCHEMA, each created if missing:
 * ``<name>_quarantine``: every declared column as text (the value as sent), then the
   ``c__`` columns and ``insertion_date``, indexed by ``insertion_date``.
 
+The table ``<name>`` carries a statement-level trigger that bumps the data generation
+(``cartpulse.touch_data``), which cached answers are checked against.
+
 Identifiers come from the declaration, quoted by psycopg.sql; no value is spliced in.
 An existing table is left as it is (a column added to the yml later needs an ALTER).
 """
@@ -33,6 +36,11 @@ def create_tables(conn: psycopg.Connection, source: DataSource, partitioned: boo
         source.table(), sql.SQL(", ").join(columns),
         sql.SQL(" partition by range ({})").format(sql.Identifier(source.partition_key)) if partitioned else sql.SQL("")))
     ensure_index(conn, source, source.name, source.sorting_key, f"{source.name}_sorting_key_idx")
+    # Every change to the table's rows bumps the data generation (sql/storage.sql), whoever
+    # makes it: a cached answer (serving/result_cache.py) is then never served past it.
+    conn.execute(sql.SQL("create or replace trigger {} after insert or update or delete or truncate on {}"
+                         " for each statement execute function cartpulse.touch_data_trigger()").format(
+        sql.Identifier(f"{source.name}_touch_data"), source.table()))
 
     conn.execute(sql.SQL("create table if not exists {} (like {}, ingest_xid xid8 not null"
                          " default pg_current_xact_id())").format(source.table(source.pending), source.table()))

@@ -49,24 +49,30 @@ returns float8 language sql immutable as $$
     select least(burst, level + rate * greatest(0, extract(epoch from now - since)))
 $$;
 
--- Take one request from a bucket, refilled at `rate` per second up to `burst`, in one
--- statement: the row lock of ON CONFLICT serializes the workers of every process. The
--- clock is read once (excluded.updated_at); a statement that waited for the lock may
--- carry an earlier time than the bucket's, which then counts as no time elapsed.
--- Returns whether the request is allowed and what is left in the bucket.
-create or replace function cartpulse.take_token(p_bucket bytea, p_rate float8, p_burst float8,
-                                                out allowed boolean, out tokens float8)
-language sql as $$
-    insert into cartpulse.rate_limits as b (bucket, tokens, allowed, updated_at)
-    values (p_bucket, p_burst - 1, true, clock_timestamp())
-    on conflict (bucket) do update set
-        allowed = cartpulse.bucket_level(b.tokens, b.updated_at, excluded.updated_at, p_rate, p_burst) >= 1,
-        tokens = cartpulse.bucket_level(b.tokens, b.updated_at, excluded.updated_at, p_rate, p_burst)
-                 - case when cartpulse.bucket_level(b.tokens, b.updated_at, excluded.updated_at, p_rate, p_burst) >= 1
-                        then 1 else 0 end,
-        updated_at = greatest(b.updated_at, excluded.updated_at)
-    returning allowed, tokens
-$$;
+-- Take up to `p_want` whole requests from a bucket, refilled at `rate` per second up to
+-- `burst` (a new bucket starts full); none when less than one is left. The row lock
+-- (`for update`) serializes the workers of every process. The clock is read once, before
+-- the lock; a call that waited for it may carry an earlier time than the bucket's, which
+-- then counts as no time elapsed. Returns how many were granted and what is left.
+-- (access/ratelimit.py takes a few at once and spends them without asking again.)
+drop function if exists cartpulse.take_token(bytea, float8, float8);
+create or replace function cartpulse.take_tokens(p_bucket bytea, p_rate float8, p_burst float8, p_want float8,
+                                                 out granted float8, out tokens float8)
+language plpgsql as $$
+declare
+    at constant timestamptz := clock_timestamp();
+    level float8;
+begin
+    insert into cartpulse.rate_limits (bucket, tokens, allowed, updated_at)
+    values (p_bucket, p_burst, true, at) on conflict (bucket) do nothing;
+    select cartpulse.bucket_level(b.tokens, b.updated_at, at, p_rate, p_burst) into level
+    from cartpulse.rate_limits b where b.bucket = p_bucket for update;
+    granted := case when level >= 1 then least(p_want, floor(level)) else 0 end;
+    tokens := level - granted;
+    update cartpulse.rate_limits b
+    set tokens = take_tokens.tokens, allowed = granted > 0, updated_at = greatest(b.updated_at, at)
+    where b.bucket = p_bucket;
+end $$;
 
 -- One row per scheduled refresh (scheduler.py): `dbt run`, `dbt source freshness`, VACUUM
 -- of the pending table. Written when a run ends (a crashed run leaves no row, only its
@@ -103,3 +109,40 @@ create table if not exists cartpulse.pipe_stats (
     error       text
 );
 create index if not exists pipe_stats_at_idx on cartpulse.pipe_stats (at);
+
+-- The data generation: grows with every change to what the endpoints answer, so that a
+-- worker may keep an answer until it changes (serving/result_cache.py). A statement-level
+-- trigger on each data source's table (storage/ddl.py) and dbt's `on-run-end` hook bump
+-- it, in the transaction that made the change: a reader sees the new generation exactly
+-- when it can see the change. Sixteen rows, not one: each transaction bumps the first
+-- row no other holds, so concurrent writers do not queue behind one row lock until
+-- their commits. Logged, so replicas and crash recovery keep it.
+create table if not exists cartpulse.data_generation (
+    slot smallint primary key,
+    n    bigint not null
+);
+insert into cartpulse.data_generation select s, 0 from generate_series(0, 15) s on conflict do nothing;
+
+create or replace function cartpulse.touch_data() returns void language sql as $$
+    update cartpulse.data_generation set n = n + 1
+    where slot = coalesce((select slot from cartpulse.data_generation order by slot limit 1 for update skip locked),
+                          pg_backend_pid() % 16)
+$$;
+
+create or replace function cartpulse.touch_data_trigger() returns trigger language plpgsql as $$
+begin
+    perform cartpulse.touch_data();
+    return null;
+end $$;
+
+-- What a cached answer is valid for: the generation, the partitions or chunks of the
+-- data sources' tables (retention drops them without any trigger firing: their count
+-- and the newest one's oid), and the server's start (a restored server starts again).
+create or replace function cartpulse.data_version(p_schema text) returns text language sql stable as $$
+    select concat_ws('/',
+        (select sum(n) from cartpulse.data_generation),
+        (select count(*) || '.' || coalesce(max(i.inhrelid)::text, '')
+         from pg_inherits i join pg_class p on p.oid = i.inhparent
+         where p.relnamespace = to_regnamespace(p_schema)),
+        pg_postmaster_start_time())
+$$;
