@@ -51,13 +51,14 @@ def _checks(column: Column, v: str, i: int, constants: dict) -> tuple[list[str],
             lines.append(f"if not lo{i} <= {v} <= hi{i}: return None")
         return lines, []
     if kind is types.DATETIME:
-        # The exact shape YYYY-MM-DD HH:MM:SS: no room for an offset, which fromisoformat
-        # would read and .replace(tzinfo=UTC) would then drop.
+        # The exact shape YYYY-MM-DD HH:MM:SS: no room for an offset of its own. Parsed
+        # with "+00:00" appended, which gives the UTC datetime directly: .replace(tzinfo=UTC)
+        # on the naive one costs six times the parse (2.2 against 0.36 µs here).
         constants[f"lo{i}"] = max(types.MIN_TIME, column.min or types.MIN_TIME)
         constants[f"hi{i}"] = min(types.MAX_TIME - timedelta(microseconds=1), column.max or types.MAX_TIME)
         return ([f"if type({v}) is not str or len({v}) != 19 or {v}[10] != ' ' or {v}[13] != ':'"
                  f" or {v}[16] != ':': return None"],
-                [f"{v} = fromisoformat({v}).replace(tzinfo=UTC)",
+                [f"{v} = fromisoformat({v} + '+00:00')",
                  f"if not lo{i} <= {v} <= hi{i}: return None"])
     raise ValueError(f"no fast path for type {kind.name}")  # a new type: add its shape here
 
@@ -65,7 +66,7 @@ def _checks(column: Column, v: str, i: int, constants: dict) -> tuple[list[str],
 @functools.lru_cache(maxsize=None)
 def fast_row_for(source: DataSource) -> Callable[[dict], tuple | None]:
     """The compiled fast path of ``source`` (see the module docstring)."""
-    constants = {"fromisoformat": datetime.fromisoformat, "UTC": types.UTC, "isfinite": math.isfinite}
+    constants = {"fromisoformat": datetime.fromisoformat, "isfinite": math.isfinite}
     required, optional, checks, conversions = [], [], [], []
     for i, column in enumerate(source.columns):
         v = f"v{i}"
