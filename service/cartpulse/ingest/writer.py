@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import LibpqWriter
 
 from cartpulse.ingest import idempotency, ops_log
 from cartpulse.ingest.rows import Batch
@@ -96,6 +97,20 @@ def _write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batc
     return position
 
 
+class _Recording(LibpqWriter):
+    """COPY data sent to the server and kept: the binary stream (its header, the rows and
+    its trailer) that a second COPY of the same columns can send unchanged, instead of
+    formatting every row again (about 2 µs a row)."""
+
+    def __init__(self, cursor):
+        super().__init__(cursor)
+        self.blocks: list[bytes] = []
+
+    def write(self, data) -> None:
+        self.blocks.append(bytes(data))
+        super().write(data)
+
+
 def copy_batch(cur, source: DataSource, batch: Batch, import_id: str) -> None:
     """COPY a batch's valid rows (to the table and its pending twin) and its quarantined
     rows with the caller's cursor, inside the caller's transaction: one per events request,
@@ -104,11 +119,16 @@ def copy_batch(cur, source: DataSource, batch: Batch, import_id: str) -> None:
     # server need not parse timestamps and numbers (5x less CPU than text COPY here).
     if batch.rows:
         columns = sql.SQL(", ").join(map(sql.Identifier, source.column_names))
-        for target in (source.name, source.pending):
-            with cur.copy(sql.SQL("copy {} ({}) from stdin (format binary)").format(source.table(target), columns)) as copy:
-                copy.set_types([c.type.sql for c in source.columns])
-                for row in batch.rows:
-                    copy.write_row(row)
+        copy_into = sql.SQL("copy {} ({}) from stdin (format binary)")
+        # The rows are formatted once: what the first COPY sent, the second sends as it is.
+        sent = _Recording(cur)
+        with cur.copy(copy_into.format(source.table(source.name), columns), writer=sent) as copy:
+            copy.set_types([c.type.sql for c in source.columns])
+            for row in batch.rows:
+                copy.write_row(row)
+        with cur.copy(copy_into.format(source.table(source.pending), columns)) as copy:
+            for block in sent.blocks:
+                copy.write(block)
     if batch.quarantined:
         names = source.column_names + tuple(name for name, _, _ in QUARANTINE_COLUMNS)
         with cur.copy(sql.SQL("copy {} ({}) from stdin (format binary)").format(
