@@ -46,6 +46,12 @@ test: $(STAMP) browser
 	else \
 	  echo "TIMESCALE_URL is not set: the TimescaleDB pass is skipped (README: Testing on TimescaleDB)."; \
 	fi
+	@if [ -n "$$CITUS_URL" ]; then \
+	  echo "== the whole suite again, on Citus ($$CITUS_URL)"; \
+	  CARTPULSE_TEST_DATABASE_URL="$$CITUS_URL" $(BIN)/pytest; \
+	else \
+	  echo "CITUS_URL is not set: the Citus pass is skipped (README: Testing on Citus)."; \
+	fi
 
 # DuckDB is the in-process peer the benchmark compares with; only the benchmark needs it.
 bench: $(STAMP)

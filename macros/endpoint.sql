@@ -10,7 +10,8 @@
   It builds:
     a SQL function <model>(<params>) returning the columns: the service calls it with
       the request's parameters bound by name (absent ones take their default). It is a
-      single STABLE SELECT, so PostgreSQL inlines it and plans with the values;
+      single STABLE SELECT, so PostgreSQL inlines it and plans with the values (on
+      Citus, a PL/pgSQL RETURN QUERY of the same SELECT: docs/citus.md);
     a view <model> = <model>() with every default, for analysts' SQL.
 -#}
 
@@ -80,12 +81,38 @@
   {%- set ddl -%}
     drop view if exists {{ target }};
     drop function if exists {{ target }};
+    {% if cartpulse_engine() == 'citus' -%}
+    {#- Citus plans no parameterized SQL function over a distributed table; PL/pgSQL's
+        RETURN QUERY it does (docs/citus.md). The SQL function keeps the named
+        parameters and calls a PL/pgSQL twin whose parameters are positional only (its
+        output columns are variables: a named parameter of the same name would clash). -#}
+    {%- set twin = adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier ~ '__citus') -%}
+    drop function if exists {{ twin }};
+    create function {{ twin }}({% for name, spec in endpoint_params().items() %}{{ endpoint_sql_type(spec.get('type')) }}{{ ", " if not loop.last }}{% endfor %})
+    returns table ({{ columns | join(', ') }})
+    language plpgsql stable parallel safe
+    as $endpoint$
+    #variable_conflict use_column
+    begin
+    return query
+{{ contract_columns(sql) }}
+    ;
+    end
+    $endpoint$;
+    create function {{ target }}({{ args | join(', ') }})
+    returns table ({{ columns | join(', ') }})
+    language sql stable parallel safe
+    as $endpoint$
+    select * from {{ twin }}({% for name in endpoint_params() %}${{ loop.index }}{{ ", " if not loop.last }}{% endfor %})
+    $endpoint$;
+    {%- else -%}
     create function {{ target }}({{ args | join(', ') }})
     returns table ({{ columns | join(', ') }})
     language sql stable parallel safe
     as $endpoint$
 {{ contract_columns(sql) }}
     $endpoint$;
+    {%- endif %}
     create view {{ target }} as select * from {{ target }}();
   {%- endset -%}
   {#- Replaced only when changed (macros/stable_ddl.sql): a request in flight never finds

@@ -20,6 +20,7 @@ from psycopg.conninfo import make_conninfo
 from cartpulse.access.auth import ensure_admin_token
 from cartpulse.config import Settings
 from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.storage import citus
 from cartpulse.storage.embedded import EmbeddedPostgres
 from cartpulse.storage.schema import create_storage
 from support import server_folder, truncate_events
@@ -73,9 +74,23 @@ def server_url(embedded_server):
 
 
 @pytest.fixture(scope="session")
-def database_url(server_url):
+def citus_cluster(server_url):
+    """Whether the given server is a Citus coordinator with workers (a database on it is
+    then made on every node, storage/citus.py)."""
+    return bool(GIVEN_SERVER) and citus.is_citus_server(server_url)
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url, citus_cluster):
     """A fresh database for this session, dropped at the end."""
     name = f"cartpulse_test_{secrets.token_hex(4)}"
+    if citus_cluster:
+        url = citus.create_cluster_database(server_url, name)
+        try:
+            yield url
+        finally:
+            citus.drop_cluster_database(server_url, name)
+        return
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
     try:

@@ -52,6 +52,14 @@ def server_folder(prefix: str = "cartpulse-server-"):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def skip_on_citus(engine: str, why: str) -> None:
+    """Skip a test that cannot hold on Citus, saying why (docs/citus.md lists them)."""
+    if engine == "citus":
+        import pytest
+
+        pytest.skip(f"not on Citus: {why}")
+
+
 def datasources(raw_schema: str = "raw", project_dir: Path | None = None):
     """The data sources the project declares (default: this repository's, in ``raw``)."""
     from cartpulse.config import PROJECT_DIR

@@ -133,7 +133,7 @@ def test_an_absorber_killed_mid_way_loses_and_doubles_nothing(client, auth, hist
         absorber.send_signal(signal.SIGKILL)
         absorber.wait()
         if ending == "terminated":
-            holder.execute("select pg_terminate_backend(%s)", [backend])
+            holder.execute("select pg_terminate_backend(%s::int)", [backend])
         holder.commit()  # releases the pending table
     wait_until_gone(url, backend)
     assert_exact(client, auth, history)

@@ -91,6 +91,11 @@ def test_a_data_source_is_described_with_its_statistics(client, auth, loaded, se
     assert source["quarantine_rows"] == bad == 1
     if source["engine"]["engine"] == "PostgreSQL":  # the table and its monthly partitions
         assert source["statistics"]["bytes"] == size
+    elif source["engine"]["engine"] == "Citus":  # the partitions' shards, on the workers
+        with psycopg.connect(settings.database_url) as conn:
+            assert source["statistics"]["bytes"] == conn.execute(
+                "select sum(citus_total_relation_size(relid)) from pg_partition_tree('raw.ecommerce_events')"
+                " where isleaf").fetchone()[0] > 0
     else:  # a hypertable: TimescaleDB's own measure counts the chunks (compressed ones too)
         with psycopg.connect(settings.database_url) as conn:
             assert 0 < source["statistics"]["bytes"] <= conn.execute(
@@ -99,7 +104,7 @@ def test_a_data_source_is_described_with_its_statistics(client, auth, loaded, se
     assert columns["event_time"]["type"] == "DateTime" and columns["quantity"]["type"] == "Int64"
     assert columns["price"]["type"] == "Float64"
     assert columns["country"]["type"] == "String" and not any(c["nullable"] for c in source["columns"])
-    assert source["engine"]["engine"] in ("PostgreSQL", "TimescaleDB")
+    assert source["engine"]["engine"] in ("PostgreSQL", "TimescaleDB", "Citus")
     assert source["engine"]["sorting_key"] == source["sorting_key"] == "event_time, product_id"
     assert source["engine"]["partition_key"] == "event_time"
     assert "schema" not in source  # tinybird-sdk reads schema.columns when schema is present

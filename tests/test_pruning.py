@@ -20,7 +20,12 @@ from psycopg import sql
 import expected
 from cartpulse.serving.pipes import endpoint_query
 from cartpulse.storage.schema import TIMESCALEDB
-from support import ndjson, truncate_events
+from support import ndjson, skip_on_citus, truncate_events
+
+
+@pytest.fixture(autouse=True)
+def _not_on_citus(engine):
+    skip_on_citus(engine, "Citus prunes shards and partitions itself; these plan shapes are PostgreSQL's and TimescaleDB's")
 
 # Neither edge is a whole day, minute or hour: the leading edge lies in 2026-10-02,
 # the trailing edge in 2026-10-04.

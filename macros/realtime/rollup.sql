@@ -13,7 +13,8 @@
     a row in cartpulse.rollup_state: the database snapshot the table has absorbed.
 
   First build or --full-refresh: aggregate all events while holding a SHARE lock on the
-  pending table (ingest waits; nothing commits between the read and the bookkeeping).
+  pending table (ingest waits; nothing commits between the read and the bookkeeping; on
+  Citus, two-phase commits a worker missed are finished first).
   Incremental run: take a new snapshot, add the pending rows visible in it but not in
   the previous one (an upsert that adds measures), record the new snapshot; one
   transaction, so readers see the table and its snapshot change together. That step is
@@ -65,6 +66,7 @@ select * from (
   {%- set grain = config.require('grain') -%}
   {%- set target = this.incorporate(type='table') -%}
   {%- set live_view = this.incorporate(path={"identifier": this.identifier ~ "_live"}, type='view') -%}
+  {%- set live_rows = adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier ~ '_live_rows') -%}
   {%- set build = this.incorporate(path={"identifier": this.identifier ~ "__build"}, type='table') -%}
   {%- set events = ref('stg_raw__ecommerce_events') -%}
   {%- set pending = ref('stg_raw__ecommerce_events_pending') -%}
@@ -86,6 +88,12 @@ select * from (
   {% if full %}
     {% call statement('main') -%}
       lock table {{ pending_table }} in share mode;
+      {% if cartpulse_engine() == 'citus' -%}
+      {#- A batch whose commit a worker missed (it was down) is committed, and in the
+          pending table, but its rows on that worker are still only prepared: finish them
+          first, or this build would read the events without them (docs/citus.md). -#}
+      select recover_prepared_transactions();
+      {%- endif %}
       drop table if exists {{ build }};
       {% if contract_enforced() -%}
       create table {{ build }} {{ get_table_columns_and_constraints() }};
@@ -97,6 +105,7 @@ select * from (
       {%- endif %}
       create unique index {{ this.identifier }}__grain_new on {{ build }} ({{ grain | join(', ') }});
       drop view if exists {{ live_view }};
+      drop function if exists {{ live_rows }}();
       drop table if exists {{ target }};
       alter table {{ build }} rename to {{ this.identifier }};
       alter index {{ this.schema }}.{{ this.identifier }}__grain_new rename to {{ this.identifier }}__grain;
@@ -116,8 +125,7 @@ select * from (
     {%- endcall %}
   {% endif %}
 
-  {%- set live_ddl -%}
-    create or replace view {{ live_view }} as
+  {%- set live_sql -%}
     select * from {{ target }}
     union all
     select * from (
@@ -125,6 +133,29 @@ select * from (
          ~ " where not pg_visible_in_snapshot(p.ingest_xid, (select s.absorbed from cartpulse.rollup_state s"
          ~ " where s.rollup = " ~ dbt.string_literal(key) ~ "))")) }}
     ) as fresh
+  {%- endset -%}
+  {%- set live_ddl -%}
+    {% if cartpulse_engine() == 'citus' -%}
+    {#- Citus plans a query that mixes these coordinator tables with the distributed
+        events (an endpoint's range edges) by reading each table in a subplan of its own,
+        so the table, its absorbed snapshot and the pending rows could be read at
+        different moments (docs/citus.md). Inside a PL/pgSQL function they are one
+        statement that only PostgreSQL plans: one snapshot, as the argument needs. The
+        function and view are the coordinator's alone (workers never read them). -#}
+    set local citus.enable_ddl_propagation = off;
+    create or replace function {{ live_rows }}() returns setof {{ target }}
+    language plpgsql stable
+    as $live$
+    begin
+    return query
+    {{ live_sql }};
+    end
+    $live$;
+    create or replace view {{ live_view }} as select * from {{ live_rows }}()
+    {%- else -%}
+    create or replace view {{ live_view }} as
+    {{ live_sql }}
+    {%- endif %}
   {%- endset -%}
   {#- Replaced only when changed (macros/stable_ddl.sql): readers keep reading it meanwhile. -#}
   {{ replace_if_changed(live_view, live_ddl, name='live_view') }}

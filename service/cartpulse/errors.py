@@ -61,7 +61,19 @@ def database_unavailable(err: BaseException) -> bool:
             return True
         err = err.orig
     # QueryCanceled (statement timeout) is an OperationalError too, but the server is up.
-    return isinstance(err, psycopg.OperationalError) and not isinstance(err, psycopg.errors.QueryCanceled)
+    return (isinstance(err, psycopg.OperationalError) and not isinstance(err, psycopg.errors.QueryCanceled)
+            or worker_unreachable(err))
+
+
+#: How a Citus coordinator words a worker it cannot reach (an internal error, XX000; the
+#: statement's transaction is aborted whole): docs/citus.md.
+_CITUS_UNREACHABLE = ("failure on connection marked as essential", "connection to the remote node",
+                      "could not establish any connections to the node")
+
+
+def worker_unreachable(err: BaseException) -> bool:
+    """Is this a Citus coordinator saying that a worker is out of reach?"""
+    return isinstance(err, psycopg.errors.InternalError_) and str(err).startswith(_CITUS_UNREACHABLE)
 
 
 def init_app(app: Flask) -> None:

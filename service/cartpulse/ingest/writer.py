@@ -16,10 +16,12 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import LibpqWriter
 
+from cartpulse.errors import ApiError, worker_unreachable
 from cartpulse.ingest import idempotency, ops_log
 from cartpulse.ingest.rows import Batch
 from cartpulse.ops import metrics
 from cartpulse.project.datasources import QUARANTINE_COLUMNS, DataSource
+from cartpulse.storage import citus
 from cartpulse.storage.wal import commit_position
 
 RETRIES = 3
@@ -68,16 +70,23 @@ def write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batch
     for attempt in range(1, RETRIES + 1):
         try:
             return _write_batch(db, partitions, source, batch, import_id, key, answer, op)
-        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+                psycopg.errors.CheckViolation, psycopg.errors.InternalError_) as err:
+            # Each aborted the transaction whole, so a retry cannot duplicate: a deadlock;
+            # "no partition of relation … found for row" (a cached month dropped by
+            # retention since: a data source's table has no other check to violate; Citus
+            # relays a worker's as an internal error, told apart by its words); a Citus
+            # worker out of reach (restarted: a pooled connection's cached link broken).
+            missing_month = (isinstance(err, psycopg.errors.CheckViolation)
+                             or "no partition of relation" in str(err))
+            if isinstance(err, psycopg.errors.InternalError_) and not (missing_month or worker_unreachable(err)):
+                raise
             if attempt == RETRIES:
                 raise
-            time.sleep(0.05 * attempt)
-        except psycopg.errors.CheckViolation:
-            # "no partition of relation … found for row": a cached month was dropped by
-            # retention since; a data source's table has no other check to violate.
-            if attempt == RETRIES:
-                raise
-            partitions.forget()
+            if missing_month:
+                partitions.forget()
+            else:
+                time.sleep(0.05 * attempt)
 
 
 def _write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batch, import_id: str,
@@ -92,7 +101,14 @@ def _write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batc
             idempotency.claim(conn, key, *answer)
         copy_batch(cur, source, batch, import_id)
         ops_log.record_ok(cur, op, import_id, len(batch.rows), len(batch.quarantined))
-        position = commit_position(conn)
+        try:
+            with citus.confirmed_commit(conn):
+                position = commit_position(conn)
+        except citus.WorkerUnconfirmed as err:
+            raise ApiError(503, "the batch is committed, but a Citus worker has not confirmed its part yet"
+                                f" ({err}): its rows join reads of the data source when that worker is back."
+                                " Resend it only with the same Idempotency-Key (which answers as the first"
+                                " time), or it is stored twice", headers={"Retry-After": "5"}) from None
     metrics.count_rows(source.name, "events", len(batch.rows), len(batch.quarantined))
     return position
 

@@ -19,6 +19,7 @@ data source")::
                   sorting_key: [event_time, product_id]   # the table's index
                   partition_key: event_time    # a DateTime: monthly partitions, or the hypertable's time
                   segment_by: [event_type]     # optional: TimescaleDB compression groups
+                  distribute_by: product_id    # optional: Citus distribution column
             columns:
               - name: event_time
                 data_type: DateTime            # a type of project/types.py
@@ -60,7 +61,7 @@ _NAME = re.compile(r"[a-z_][a-z0-9_]{0,37}")
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: The schema every data source must declare, so that RAW_SCHEMA moves them all.
 SCHEMA_TEMPLATE = "{{ env_var('RAW_SCHEMA', 'raw') }}"
-_SOURCE_KEYS = {"sorting_key", "partition_key", "segment_by"}
+_SOURCE_KEYS = {"sorting_key", "partition_key", "segment_by", "distribute_by"}
 # personal: analysts read the column pseudonymised only (macros/analysts.sql).
 _COLUMN_KEYS = {"nullable", "min", "max", "max_length", "personal"}
 
@@ -116,6 +117,8 @@ class DataSource:
     partition_key: str
     segment_by: tuple[str, ...] = ()
     description: str = ""
+    #: Citus: the column the table is hash-distributed by (None: a table of the coordinator).
+    distribute_by: str | None = None
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -215,8 +218,11 @@ def _datasource(table: dict, spec: dict, schema: str, where: str) -> DataSource:
             raise ValueError(f"{where}: {key} names unknown columns {unknown}")
     if not keys["sorting_key"]:
         raise ValueError(f"{where}: sorting_key must name the indexed columns")
+    distribute_by = spec.get("distribute_by")
+    if distribute_by is not None and (distribute_by not in by_name or by_name[distribute_by].nullable):
+        raise ValueError(f"{where}: distribute_by must name a column that is not nullable")
     return DataSource(name=name, schema=schema, columns=columns, sorting_key=keys["sorting_key"],
-                      partition_key=partition.name, segment_by=keys["segment_by"],
+                      partition_key=partition.name, segment_by=keys["segment_by"], distribute_by=distribute_by,
                       description=" ".join((table.get("description") or "").split()))
 
 

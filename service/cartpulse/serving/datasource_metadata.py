@@ -37,13 +37,19 @@ _BYTES = """
         select i.inhrelid from pg_inherits i join tree t on i.inhparent = t.oid)
     select coalesce(sum(pg_total_relation_size(oid)), 0)::bigint from tree
 """
+#: On Citus the rows are in the workers' shards: the leaves (each a distributed table) are
+#: measured there, with their indexes (a partitioned parent itself holds no storage).
+_CITUS_BYTES = _BYTES.replace(
+    "sum(pg_total_relation_size(oid))",
+    "sum(citus_total_relation_size(oid)) filter (where not exists (select from pg_inherits where inhparent = oid))")
 
 
-def _statistics(conn, source: DataSource) -> dict:
+def _statistics(conn, source: DataSource, storage_engine: str) -> dict:
     count = sql.SQL("select count(*) from {}")
     rows = conn.execute(count.format(source.table())).fetchone()[0]
     quarantined = conn.execute(count.format(source.table(source.quarantine))).fetchone()[0]
-    size = conn.execute(_BYTES, {"table": source.regclass()}).fetchone()[0]
+    size = conn.execute(_CITUS_BYTES if storage_engine == engine.CITUS else _BYTES,
+                        {"table": source.regclass()}).fetchone()[0]
     return {"statistics": {"row_count": rows, "bytes": size}, "quarantine_rows": quarantined}
 
 
@@ -55,7 +61,7 @@ def describe(source: DataSource, storage_engine: str, stats: dict) -> dict:
         "id": tinybird_id("datasource", source.name), "name": source.name, "description": source.description,
         "type": "ndjson",  # rows arrive as JSON (Events API) or files: no connector
         "columns": columns,
-        "engine": {"engine": "TimescaleDB" if storage_engine == engine.TIMESCALEDB else "PostgreSQL",
+        "engine": {"engine": {engine.TIMESCALEDB: "TimescaleDB", engine.CITUS: "Citus"}.get(storage_engine, "PostgreSQL"),
                    "sorting_key": ", ".join(source.sorting_key), "partition_key": source.partition_key},
         "sorting_key": ", ".join(source.sorting_key), "partition_key": source.partition_key,
         **stats,
@@ -66,7 +72,7 @@ def _described(sources: list[DataSource]) -> list[dict]:
     state = service()
     with state.db.psycopg() as conn:
         storage_engine = engine.current(conn)
-        return [describe(s, storage_engine, _statistics(conn, s)) for s in sources]
+        return [describe(s, storage_engine, _statistics(conn, s, storage_engine)) for s in sources]
 
 
 def datasource_metadata(name: str):

@@ -36,6 +36,7 @@ from cartpulse.errors import ApiError, database_unavailable, first_line
 from cartpulse.project.params import parse_request
 from cartpulse.serving.render import type_name
 from cartpulse.serving.sql_dialect import Compiled, Ref, Tables
+from cartpulse.storage import engine
 from cartpulse.storage.query_role import QUERY_ROLE, SERVICE_VIEWS
 
 #: Rows fetched per round trip from the statement's cursor.
@@ -133,6 +134,10 @@ def _statement(user_sql: str, ctes: list, max_rows: int) -> sql.Composed:
 
 
 def _become_reader(conn) -> None:
+    if engine.current(conn) == engine.CITUS:
+        raise ApiError(400, f"the Query API is not supported on Citus: it runs your SQL as the NOLOGIN role"
+                            f" {QUERY_ROLE}, and Citus reads the workers' shards over connections made as"
+                            " the current role (docs/citus.md); read the pipes instead")
     try:
         with conn.transaction():
             conn.execute(sql.SQL("set local role {}").format(sql.Identifier(QUERY_ROLE)))

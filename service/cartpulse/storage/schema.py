@@ -7,7 +7,8 @@ provisioned and then asked in ``engine.py`` (TimescaleDB when the extension is i
 in the database); each table's layout follows it.
 
 Time-based storage settings are applied here too, at every start, so that the settings
-own them: ``CHUNK_INTERVAL`` (TimescaleDB), ``COMPRESS_AFTER`` (TimescaleDB compression)
+own them (Citus, docs/citus.md: laid out as on PostgreSQL, the data sources' tables then
+distributed, ``storage/citus.py``): ``CHUNK_INTERVAL`` (TimescaleDB), ``COMPRESS_AFTER`` (TimescaleDB compression)
 and ``RETENTION`` (TimescaleDB retention policy; on PostgreSQL, dropping old monthly
 partitions). Unset, the last two are off, and a policy set before is removed.
 """
@@ -22,10 +23,10 @@ from psycopg import sql
 
 from cartpulse.config import Settings
 from cartpulse.project.datasources import DataSource, for_settings
+from cartpulse.storage import citus, roles
 from cartpulse.storage import engine as engines
-from cartpulse.storage import roles
 from cartpulse.storage.ddl import create_tables
-from cartpulse.storage.engine import POSTGRES, TIMESCALEDB  # noqa: F401 (callers' names)
+from cartpulse.storage.engine import CITUS, POSTGRES, TIMESCALEDB  # noqa: F401 (callers' names)
 from cartpulse.storage.query_role import provision_query_role
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def create_storage(url: str, settings: Settings, datasources: dict[str, DataSour
                 create_tables(conn, source, partitioned=engine != TIMESCALEDB)
                 if engine == TIMESCALEDB:
                     _hypertable(conn, source, settings.chunk_interval)
+                if engine == CITUS:
+                    citus.distribute(conn, source)
                 apply_policies(conn, engine, settings, source)
             conn.execute(_sql("service_datasources.sql"))
             provision_query_role(conn, datasources)
