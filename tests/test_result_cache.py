@@ -80,14 +80,17 @@ def test_absorbing_changes_neither_the_version_nor_the_answers(client, auth, emp
         assert read(client, auth, pipe, headers=NO_CACHE)[1]["data"] == data  # and the query agrees
 
 
-def test_changes_outside_the_api_move_the_version_at_their_commit(settings, empty_events):
+def test_changes_outside_the_api_move_the_version_at_their_commit(settings, empty_events, engine):
     """A statement on a data source's table moves the version (a trigger), even one made in
-    psql; not before its commit (a reader cannot see the change yet), and not if it rolls back."""
+    psql; not before its commit (a reader cannot see the change yet), and not if it rolls back.
+    On Citus the trigger is on the pending table, which every ingest and delete writes (Citus
+    will not distribute a table with triggers)."""
     url = settings.database_url
-    for statement in ("insert into raw.ecommerce_events select * from raw.ecommerce_events where false",
-                      "update raw.ecommerce_events set quantity = quantity where false",
-                      "delete from raw.ecommerce_events where false",
-                      "truncate raw.ecommerce_events"):
+    table = "raw.ecommerce_events_pending" if engine == "citus" else "raw.ecommerce_events"
+    for statement in (f"insert into {table} select * from {table} where false",
+                      f"update {table} set quantity = quantity where false",
+                      *([] if engine == "citus" else [f"delete from {table} where false"]),
+                      f"truncate {table}"):
         before = version(url)
         with psycopg.connect(url) as writer:
             writer.execute(statement)

@@ -12,8 +12,8 @@ Three tables per data source, in RAW_SCHEMA, each created if missing:
 * ``<name>_quarantine``: every declared column as text (the value as sent), then the
   ``c__`` columns and ``insertion_date``, indexed by ``insertion_date``.
 
-The table ``<name>`` carries a statement-level trigger that bumps the data generation
-(``cartpulse.touch_data``), which cached answers are checked against.
+A statement-level trigger bumps the data generation (``cartpulse.touch_data``) on every
+change to the table (``ensure_touch_trigger``), which cached answers are checked against.
 
 Identifiers come from the declaration, quoted by psycopg.sql; no value is spliced in.
 An existing table is left as it is (a column added to the yml later needs an ALTER).
@@ -36,11 +36,6 @@ def create_tables(conn: psycopg.Connection, source: DataSource, partitioned: boo
         source.table(), sql.SQL(", ").join(columns),
         sql.SQL(" partition by range ({})").format(sql.Identifier(source.partition_key)) if partitioned else sql.SQL("")))
     ensure_index(conn, source, source.name, source.sorting_key, f"{source.name}_sorting_key_idx")
-    # Every change to the table's rows bumps the data generation (sql/storage.sql), whoever
-    # makes it: a cached answer (serving/result_cache.py) is then never served past it.
-    conn.execute(sql.SQL("create or replace trigger {} after insert or update or delete or truncate on {}"
-                         " for each statement execute function cartpulse.touch_data_trigger()").format(
-        sql.Identifier(f"{source.name}_touch_data"), source.table()))
 
     conn.execute(sql.SQL("create table if not exists {} (like {}, ingest_xid xid8 not null"
                          " default pg_current_xact_id())").format(source.table(source.pending), source.table()))
@@ -54,6 +49,19 @@ def create_tables(conn: psycopg.Connection, source: DataSource, partitioned: boo
     conn.execute(sql.SQL("create table if not exists {} ({})").format(
         source.table(source.quarantine), sql.SQL(", ").join(quarantine)))
     ensure_index(conn, source, source.quarantine, (INSERTION_DATE,), f"{source.quarantine}_insertion_idx")
+
+
+def ensure_touch_trigger(conn: psycopg.Connection, source: DataSource, table: str) -> None:
+    """Every change to ``table``'s rows bumps the data generation (sql/storage.sql), whoever
+    makes it: a cached answer (serving/result_cache.py) is then never served past it. The
+    data source's own table, except where Citus distributes it (Citus refuses to distribute
+    a table with triggers, and would run them on the workers): there, its pending table on
+    the coordinator, which every ingest and delete writes (schema.py chooses); there not on
+    ``delete``, which is how an absorption empties it without changing any answer."""
+    events = "insert or update or truncate" if table == source.pending else "insert or update or delete or truncate"
+    conn.execute(sql.SQL("create or replace trigger {} after {} on {}"
+                         " for each statement execute function cartpulse.touch_data_trigger()").format(
+        sql.Identifier(f"{table}_touch_data"), sql.SQL(events), source.table(table)))
 
 
 def ensure_index(conn: psycopg.Connection, source: DataSource, table: str, columns: tuple[str, ...],

@@ -25,7 +25,7 @@ from cartpulse.config import Settings
 from cartpulse.project.datasources import DataSource, for_settings
 from cartpulse.storage import citus, roles
 from cartpulse.storage import engine as engines
-from cartpulse.storage.ddl import create_tables
+from cartpulse.storage.ddl import create_tables, ensure_touch_trigger
 from cartpulse.storage.engine import CITUS, POSTGRES, TIMESCALEDB  # noqa: F401 (callers' names)
 from cartpulse.storage.query_role import provision_query_role
 
@@ -56,6 +56,8 @@ def create_storage(url: str, settings: Settings, datasources: dict[str, DataSour
                     _hypertable(conn, source, settings.chunk_interval)
                 if engine == CITUS:
                     citus.distribute(conn, source)
+                distributed = engine == CITUS and source.distribute_by is not None
+                ensure_touch_trigger(conn, source, source.pending if distributed else source.name)
                 apply_policies(conn, engine, settings, source)
             conn.execute(_sql("service_datasources.sql"))
             provision_query_role(conn, datasources)
