@@ -6,6 +6,16 @@
     whole buckets  [first whole bucket, end of the last whole bucket)
     trailing edge  [end of the last whole bucket, end)
   When the range holds no whole bucket, the leading edge covers it all.
+
+  An edge can itself be split again, with a finer rollup: the whole `fine` buckets of
+  the range that are not inside its whole `coarse` buckets form a leading and a trailing
+  band (in_leading_band, in_trailing_band), read from the finer rollup, and only the
+  partial `fine` buckets at the very ends (the edges above, with `fine` as their width)
+  from the events table. Day + hour + events:
+    [start, first hour) [first hour, first day) [first day, last day) [last day, last hour) [last hour, end)
+  Each band is the edge rule applied to the range of whole `fine` buckets instead of
+  [start, end), so the same argument shows that the five pieces never overlap and
+  cover [start, end) exactly, whichever bounds are NULL or however short the range.
 -#}
 
 {% macro range_first(width, start) -%}
@@ -27,4 +37,14 @@
 {% macro in_trailing_edge(width, start, end) -%}
   event_time >= greatest({{ range_last(width, end) }}, {{ range_first(width, start) }}, {{ start }})
   and event_time < {{ end }}
+{%- endmacro %}
+
+{% macro in_leading_band(column, fine, coarse, start, end) -%}
+  {{ column }} >= {{ range_first(fine, start) }}
+  and {{ column }} < least({{ range_first(coarse, start) }}, {{ range_last(fine, end) }})
+{%- endmacro %}
+
+{% macro in_trailing_band(column, fine, coarse, start, end) -%}
+  {{ column }} >= greatest({{ range_last(coarse, end) }}, {{ range_first(coarse, start) }}, {{ range_first(fine, start) }})
+  and {{ column }} < {{ range_last(fine, end) }}
 {%- endmacro %}

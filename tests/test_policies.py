@@ -113,11 +113,16 @@ def test_retention_drops_raw_events_and_rollups_keep_them(client, auth, settings
     for pipe, params in [("top_products", {"limit": 1000}), ("events_by_country", {}),
                          ("events_by_country", whole_day)]:
         assert expected.same(answer(client, auth, pipe, **params), getattr(expected, pipe)(everything, **params))
-    # A range whose edges fall in the dropped days lost those edges (documented).
-    partial = {"start_date": (old_day + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S"),
-               "end_date": (old_day + timedelta(hours=23)).strftime("%Y-%m-%d %H:%M:%S")}
-    assert expected.events_by_country(everything, **partial)
-    assert answer(client, auth, "events_by_country", **partial) == []
+    # A range whose edges fall in the dropped days keeps their whole hours (hourly
+    # rollups) and lost their partial hours, read from the events (documented).
+    stamp = "%Y-%m-%d %H:%M:%S"
+    partial = {"start_date": (old_day + timedelta(hours=6, minutes=30)).strftime(stamp),
+               "end_date": (old_day + timedelta(hours=17, minutes=30)).strftime(stamp)}
+    whole_hours = {"start_date": (old_day + timedelta(hours=7)).strftime(stamp),
+                   "end_date": (old_day + timedelta(hours=17)).strftime(stamp)}
+    kept_part = expected.events_by_country(everything, **whole_hours)
+    assert kept_part and kept_part != expected.events_by_country(everything, **partial)
+    assert answer(client, auth, "events_by_country", **partial) == kept_part
 
     # A late event older than the retention is still stored (its month or chunk comes
     # back; on PostgreSQL the API's cache of existing months is stale) and counted.

@@ -1,7 +1,8 @@
 """A date range reads only the chunks (TimescaleDB) or monthly partitions (PostgreSQL) of its edges.
 
-An endpoint answers the whole days of a range from a rollup and its partial days at
-either end from the events table (macros/ranges.sql). Its SQL function is inlined into
+An endpoint answers the whole days of a range from a rollup, the whole hours of its
+partial days from an hourly one, and its partial hours at either end from the events
+table (macros/ranges.sql). Its SQL function is inlined into
 the service's query, so the plan sees the request's values: chunk exclusion, or
 partition pruning, must leave only the chunks/partitions holding those edges. The
 plans are taken exactly as the service runs the query (pipes.endpoint_query, values

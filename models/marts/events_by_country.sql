@@ -1,6 +1,7 @@
 -- Events per country, most first, over [start_date, end_date), optionally of one type
 -- and for some countries only.
--- Whole days come from the daily rollup, partial days at the ends from the events table.
+-- Whole days come from the daily rollup, the whole hours of partial days at the ends from
+-- the hourly rollup, and only the partial hours at the very ends from the events table.
 {%- set start, end = param('start_date'), param('end_date') %}
 
 with events as (
@@ -8,15 +9,21 @@ with events as (
     from {{ live(ref('rollup_events_daily')) }}
     where {{ in_whole_buckets('day', "'1 day'", start, end) }}
 
+    {%- for band in [in_leading_band, in_trailing_band] %}
+
     union all
-    select country, event_type, 1::bigint
-    from {{ ref('stg_raw__ecommerce_events') }}
-    where {{ in_leading_edge("'1 day'", start, end) }}
+    select country, event_type, events
+    from {{ live(ref('rollup_events_hourly')) }}
+    where {{ band('hour', "'1 hour'", "'1 day'", start, end) }}
+    {%- endfor %}
+
+    {%- for edge in [in_leading_edge, in_trailing_edge] %}
 
     union all
     select country, event_type, 1::bigint
     from {{ ref('stg_raw__ecommerce_events') }}
-    where {{ in_trailing_edge("'1 day'", start, end) }}
+    where {{ edge("'1 hour'", start, end) }}
+    {%- endfor %}
 ),
 
 final as (

@@ -1,8 +1,9 @@
 -- Purchase revenue per `interval` bucket of event_time (UTC), in time order, over
 -- [start_date, end_date), optionally for some countries. Every interval but 1 minute is
 -- a whole number of quarter-hours, so whole quarter-hours come from the 15-minute
--- rollups; for 1 minute, whole minutes come from the minutely rollups. The partial
--- quarter-hours (or minutes) at the ends of the range come from the events table.
+-- rollups and the whole minutes of the partial quarter-hours at the ends of the range
+-- from the minutely ones; for 1 minute, every whole minute comes from the minutely
+-- rollups. Only the partial minutes at the very ends come from the events table.
 {%- set start, end, country = param('start_date'), param('end_date'), param('country') %}
 {%- set by_minute = '(' ~ param('interval') ~ " = '1 minute')" %}
 {#- The declared intervals as interval constants: a text-to-interval cast is not folded
@@ -35,20 +36,28 @@ with revenue as (
     where {{ by_minute }} and {{ country }} is not null and country = any({{ country }})
       and {{ in_whole_buckets('minute', "'1 minute'", start, end) }}
 
-    {%- for width in ["'15 minutes'", "'1 minute'"] %}
-    {%- set for_width = ('not ' if width == "'15 minutes'" else '') ~ by_minute %}
+    {%- for band in [in_leading_band, in_trailing_band] %}
+
+    union all
+    select minute, revenue
+    from {{ live(ref('rollup_revenue_minutely')) }}
+    where not {{ by_minute }} and {{ country }} is null
+      and {{ band('minute', "'1 minute'", "'15 minutes'", start, end) }}
+
+    union all
+    select minute, revenue
+    from {{ live(ref('rollup_revenue_minutely_by_country')) }}
+    where not {{ by_minute }} and {{ country }} is not null and country = any({{ country }})
+      and {{ band('minute', "'1 minute'", "'15 minutes'", start, end) }}
+    {%- endfor %}
+
+    {%- for edge in [in_leading_edge, in_trailing_edge] %}
 
     union all
     select event_time, revenue::numeric
     from {{ ref('stg_raw__ecommerce_events') }}
-    where {{ for_width }} and event_type = 'purchase' and ({{ country }} is null or country = any({{ country }}))
-      and {{ in_leading_edge(width, start, end) }}
-
-    union all
-    select event_time, revenue::numeric
-    from {{ ref('stg_raw__ecommerce_events') }}
-    where {{ for_width }} and event_type = 'purchase' and ({{ country }} is null or country = any({{ country }}))
-      and {{ in_trailing_edge(width, start, end) }}
+    where event_type = 'purchase' and ({{ country }} is null or country = any({{ country }}))
+      and {{ edge("'1 minute'", start, end) }}
     {%- endfor %}
 ),
 
