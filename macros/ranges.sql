@@ -16,6 +16,11 @@
   Each band is the edge rule applied to the range of whole `fine` buckets instead of
   [start, end), so the same argument shows that the five pieces never overlap and
   cover [start, end) exactly, whichever bounds are NULL or however short the range.
+
+  Each piece ends with the same test on the parameters alone (is the piece empty?): it
+  changes no answer, but PostgreSQL evaluates such a condition once, before the piece
+  runs, so an empty piece reads nothing even where the rows it filters come from a
+  function (Citus's live views, docs/citus.md) or a generic plan.
 -#}
 
 {% macro range_first(width, start) -%}
@@ -28,23 +33,29 @@
 
 {% macro in_whole_buckets(column, width, start, end) -%}
   {{ column }} >= {{ range_first(width, start) }} and {{ column }} < {{ range_last(width, end) }}
+  and {{ range_first(width, start) }} < {{ range_last(width, end) }}
 {%- endmacro %}
 
 {% macro in_leading_edge(width, start, end) -%}
   event_time >= {{ start }} and event_time < least({{ range_first(width, start) }}, {{ end }})
+  and {{ start }} < least({{ range_first(width, start) }}, {{ end }})
 {%- endmacro %}
 
 {% macro in_trailing_edge(width, start, end) -%}
   event_time >= greatest({{ range_last(width, end) }}, {{ range_first(width, start) }}, {{ start }})
   and event_time < {{ end }}
+  and greatest({{ range_last(width, end) }}, {{ range_first(width, start) }}, {{ start }}) < {{ end }}
 {%- endmacro %}
 
 {% macro in_leading_band(column, fine, coarse, start, end) -%}
   {{ column }} >= {{ range_first(fine, start) }}
   and {{ column }} < least({{ range_first(coarse, start) }}, {{ range_last(fine, end) }})
+  and {{ range_first(fine, start) }} < least({{ range_first(coarse, start) }}, {{ range_last(fine, end) }})
 {%- endmacro %}
 
 {% macro in_trailing_band(column, fine, coarse, start, end) -%}
   {{ column }} >= greatest({{ range_last(coarse, end) }}, {{ range_first(coarse, start) }}, {{ range_first(fine, start) }})
   and {{ column }} < {{ range_last(fine, end) }}
+  and greatest({{ range_last(coarse, end) }}, {{ range_first(coarse, start) }}, {{ range_first(fine, start) }})
+      < {{ range_last(fine, end) }}
 {%- endmacro %}
