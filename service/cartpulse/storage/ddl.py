@@ -7,7 +7,8 @@ Three tables per data source, in RAW_SCHEMA, each created if missing:
   the partition key (monthly partitions made on demand, ``sql/partitions.sql``); on
   TimescaleDB ``schema.py`` makes it a hypertable on that key;
 * ``<name>_pending``: the same columns plus ``ingest_xid``, the transaction that wrote
-  the row (docs/realtime.md). A plain table on both engines, vacuumed eagerly: rows are
+  the row, and ``sign``: 1 for an event, -1 for the retraction a delete writes of an
+  event it removed (docs/realtime.md). A plain table on both engines, vacuumed eagerly: rows are
   deleted in bulk after every refresh, and endpoint queries must not scan dead ones;
 * ``<name>_quarantine``: every declared column as text (the value as sent), then the
   ``c__`` columns and ``insertion_date``, indexed by ``insertion_date``.
@@ -36,6 +37,9 @@ def create_tables(conn: psycopg.Connection, source: DataSource, partitioned: boo
 
     conn.execute(sql.SQL("create table if not exists {} (like {}, ingest_xid xid8 not null"
                          " default pg_current_xact_id())").format(source.table(source.pending), source.table()))
+    # Added, not in the create: tables made before deletes existed gain it (no rewrite).
+    conn.execute(sql.SQL("alter table {} add column if not exists sign smallint not null default 1"
+                         " check (sign in (1, -1))").format(source.table(source.pending)))
     conn.execute(sql.SQL("alter table {} set (autovacuum_vacuum_scale_factor = 0,"
                          " autovacuum_vacuum_threshold = 10000)").format(source.table(source.pending)))
 
