@@ -83,6 +83,29 @@ def delete_rows(db, source: DataSource, condition: Condition, token_name: str | 
     return Done(job_id, rows, position)
 
 
+#: A replace without ``replace_condition`` replaces every row.
+EVERY_ROW = Condition(sql.SQL("true"), [], "true")
+#: Where a replace with a condition stages the new rows, to keep those matching it.
+_STAGED = sql.Identifier("pg_temp", "cartpulse_replace_rows")
+
+
+def stage_replacement(cur, source: DataSource) -> sql.Identifier:
+    """A temporary table, gone at commit, for the new rows of a replace with a condition."""
+    cur.execute(sql.SQL("create temporary table {} (like {}) on commit drop").format(_STAGED, source.table()))
+    return _STAGED
+
+
+def keep_matching(cur, source: DataSource, condition: Condition) -> int:
+    """Move the staged new rows that match ``condition`` into the table and its pending
+    twin (the others are not stored, as Tinybird does); return how many moved."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, source.column_names))
+    for target in (source.table(), source.table(source.pending)):
+        with _condition_errors(condition):
+            cur.execute(sql.SQL("insert into {} ({}) select {} from {} where {}").format(
+                target, columns, columns, _STAGED, condition.sql), condition.params)
+    return cur.rowcount
+
+
 def lock_for_reset(conn: psycopg.Connection, source: DataSource) -> list[tuple[str, str]]:
     """Lock what a reset of ``source`` rewrites, in the order every other writer takes it:
     its rollups' state rows, its table (ingest waits), its pending table. Returns the

@@ -96,16 +96,17 @@ def _write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batc
     return position
 
 
-def copy_batch(cur, source: DataSource, batch: Batch, import_id: str) -> None:
-    """COPY a batch's valid rows (to the table and its pending twin) and its quarantined
-    rows with the caller's cursor, inside the caller's transaction: one per events request,
-    one for all the chunks of a bulk import (bulk.py)."""
+def copy_batch(cur, source: DataSource, batch: Batch, import_id: str, into: sql.Composable | None = None) -> None:
+    """COPY a batch's valid rows (to the table and its pending twin, or to the table
+    ``into``) and its quarantined rows with the caller's cursor, inside the caller's
+    transaction: one per events request, one for all the chunks of a bulk import (bulk.py)."""
     # Binary COPY: psycopg then sends values without formatting them as text, and the
     # server need not parse timestamps and numbers (5x less CPU than text COPY here).
     if batch.rows:
         columns = sql.SQL(", ").join(map(sql.Identifier, source.column_names))
-        for target in (source.name, source.pending):
-            with cur.copy(sql.SQL("copy {} ({}) from stdin (format binary)").format(source.table(target), columns)) as copy:
+        targets = [into] if into is not None else [source.table(source.name), source.table(source.pending)]
+        for target in targets:
+            with cur.copy(sql.SQL("copy {} ({}) from stdin (format binary)").format(target, columns)) as copy:
                 copy.set_types([c.type.sql for c in source.columns])
                 for row in batch.rows:
                     copy.write_row(row)
