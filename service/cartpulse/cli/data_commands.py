@@ -1,9 +1,12 @@
-"""``cartpulse delete NAME --condition SQL [--dry-run]`` and ``cartpulse truncate NAME``.
+"""``cartpulse delete NAME --condition SQL [--dry-run]``, ``cartpulse truncate NAME`` and
+``cartpulse erase --user VALUE [--datasource NAME] [--column COLUMN]``.
 
 The same operations as ``POST /v0/datasources/<name>/delete`` and ``/truncate``
 (ingest/deletes.py), run straight against the database: the same parsed condition, the
 same single transaction, the same job row in ``cartpulse.jobs``. Each prints its answer
-as JSON; a condition that is not accepted exits with status 2 and the reason.
+as JSON; a condition that is not accepted exits with status 2 and the reason. ``erase``
+is the GDPR erasure (ingest/erase.py): one person's rows and traces, with what it removed
+from each place.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ def add_parsers(sub) -> None:
     delete.add_argument("--dry-run", action="store_true", help="count the rows it would delete; change nothing")
     truncate = sub.add_parser("truncate", help="empty a data source and its rollups (or NAME_quarantine)")
     truncate.add_argument("name", help="the data source, or <data source>_quarantine")
+    erase = sub.add_parser("erase", help="GDPR: erase one person's events and traces everywhere CartPulse keeps them")
+    erase.add_argument("--user", required=True, help="the value that names the person (e.g. their user_id)")
+    erase.add_argument("--datasource", default="ecommerce_events", help="the data source (default ecommerce_events)")
+    erase.add_argument("--column", help="a personal column of it (default: its first, user_id)")
 
 
 def run(settings, url: str, args) -> int:
@@ -31,14 +38,20 @@ def run(settings, url: str, args) -> int:
     from cartpulse.storage.db import Database
 
     sources = for_settings(settings)
+    if args.command == "erase":
+        args.name = args.datasource
     source = sources.get(args.name)
     quarantined = next((s for s in sources.values() if s.quarantine == args.name), None)
-    if source is None and (args.command == "delete" or quarantined is None):
+    if source is None and (args.command != "truncate" or quarantined is None):
         print(f"cartpulse {args.command}: data source '{args.name}' not found", file=sys.stderr)
         return 2
     db = Database(url, pool_size=1, statement_timeout_ms=settings.statement_timeout_ms)
     try:
-        if args.command == "truncate":
+        if args.command == "erase":
+            from cartpulse.ingest.erase import erase, personal_column
+
+            answer = erase(db, source, personal_column(source, args.column), args.user).as_json()
+        elif args.command == "truncate":
             if source is None:
                 answer = {"rows_affected": deletes.truncate_quarantine(db, quarantined)}
             else:

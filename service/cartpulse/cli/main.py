@@ -13,6 +13,7 @@
     cartpulse import FILE [--name DS]    bulk-load a CSV, NDJSON or Parquet file into a data source
     cartpulse delete DS --condition SQL [--dry-run]   delete rows by condition (cli/data_commands.py)
     cartpulse truncate DS                empty a data source and its rollups (or DS_quarantine)
+    cartpulse erase --user VALUE         GDPR: one person's events and traces, everywhere
     cartpulse generate --events N        synthetic events as NDJSON (stdout, --output, or --url)
     cartpulse token create NAME --scope S [--scope S2…] | list | refresh NAME | delete NAME
     cartpulse analyst create NAME | list | delete NAME   read-only database logins (cli/analyst.py)
@@ -375,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                 "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate,
                 "analyst": lambda settings, args: analyst.cmd_analyst(database_url(settings, start=True), args),
                 "delete": lambda settings, args: data_commands.run(settings, database_url(settings, start=True), args),
-                "truncate": lambda settings, args: data_commands.run(settings, database_url(settings, start=True), args)}
+                "truncate": lambda settings, args: data_commands.run(settings, database_url(settings, start=True), args),
+                "erase": lambda settings, args: data_commands.run(settings, database_url(settings, start=True), args)}
     try:
         settings = Settings.from_env()
     except SettingError as err:  # names the variable: nothing has started yet

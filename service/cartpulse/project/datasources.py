@@ -85,6 +85,8 @@ class Column:
     description: str = ""
     #: A DateTime column's accepted range as declared, for messages and documentation.
     accepted: str = ""
+    #: Personal data (``meta.personal``): pseudonymised for analysts, the key of an erasure.
+    personal: bool = False
 
     def accept(self, value):
         """A present JSON value → the value stored; BadValue saying why not."""
@@ -236,7 +238,8 @@ def _column(entry: dict, where: str) -> Column:
     accepted = (f"{meta.get('min', types.MIN_TIME.date())} to {meta.get('max', (types.MAX_TIME - timedelta(days=1)).date())}"
                 if kind is types.DATETIME else "")
     return Column(name=name, type=kind, nullable=bool(meta.get("nullable", False)), max_length=meta.get("max_length"),
-                  description=" ".join((entry.get("description") or "").split()), accepted=accepted, **bounds)
+                  description=" ".join((entry.get("description") or "").split()), accepted=accepted,
+                  personal=bool(meta.get("personal", False)), **bounds)
 
 
 def _bound(kind: Type, value, side: str, where: str):
