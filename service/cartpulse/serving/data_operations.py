@@ -9,6 +9,8 @@
   deletes inside the request, ingest/jobs.py says why);
 * ``POST /v0/datasources/<name>/truncate``: empties the data source and its rollups;
   ``<name>_quarantine`` empties its quarantine;
+* ``POST /v0/datasources/<name>/alter``: adds the columns declared in the yml since the
+  tables were made (schema evolution, storage/ddl.py); ``dry=true`` lists them;
 * ``GET /v0/jobs`` (the latest 100, ``kind=`` and ``status=`` filters) and
   ``GET /v0/jobs/<id>``.
 
@@ -26,7 +28,8 @@ from cartpulse.context import service
 from cartpulse.errors import ApiError
 from cartpulse.ingest import deletes, jobs
 from cartpulse.ingest.delete_condition import parse
-from cartpulse.project.datasources import DataSource
+from cartpulse.project.datasources import DataSource, declared_now
+from cartpulse.storage.ddl import Unaddable, add_columns
 from cartpulse.storage.wal import LSN_HEADER
 
 bp = Blueprint("data_operations", __name__)
@@ -50,10 +53,10 @@ def _value(name: str) -> str | None:
     return value if value is not None else request.args.get(name)
 
 
-def _dry_run() -> bool:
-    value = (_value("dry_run") or "").lower()
+def _flag(name: str) -> bool:
+    value = (_value(name) or "").lower()
     if value not in _TRUE + _FALSE:
-        raise ApiError(400, "dry_run must be true or false", parameter="dry_run")
+        raise ApiError(400, f"{name} must be true or false", parameter=name)
     return value in _TRUE
 
 
@@ -70,7 +73,7 @@ def _delete(name: str, shape):
     source = _source(name)
     condition = parse(_value("delete_condition"), source)
     state = service()
-    if _dry_run():
+    if _flag("dry_run"):
         return jsonify({"rows_to_be_deleted": deletes.count_matching(state.db, source, condition)})
     done = deletes.delete_rows(state.db, source, condition, request_caller().name, state.settings.absorb_after_rows)
     return _answer(shape(jobs.get(state.db, done.job_id).as_json(request.host_url)), done.position)
@@ -98,6 +101,37 @@ def truncate(name: str):
                         "rows_affected": deletes.truncate_quarantine(state.db, quarantined)})
     done = deletes.truncate(state.db, _source(name), request_caller().name)
     return _answer(jobs.get(state.db, done.job_id).as_json(request.host_url), done.position)
+
+
+#: Tinybird's /alter parameters that change what the dbt project declares.
+_DECLARED = ("schema", "description", "ttl", "indexes", "engine_settings", "kafka_store_raw_value",
+             "kafka_store_headers")
+
+
+@bp.post("/v0/datasources/<string:name>/alter")
+def alter(name: str):
+    """Apply the data source's declaration as the yml says it now: the columns declared
+    since its tables were made are added (``dry=true``: listed, not added). What Tinybird
+    alters through parameters is declared in the dbt project here, so those are refused."""
+    require_scope(ADMIN)
+    for parameter in _DECLARED:
+        if _value(parameter) is not None:
+            raise ApiError(400, f"{parameter} is not supported by /alter: a data source is declared in the dbt project"
+                                " (models/staging/__sources.yml); declare the change there, then call /alter",
+                           parameter=parameter)
+    dry = _flag("dry")
+    state = service()
+    source = declared_now(state.settings).get(name)
+    if source is None:
+        raise ApiError(404, f"data source '{name}' not found")
+    try:
+        with state.db.psycopg() as conn:
+            operations = add_columns(conn, source, dry)
+    except Unaddable as err:
+        raise ApiError(400, str(err)) from None
+    return jsonify({"operations": operations, "dry": dry,
+                    "datasource": {"id": name, "name": name, "columns": [
+                        {"name": c.name, "type": c.type.name, "nullable": c.nullable} for c in source.columns]}})
 
 
 @bp.get("/v0/jobs", strict_slashes=False)

@@ -44,6 +44,15 @@ def operation_paths(datasources: dict[str, DataSource]) -> dict:
             "description": "`<name>_quarantine` empties the quarantine. " + _ADMIN,
             "parameters": [{**_NAME, "schema": {"type": "string", "enum": names + [f"{n}_quarantine" for n in names]}}],
             "responses": _answer("The finished job.", _JOB)}},
+        "/v0/datasources/{name}/alter": {"post": {
+            "tags": ["datasources"], "operationId": "alter", "summary": "Add the columns declared since",
+            "description": "Adds to the data source's tables the columns its yml declares that they lack (nullable,"
+                           " or with a `default` the stored rows take), without rewriting them. `schema`, `ttl` and"
+                           " the other declared properties are refused: they are declared in the dbt project. " + _ADMIN,
+            "parameters": [name, {"name": "dry", "in": "query", "required": False,
+                                  "schema": {"type": "string", "enum": ["true", "false"]}}],
+            "responses": _answer("What was (with `dry`: would be) done.", {"type": "object", "properties": {
+                "operations": {"type": "array", "items": {"type": "string"}}, "datasource": {"type": "object"}}})}},
         "/v0/jobs": {"get": {
             "tags": ["datasources"], "operationId": "list_jobs", "summary": "The latest 100 jobs", "description": _ADMIN,
             "parameters": [{"name": k, "in": "query", "required": False, "schema": {"type": "string"}}
