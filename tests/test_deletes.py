@@ -147,6 +147,21 @@ def test_a_bad_condition_is_a_400_naming_it(client, auth, history, condition, na
     assert_exact(client, auth, history)  # nothing was deleted
 
 
+def test_a_delete_is_refused_while_a_rollup_predates_signs(client, auth, history, built):
+    """A rollup built by models from before deletes would add retractions: 409 until a
+    `dbt run` rebuilds it, and nothing is deleted."""
+    with psycopg.connect(built.database_url) as conn:
+        rollup, prune = conn.execute("select rollup, prune_sql from cartpulse.rollup_state order by rollup").fetchone()
+        conn.execute("update cartpulse.rollup_state set prune_sql = null where rollup = %s", [rollup])
+    try:
+        r = client.post(DELETE, data={"delete_condition": "true"}, headers=auth)
+        assert r.status_code == 409 and "cartpulse build" in r.get_json()["error"], r.get_json()
+    finally:
+        with psycopg.connect(built.database_url) as conn:
+            conn.execute("update cartpulse.rollup_state set prune_sql = %s where rollup = %s", [prune, rollup])
+    assert_exact(client, auth, history)
+
+
 def test_a_delete_waiting_behind_an_absorption_and_a_dbt_run(client, auth, history, built):
     """The delete has removed its rows but waits (the test holds the pending table) while
     an absorption runs and a `dbt run` starts: until it commits every answer is the

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 from test_absorb import absorb, answers, assert_exact
+from test_policies import jobs, policies, timescaledb  # noqa: F401 (fixtures)
 
 from cartpulse.cli.event_generator import EventGenerator
 from support import CARTPULSE, EVENT, dbt_ok, ndjson, truncate_events
@@ -93,6 +94,28 @@ def test_erase_leaves_no_trace_and_every_endpoint_exact(client, auth, built, sca
     kept = answers(client, auth)
     dbt_ok(built, "run", "--full-refresh", "--select", "rollups")
     assert answers(client, auth) == kept
+
+
+def test_erase_reaches_compressed_chunks(timescaledb, app, auth, built, policies):  # noqa: F811 (fixtures)
+    """On TimescaleDB with compression: the person's rows in compressed chunks are
+    deleted too (and counted), and every endpoint stays exact."""
+    url = built.database_url
+    truncate_events(url)
+    client = app.test_client()
+    gen = EventGenerator(seed=45, products=20, start=START, span=timedelta(days=2))
+    others, mine = gen.events(200), [{**e, "user_id": PERSON} for e in gen.events(7)]
+    post(client, auth, others + mine)
+    absorb(url)
+    policies(compress_after="1 day")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("call run_job(%s)", [jobs(url)["policy_compression"][0]])
+    done = subprocess.run([CARTPULSE, "erase", "--user", PERSON], env=_env(built), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["events"] == 7 and report["compressed_chunks"] >= 1, report
+    assert traces(url, PERSON)["events"] == 0
+    assert_exact(client, auth, others)
 
 
 def test_erase_by_a_column_that_is_not_personal_is_refused(built):

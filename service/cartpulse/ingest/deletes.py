@@ -63,7 +63,17 @@ def delete_statement(source: DataSource, condition: Condition) -> sql.Composed:
 
 def delete_in(cur, source: DataSource, condition: Condition) -> int:
     """Run the delete with the caller's cursor, inside the caller's transaction (a
-    replace appends in the same one); return how many rows it removed."""
+    replace appends in the same one); return how many rows it removed.
+
+    Refused (409, nothing deleted) while a rollup of the data source was built by a
+    version of the models that did not weigh rows by ``sign``: it would add the
+    retractions instead of subtracting them. Its next ``dbt run`` rebuilds it."""
+    stale = cur.execute("select string_agg(rollup, ', ' order by rollup) from cartpulse.rollup_state"
+                        " where to_regclass(pending) = %s::regclass and prune_sql is null"
+                        " and to_regclass(rollup) is not null", [source.regclass(source.pending)]).fetchone()[0]
+    if stale:
+        raise ApiError(409, f"the rollups {stale} were built before deletes were supported: run `cartpulse build`"
+                            " (a dbt run rebuilds them) first; nothing was deleted")
     with _condition_errors(condition):
         cur.execute(delete_statement(source, condition), condition.params)
     return cur.rowcount

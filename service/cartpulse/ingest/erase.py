@@ -108,7 +108,7 @@ def _compressed_chunks(conn: psycopg.Connection, source: DataSource, column: str
         return 0
     return conn.execute(sql.SQL(
         "select count(distinct e.tableoid) from {} e join timescaledb_information.chunks c"
-        " on e.tableoid = format('%I.%I', c.chunk_schema, c.chunk_name)::regclass"
+        " on e.tableoid = format('%%I.%%I', c.chunk_schema, c.chunk_name)::regclass"
         " where c.is_compressed and c.hypertable_schema = %s and c.hypertable_name = %s and e.{} = %s").format(
         source.table(), sql.Identifier(column)), [source.schema, source.name, value]).fetchone()[0]
 
