@@ -124,22 +124,30 @@ def test_an_absorber_killed_mid_way_loses_and_doubles_nothing(client, auth, hist
     extra = [{**EVENT, "user_id": f"kill-{ending}-{i}", "country": "Kenya"} for i in range(5)]
     post(client, auth, extra)
     history.extend(extra)
-    with psycopg.connect(url) as holder:
-        holder.execute("lock table raw.ecommerce_events_pending in share mode")
-        absorber = subprocess.Popen([sys.executable, "-c", "import psycopg, sys;"
-                                     " psycopg.connect(sys.argv[1], autocommit=True, application_name='doomed-absorber')"
-                                     ".execute('select cartpulse.absorb()')", url])
-        backend = wait_for_lock_wait(url, "doomed-absorber")
-        absorber.send_signal(signal.SIGKILL)
-        absorber.wait()
-        if ending == "terminated":
-            holder.execute("select pg_terminate_backend(%s::int)", [backend])
-        holder.commit()  # releases the pending table
-    wait_until_gone(url, backend)
+    killed_while_waiting(url, [sys.executable, "-c", "import psycopg, sys;"
+                               " psycopg.connect(sys.argv[1], autocommit=True, application_name='doomed-absorber')"
+                               ".execute('select cartpulse.absorb()')", url],
+                         "doomed-absorber", terminate=ending == "terminated")
     assert_exact(client, auth, history)
     absorb(url)
     assert pending(url) == 0
     assert_exact(client, auth, history)
+
+
+def killed_while_waiting(url: str, argv: list[str], application: str, terminate: bool, env=None) -> None:
+    """Run ``argv`` while the test holds the pending table, SIGKILL it once its backend
+    (``application``) waits for that lock, terminate the backend too when ``terminate``
+    (else it goes on alone), release the table and wait until the backend is gone."""
+    with psycopg.connect(url) as holder:
+        holder.execute("lock table raw.ecommerce_events_pending in share mode")
+        process = subprocess.Popen(argv, env=env)
+        backend = wait_for_lock_wait(url, application)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if terminate:
+            holder.execute("select pg_terminate_backend(%s::int)", [backend])
+        holder.commit()  # releases the pending table
+    wait_until_gone(url, backend)
 
 
 def wait_for_lock_wait(url: str, application: str) -> int:

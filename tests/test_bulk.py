@@ -105,7 +105,9 @@ def test_all_or_nothing(client, auth, empty_events, monkeypatch):
 
 
 @pytest.mark.parametrize("query, body, status, message", [
-    ("&mode=replace&format=csv", b"x", 400, "mode=replace is not supported"),
+    ("&mode=replace&replace_condition=sleep(1)%3D1&format=csv", b"x", 400, "'sleep(1)'"),
+    ("&replace_condition=country%3D%27x%27&format=csv", b"x", 400, "replace_condition goes with mode=replace"),
+    ("&mode=upsert&format=csv", b"x", 400, "unknown mode"),
     ("&format=xml", b"x", 400, "unknown format"),
     ("", b"a,b\n1,2\n", 400, "cannot tell the format"),
     ("&format=csv", b"event_time,price\n2024-01-01 00:00:00,1\n", 400, "the CSV header lacks"),

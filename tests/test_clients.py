@@ -95,19 +95,29 @@ def test_both_sdks_append_files_with_a_header(clients, empty_events, tmp_path):
     assert_pipes_match(clients.server, events)
 
 
-def test_removing_rows_is_refused_and_keeps_every_row(clients, empty_events, tmp_path):
-    """Rollups only absorb additions: truncate, replace and delete are not offered, and
-    each client raises instead of reporting rows gone."""
-    assert clients.server.post_events(sample(10, seed=6))[0] == 202
-    for driver in (clients.tinybird_sdk, clients.ts_sdk, clients.verdin):
-        answer = driver("truncate", datasource=DS)
-        assert 400 <= answer["status"] < 500, answer
-    (tmp_path / "one.ndjson").write_text(json.dumps(sample(1, seed=7)[0]) + "\n")
-    replaced = clients.tinybird_sdk("replace_file", datasource=DS, file=str(tmp_path / "one.ndjson"))
-    assert replaced["status"] == 400 and "replace" in replaced["message"], replaced
+def test_each_client_deletes_replaces_and_truncates(clients, empty_events, tmp_path):
+    """The SDKs' delete (a job, status done), replace and truncate, each exact at once in
+    every pipe; a bad condition is the SDK's own 400 error, naming it."""
+    events = sample(60, seed=6)
+    assert clients.server.post_events(events)[0] == 202
     deleted = clients.tinybird_sdk("delete_rows", datasource=DS, condition="country = 'France'")
-    assert 400 <= deleted["status"] < 500, deleted
-    assert count(empty_events.database_url) == 10
+    france = sum(e["country"] == "France" for e in events)
+    assert deleted["status"] == "done" and deleted["rows_affected"] == france and deleted["job_id"], deleted
+    events = [e for e in events if e["country"] != "France"]
+    assert_pipes_match(clients.server, events)
+    bad = clients.tinybird_sdk("delete_rows", datasource=DS, condition="nope = 1")
+    assert bad["status"] == 400 and "'nope' (COLUMN)" in bad["message"], bad
+    replacement = sample(5, seed=7)
+    (tmp_path / "five.ndjson").write_text("".join(json.dumps(e) + "\n" for e in replacement))
+    replaced = clients.tinybird_sdk("replace_file", datasource=DS, file=str(tmp_path / "five.ndjson"))
+    assert replaced["successful_rows"] == 5 and replaced["replaced_rows"] == len(events), replaced
+    assert_pipes_match(clients.server, replacement)
+    for driver in (clients.tinybird_sdk, clients.ts_sdk, clients.verdin):
+        assert clients.server.post_events(replacement)[0] == 202
+        answer = driver("truncate", datasource=DS)
+        assert "raised" not in answer, answer
+        assert count(empty_events.database_url) == 0
+    assert_pipes_match(clients.server, [])
 
 
 def test_ts_sdk_ingests_and_queries(clients, empty_events):

@@ -164,7 +164,7 @@ def test_the_tables_are_what_the_yml_declares(web, engine):
             table = [(c["name"], canonical(types.DECLARED[c["data_type"]].sql), not nullable[c["name"]])
                      for c in columns]
             assert _columns(conn, name) == table
-            assert _columns(conn, f"{name}_pending") == table + [("ingest_xid", "xid8", True)]
+            assert _columns(conn, f"{name}_pending") == table + [("ingest_xid", "xid8", True), ("sign", "smallint", True)]
             assert _columns(conn, f"{name}_quarantine") == [(c["name"], "text", False) for c in columns] + [
                 ("c__error_column", "text[]", True), ("c__error", "text[]", True), ("c__import_id", "text", True),
                 ("c__line", "bigint", True), ("c__raw", "text", False),

@@ -6,7 +6,10 @@
   statement depends only on the model, so the materialization stores it in the rollup's
   `cartpulse.rollup_state` row (`absorb_sql`, with $1 the new snapshot and $2 the previous
   one), and this function runs it: for every rollup at once, with one snapshot, in one
-  transaction, then deletes the pending rows every rollup has absorbed. The service calls
+  transaction, then deletes the pending rows every rollup has absorbed. Pending rows
+  carry a sign (-1: the retraction of a deleted event), and a rollup row whose count of
+  events falls to 0 is removed (`prune_sql`), so an absorbed delete leaves the table as
+  a full build would. The service calls
   it every second (ABSORB_SECONDS) and after a large batch, so the pending rows a read
   aggregates are about a second's worth; dbt's incremental run calls it for its one
   rollup, so both paths run the same SQL (docs/realtime.md has the argument for
@@ -43,9 +46,12 @@ begin
   end if;
   -- After the locks: every earlier absorption of these rollups has committed.
   current_snapshot := pg_current_snapshot();
-  for r in select rs.rollup, rs.absorbed, rs.absorb_sql from cartpulse.rollup_state rs
+  for r in select rs.rollup, rs.absorbed, rs.absorb_sql, rs.prune_sql from cartpulse.rollup_state rs
            where rs.rollup = any(locked) order by rs.rollup loop
     execute r.absorb_sql using current_snapshot, r.absorbed;
+    if r.prune_sql is not null then
+      execute r.prune_sql;  -- rows a retraction emptied (events = 0)
+    end if;
     update cartpulse.rollup_state set absorbed = current_snapshot, refreshed_at = now()
     where rollup = r.rollup;
   end loop;
@@ -82,7 +88,7 @@ $replace$;
     its columns in the contract's order (contracts.sql), as the table was built. -#}
 {% macro absorb_statement(target, sql, input_columns, pending, grain, measures) -%}
 insert into {{ target }} as t
-{{ contract_columns(rollup_wrap(sql, "select " ~ input_columns ~ " from " ~ pending ~ " p"
+{{ contract_columns(rollup_wrap(sql, "select " ~ input_columns ~ ", sign from " ~ pending ~ " p"
      ~ " where pg_visible_in_snapshot(p.ingest_xid, $1) and not pg_visible_in_snapshot(p.ingest_xid, $2)")) }}
 on conflict ({{ grain | join(', ') }}) do update set
 {%- for m in measures %}

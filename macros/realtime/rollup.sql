@@ -2,8 +2,12 @@
   The `rollup` materialization: pre-aggregated state that stays exact in real time.
 
   A rollup model is one aggregate query over `{{ rollup_input() }}` (the events, with
-  the columns of stg_raw__ecommerce_events), grouped by the columns listed in its
-  `grain` config; every other column is an additive measure (count or sum).
+  the columns of stg_raw__ecommerce_events and `sign`), grouped by the columns listed in
+  its `grain` config; every other column is an additive measure, weighted by `sign`:
+  `sum(sign)` counts, `sum(sign * x)` sums. `sign` is 1 for an event and -1 for the
+  retraction of a deleted one (a pending row written by a delete, docs/realtime.md), so
+  a rollup absorbs deletes exactly as it absorbs additions. Every rollup has a column
+  `events` (`sum(sign)`): a row whose `events` reaches 0 holds no event and is removed.
 
   It builds three things (docs/realtime.md gives the argument for exactness):
     <model>          the table of aggregated rows, unique on the grain;
@@ -27,7 +31,7 @@
       pending table the materialization locks for a full build). A unit test gives the
       events as fixture rows (macros/unit_testing.sql). -#}
   {%- if unit_testing() -%}
-    {{ return(ref('stg_raw__ecommerce_events')) }}
+    {{ return("(select *, 1::smallint as sign from " ~ ref('stg_raw__ecommerce_events') ~ ") as __rollup_input") }}
   {%- endif -%}
   {%- do ref('stg_raw__ecommerce_events') -%}
   {%- do ref('stg_raw__ecommerce_events_pending') -%}
@@ -58,6 +62,7 @@ select * from (
   {%- endfor -%}
   update cartpulse.rollup_state
   set absorb_sql = $absorb_sql${{ absorb_statement(target, sql, input_columns, pending, grain, measures) }}$absorb_sql$,
+      prune_sql = $prune_sql$delete from {{ target }} where events = 0$prune_sql$,
       pending = {{ dbt.string_literal(pending_table.render()) }}
   where rollup = {{ dbt.string_literal(key) }};
 {%- endmacro %}
@@ -81,8 +86,12 @@ select * from (
   {%- set state = run_query("select absorbed::text from cartpulse.rollup_state where rollup = " ~ dbt.string_literal(key) ~ " for update") -%}
   {%- set existing = load_cached_relation(this) -%}
   {%- set full = existing is none or should_full_refresh() or state.rows | length == 0 -%}
+  {%- if not full and 'events' not in (adapter.get_columns_in_relation(target) | map(attribute='name') | list) -%}
+    {#- A table built before rollups counted their events (retractions need the count). -#}
+    {%- set full = true -%}
+  {%- endif -%}
 
-  {%- set full_input = "select " ~ input_columns ~ " from " ~ events -%}
+  {%- set full_input = "select " ~ input_columns ~ ", 1::smallint as sign from " ~ events -%}
   {{ assert_contract(rollup_wrap(sql, full_input)) }}
 
   {% if full %}
@@ -104,11 +113,14 @@ select * from (
       {{ rollup_wrap(sql, full_input) }};
       {%- endif %}
       create unique index {{ this.identifier }}__grain_new on {{ build }} ({{ grain | join(', ') }});
+      {#- The rows a retraction emptied, found without a scan (absorb.sql prunes them). -#}
+      create index {{ this.identifier }}__empty_new on {{ build }} (events) where events = 0;
       drop view if exists {{ live_view }};
       drop function if exists {{ live_rows }}();
       drop table if exists {{ target }};
       alter table {{ build }} rename to {{ this.identifier }};
       alter index {{ this.schema }}.{{ this.identifier }}__grain_new rename to {{ this.identifier }}__grain;
+      alter index {{ this.schema }}.{{ this.identifier }}__empty_new rename to {{ this.identifier }}__empty;
       analyze {{ target }};
       insert into cartpulse.rollup_state (rollup, absorbed, refreshed_at, rebuilt_at)
       values ({{ dbt.string_literal(key) }}, pg_current_snapshot(), now(), now())
@@ -125,14 +137,26 @@ select * from (
     {%- endcall %}
   {% endif %}
 
+  {%- set columns = adapter.get_columns_in_relation(target) -%}
   {%- set live_sql -%}
+    {#- Merged by grain: a retraction still pending and the absorbed row it cancels make
+        no row, exactly as a full build has none for a grain whose events are all gone.
+        The columns in the table's order (the Citus function below returns its rows). #}
+    select
+    {%- for column in columns %}
+      {% if column.name in grain %}{{ column.name }}{% else %}sum({{ column.name }})::{{ column.data_type }} as {{ column.name }}{% endif %}{{ "," if not loop.last }}
+    {%- endfor %}
+    from (
     select * from {{ target }}
     union all
     select * from (
-    {{ contract_columns(rollup_wrap(sql, "select " ~ input_columns ~ " from " ~ pending ~ " p"
+    {{ contract_columns(rollup_wrap(sql, "select " ~ input_columns ~ ", sign from " ~ pending ~ " p"
          ~ " where not pg_visible_in_snapshot(p.ingest_xid, (select s.absorbed from cartpulse.rollup_state s"
          ~ " where s.rollup = " ~ dbt.string_literal(key) ~ "))")) }}
     ) as fresh
+    ) as signed
+    group by {{ grain | join(', ') }}
+    having sum(events) <> 0
   {%- endset -%}
   {%- set live_ddl -%}
     {% if cartpulse_engine() == 'citus' -%}

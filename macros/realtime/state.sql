@@ -12,6 +12,7 @@ create table if not exists cartpulse.rollup_state (
 -- pending table it reads.
 alter table cartpulse.rollup_state
   add column if not exists absorb_sql text,
+  add column if not exists prune_sql text,
   add column if not exists pending text;
 {{ create_absorb_function() }}
 {% endmacro %}

@@ -3,8 +3,9 @@
 select
     product_id,
     category,
-    sum(quantity)::bigint as quantity,
-    sum(revenue::numeric) as revenue
+    sum(sign * quantity)::bigint as quantity,
+    sum(sign * revenue::numeric) as revenue,
+    sum(sign)::bigint as events
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by product_id, category

@@ -5,8 +5,9 @@ select
     {{ time_bin("'1 hour'", 'event_time') }} as hour,
     product_id,
     category,
-    sum(quantity)::bigint as quantity,
-    sum(revenue::numeric) as revenue
+    sum(sign * quantity)::bigint as quantity,
+    sum(sign * revenue::numeric) as revenue,
+    sum(sign)::bigint as events
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by 1, product_id, category

@@ -3,7 +3,8 @@
 select
     country,
     {{ time_bin("'15 minutes'", 'event_time') }} as bin,
-    sum(revenue::numeric) as revenue
+    sum(sign * revenue::numeric) as revenue,
+    sum(sign)::bigint as events
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by country, 2

@@ -2,7 +2,8 @@
 -- One row per UTC minute holding purchases, with their revenue.
 select
     {{ time_bin("'1 minute'", 'event_time') }} as minute,
-    sum(revenue::numeric) as revenue
+    sum(sign * revenue::numeric) as revenue,
+    sum(sign)::bigint as events
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by 1

@@ -3,7 +3,8 @@
 select
     country,
     {{ time_bin("'1 minute'", 'event_time') }} as minute,
-    sum(revenue::numeric) as revenue
+    sum(sign * revenue::numeric) as revenue,
+    sum(sign)::bigint as events
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by country, 2

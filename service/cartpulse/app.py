@@ -62,12 +62,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     from cartpulse.access import tokens
     from cartpulse.ingest import events_api
     from cartpulse.ops import metrics, pipe_stats, status
-    from cartpulse.serving import datasource_metadata, datasources, pipe_metadata, pipes, query_api
+    from cartpulse.serving import (
+        data_operations,
+        datasource_metadata,
+        datasources,
+        pipe_metadata,
+        pipes,
+        query_api,
+    )
     from cartpulse.web import dashboard, docs, openapi, security
 
     # Ingest and serving: the Tinybird-shaped API.
     app.register_blueprint(events_api.bp)
     app.register_blueprint(datasources.bp)
+    app.register_blueprint(data_operations.bp)
     app.register_blueprint(pipes.bp)
     app.register_blueprint(query_api.bp)
     app.register_blueprint(pipe_metadata.bp)

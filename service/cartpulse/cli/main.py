@@ -11,6 +11,9 @@
     cartpulse run                        all of the above, in order, plus the scheduler, until Ctrl-C
     cartpulse scheduler [--once]         refresh the models every REFRESH_SECONDS (or once)
     cartpulse import FILE [--name DS]    bulk-load a CSV, NDJSON or Parquet file into a data source
+    cartpulse delete DS --condition SQL [--dry-run]   delete rows by condition (cli/data_commands.py)
+    cartpulse truncate DS                empty a data source and its rollups (or DS_quarantine)
+    cartpulse erase --user VALUE         GDPR: one person's events and traces, everywhere
     cartpulse generate --events N        synthetic events as NDJSON (stdout, --output, or --url)
     cartpulse token create NAME --scope S [--scope S2…] | list | refresh NAME | delete NAME
     cartpulse analyst create NAME | list | delete NAME   read-only database logins (cli/analyst.py)
@@ -359,9 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     token_sub.add_parser("list", help="names and scopes (no secrets: only hashes are stored)")
     token_sub.add_parser("refresh", help="a new secret for a token; prints it").add_argument("name")
     token_sub.add_parser("delete", help="delete a token").add_argument("name")
-    from cartpulse.cli import analyst
+    from cartpulse.cli import analyst, data_commands
 
     analyst.add_parser(sub)
+    data_commands.add_parsers(sub)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in passthrough:
         args = argparse.Namespace(command=argv[0], rest=argv[1:])
@@ -370,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"db": cmd_db, "replica": cmd_replica, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
                 "psql": cmd_psql, "env": cmd_env, "serve": cmd_serve, "run": cmd_run, "token": cmd_token,
                 "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate,
-                "analyst": lambda settings, args: analyst.cmd_analyst(database_url(settings, start=True), args)}
+                "analyst": lambda settings, args: analyst.cmd_analyst(database_url(settings, start=True), args),
+                "delete": lambda settings, args: data_commands.run(settings, database_url(settings, start=True), args),
+                "truncate": lambda settings, args: data_commands.run(settings, database_url(settings, start=True), args),
+                "erase": lambda settings, args: data_commands.run(settings, database_url(settings, start=True), args)}
     try:
         settings = Settings.from_env()
     except SettingError as err:  # names the variable: nothing has started yet

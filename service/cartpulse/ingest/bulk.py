@@ -20,9 +20,14 @@ long import holds one transaction open (VACUUM cannot remove dead rows meanwhile
 ``Idempotency-Key`` is not supported here: when the answer is lost after the commit, the
 rows are stored; look before resending (e.g. count the events of the file's time range).
 
-``mode=replace`` is refused: replacing events would have to take their aggregates back
-out of every rollup, which only absorbs additions (docs/realtime.md). See
-docs/operations.md for the correct way (delete, then ``dbt run --full-refresh``).
+**Replace** (``mode=replace``, ``replace``): the same transaction first deletes the rows
+being replaced — every row, or those matching ``replace_condition`` — exactly as
+``/delete`` does (deletes.py: each one's retraction goes to the pending table, so every
+rollup takes it back), then appends. With a condition, the new rows are staged in a
+temporary table and only those matching it are stored (``discarded_rows`` counts the
+others): the replaced slice is exactly the condition's, before and after. Readers see the
+old rows until the commit, the new ones from it; ingest committed after the delete's
+statement began is kept.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
 from cartpulse.errors import ApiError
-from cartpulse.ingest import csv_dialect, ops_log, transport, writer
+from cartpulse.ingest import csv_dialect, deletes, ops_log, transport, writer
+from cartpulse.ingest.delete_condition import Condition
 from cartpulse.ingest.rows import Batch, add_record, parse_body, quarantine_line
 from cartpulse.ops import metrics
 from cartpulse.project import types
@@ -74,11 +80,17 @@ class Summary:
     format: str = ""
     elapsed: float = 0.0
     position: str = ""  # the WAL position covering the commit (replicas.py)
+    #: A replace: the rows it deleted, and the new rows outside its replace_condition.
+    replaced_rows: int | None = None
+    discarded_rows: int | None = None
 
     def answer(self, name: str, mode: str) -> dict:
-        return {"successful_rows": self.successful_rows, "quarantined_rows": self.quarantined_rows,
+        body = {"successful_rows": self.successful_rows, "quarantined_rows": self.quarantined_rows,
                 "import_id": self.import_id, "datasource": name, "mode": mode, "format": self.format,
                 "elapsed": round(self.elapsed, 3)}
+        if self.replaced_rows is not None:
+            body.update(replaced_rows=self.replaced_rows, discarded_rows=self.discarded_rows or 0)
+        return body
 
 
 def detect_format(explicit: str | None, filename: str | None = None, content_type: str | None = None) -> str:
@@ -295,33 +307,40 @@ def _plain(value):
 
 def import_stream(db, partitions, source: DataSource, fmt: str, stream: BinaryIO,
                   on_chunk: Callable[[Batch], None] | None = None, op: ops_log.Operation | None = None,
-                  absorb_after_rows: int = 0, dialect: csv_dialect.Dialect | None = None) -> Summary:
+                  absorb_after_rows: int = 0, dialect: csv_dialect.Dialect | None = None,
+                  replace: Condition | None = None) -> Summary:
     """Read, validate and write a whole upload in one transaction (all or nothing); with
     ``op``, its row of the operations log in that transaction (or, failed, after it);
-    then, when it wrote at least ``absorb_after_rows`` rows, absorb them into the rollups."""
+    then, when it wrote at least ``absorb_after_rows`` rows, absorb them into the rollups.
+    With ``replace`` (``deletes.EVERY_ROW``, or a replace_condition), a replace."""
     started = time.perf_counter()
     summary = Summary(import_id=uuid.uuid4().hex, format=fmt)
     try:
-        _import(db, partitions, source, fmt, stream, on_chunk, op, summary, dialect)
+        _import(db, partitions, source, fmt, stream, on_chunk, op, summary, dialect, replace)
     except Exception as err:
         ops_log.record_error(db, op, err.message if isinstance(err, ApiError) else err, summary.import_id)
         raise
-    absorb_after_batch(db, summary.successful_rows, absorb_after_rows)
+    absorb_after_batch(db, summary.successful_rows + (summary.replaced_rows or 0), absorb_after_rows)
     metrics.count_rows(source.name, "import", summary.successful_rows, summary.quarantined_rows)
     summary.elapsed = time.perf_counter() - started
     return summary
 
 
 def _import(db, partitions, source: DataSource, fmt: str, stream: BinaryIO, on_chunk, op, summary: Summary,
-            dialect: csv_dialect.Dialect | None) -> None:
+            dialect: csv_dialect.Dialect | None, replace: Condition | None) -> None:
     decoded = 0
     first_bad = None
     with db.psycopg() as conn, conn.cursor() as cur:
+        staged = None
+        if replace is not None:
+            conn.execute("set local statement_timeout = 0")  # a replace deletes in one statement
+            summary.replaced_rows = deletes.delete_in(cur, source, replace)
+            staged = None if replace is deletes.EVERY_ROW else deletes.stage_replacement(cur, source)
         for batch in chunks(fmt, stream, source, dialect):
             # Partitions are created in their own committed transactions (ATTACH takes a
             # lock that does not conflict with this transaction's inserts).
             partitions.ensure(db, source, batch.rows)
-            writer.copy_batch(cur, source, batch, summary.import_id)
+            writer.copy_batch(cur, source, batch, summary.import_id, into=staged)
             summary.successful_rows += len(batch.rows)
             summary.quarantined_rows += len(batch.quarantined)
             decoded += batch.json_lines
@@ -333,5 +352,8 @@ def _import(db, partitions, source: DataSource, fmt: str, stream: BinaryIO, on_c
         if decoded == 0:
             line, why = first_bad or (1, "no row could be read")
             raise BadImport(400, f"line {line}: {why}; nothing was stored", line=line)
+        if staged is not None:
+            kept = deletes.keep_matching(cur, source, replace)
+            summary.discarded_rows, summary.successful_rows = summary.successful_rows - kept, kept
         ops_log.record_ok(cur, op, summary.import_id, summary.successful_rows, summary.quarantined_rows)
         summary.position = commit_position(conn)

@@ -71,7 +71,7 @@ def fast_row_for(source: DataSource) -> Callable[[dict], tuple | None]:
     for i, column in enumerate(source.columns):
         v = f"v{i}"
         cheap, convert = _checks(column, v, i, constants)
-        if column.nullable:  # absent or null is a value (None) here
+        if column.nullable and column.default is None:  # absent or null is a value (None) here
             optional.append(f"{v} = obj.get({column.name!r})")
             cheap = [f"if {v} is not None:"] + [f"    {line}" for line in cheap]
             convert = [f"if {v} is not None:"] + [f"    {line}" for line in convert] if convert else []

@@ -8,7 +8,7 @@ database itself is away, there is nowhere to write it). Read through the Query A
 ``tinybird.datasources_ops_log`` (storage/sql/service_datasources.sql).
 
 ``event_type`` is Tinybird's: ``append-hf`` for the Events API, ``append`` for a bulk
-import (``POST /v0/datasources``).
+import (``POST /v0/datasources``), ``replace`` for ``mode=replace``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 EVENTS = "append-hf"
 IMPORT = "append"
+REPLACE = "replace"
 _INSERT = ("insert into cartpulse.datasources_ops_log (event_type, datasource, result, elapsed, error, import_id,"
            " rows, rows_quarantine, token_name) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)")
 

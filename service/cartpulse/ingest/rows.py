@@ -66,12 +66,16 @@ def validate(obj: dict, source: DataSource) -> tuple:
     every bad field (a missing one included).
 
     Unknown extra fields are ignored (documented), as Tinybird does for JSONPaths it
-    does not map. A declared-nullable column may be missing or null.
+    does not map. A declared-nullable column may be missing or null; a column with a
+    declared default takes it when missing or null.
     """
     errors: list[RowError] = []
     out = []
     for column in source.columns:
         value = obj.get(column.name)
+        if value is None and column.default is not None:
+            out.append(column.default)
+            continue
         if value is None:
             if not column.nullable:
                 errors.append(RowError(column.name, "missing"))

@@ -127,24 +127,26 @@ class _Recording(LibpqWriter):
         super().write(data)
 
 
-def copy_batch(cur, source: DataSource, batch: Batch, import_id: str) -> None:
-    """COPY a batch's valid rows (to the table and its pending twin) and its quarantined
-    rows with the caller's cursor, inside the caller's transaction: one per events request,
-    one for all the chunks of a bulk import (bulk.py)."""
+def copy_batch(cur, source: DataSource, batch: Batch, import_id: str, into: sql.Composable | None = None) -> None:
+    """COPY a batch's valid rows (to the table and its pending twin, or to the table
+    ``into``) and its quarantined rows with the caller's cursor, inside the caller's
+    transaction: one per events request, one for all the chunks of a bulk import (bulk.py)."""
     # Binary COPY: psycopg then sends values without formatting them as text, and the
     # server need not parse timestamps and numbers (5x less CPU than text COPY here).
     if batch.rows:
         columns = sql.SQL(", ").join(map(sql.Identifier, source.column_names))
         copy_into = sql.SQL("copy {} ({}) from stdin (format binary)")
-        # The rows are formatted once: what the first COPY sent, the second sends as it is.
+        first, *others = [into] if into is not None else [source.table(source.name), source.table(source.pending)]
+        # The rows are formatted once: what the first COPY sent, the others send as it is.
         sent = _Recording(cur)
-        with cur.copy(copy_into.format(source.table(source.name), columns), writer=sent) as copy:
+        with cur.copy(copy_into.format(first, columns), writer=sent) as copy:
             copy.set_types([c.type.sql for c in source.columns])
             for row in batch.rows:
                 copy.write_row(row)
-        with cur.copy(copy_into.format(source.table(source.pending), columns)) as copy:
-            for block in sent.blocks:
-                copy.write(block)
+        for target in others:
+            with cur.copy(copy_into.format(target, columns)) as copy:
+                for block in sent.blocks:
+                    copy.write(block)
     if batch.quarantined:
         names = source.column_names + tuple(name for name, _, _ in QUARANTINE_COLUMNS)
         with cur.copy(sql.SQL("copy {} ({}) from stdin (format binary)").format(

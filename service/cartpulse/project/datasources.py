@@ -31,7 +31,9 @@ data source")::
                 data_type: String
                 config: {meta: {max_length: 1000, nullable: true}}
 
-Columns are ``not null`` unless ``nullable: true``. Bounds are inclusive: ``min``/``max``
+Columns are ``not null`` unless ``nullable: true``; ``default: <value>`` is what a row
+without the column holds (and, for a column added later, what the stored rows take:
+storage/ddl.py). Bounds are inclusive: ``min``/``max``
 for Int, Float and DateTime (a date alone as ``max`` means the whole day), ``max_length``
 for String. The ``_pending`` and ``_quarantine`` tables may be listed as dbt sources too
 (a model ``source()``-s them), with descriptions and tests but no types: their columns
@@ -43,6 +45,7 @@ is created before the first ``dbt run`` writes one. Once per process and project
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -63,7 +66,8 @@ _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 SCHEMA_TEMPLATE = "{{ env_var('RAW_SCHEMA', 'raw') }}"
 _SOURCE_KEYS = {"sorting_key", "partition_key", "segment_by", "distribute_by"}
 # personal: analysts read the column pseudonymised only (macros/analysts.sql).
-_COLUMN_KEYS = {"nullable", "min", "max", "max_length", "personal"}
+# default: the value a row without the column gets (and the rows stored before it was added).
+_COLUMN_KEYS = {"nullable", "min", "max", "max_length", "personal", "default"}
 
 #: The quarantine's own columns (Tinybird's names), after the data source's columns as
 #: text: (name, SQL type, not null). ``insertion_date`` is filled by the database.
@@ -86,6 +90,10 @@ class Column:
     description: str = ""
     #: A DateTime column's accepted range as declared, for messages and documentation.
     accepted: str = ""
+    #: Personal data (``meta.personal``): pseudonymised for analysts, the key of an erasure.
+    personal: bool = False
+    #: ``meta.default``, a value of the type: what a row without the column holds.
+    default: object = None
 
     def accept(self, value):
         """A present JSON value → the value stored; BadValue saying why not."""
@@ -154,6 +162,12 @@ class DataSource:
 def for_settings(settings) -> dict[str, DataSource]:
     """The data sources of the settings' project, in its RAW_SCHEMA."""
     return declared(Path(settings.project_dir).resolve(), settings.raw_schema)
+
+
+def declared_now(settings) -> dict[str, DataSource]:
+    """The data sources as the yml declares them at this moment (``/alter`` applies a
+    column declared after the process started; everything else keeps the first reading)."""
+    return declared.__wrapped__(Path(settings.project_dir).resolve(), settings.raw_schema)
 
 
 @functools.lru_cache(maxsize=None)
@@ -241,8 +255,16 @@ def _column(entry: dict, where: str) -> Column:
     bounds = {side: _bound(kind, meta[side], side, where) for side in ("min", "max") if side in meta}
     accepted = (f"{meta.get('min', types.MIN_TIME.date())} to {meta.get('max', (types.MAX_TIME - timedelta(days=1)).date())}"
                 if kind is types.DATETIME else "")
-    return Column(name=name, type=kind, nullable=bool(meta.get("nullable", False)), max_length=meta.get("max_length"),
-                  description=" ".join((entry.get("description") or "").split()), accepted=accepted, **bounds)
+    column = Column(name=name, type=kind, nullable=bool(meta.get("nullable", False)), max_length=meta.get("max_length"),
+                    description=" ".join((entry.get("description") or "").split()), accepted=accepted,
+                    personal=bool(meta.get("personal", False)), **bounds)
+    if "default" not in meta:
+        return column
+    try:
+        default = column.check(_bound(kind, meta["default"], "default", where))
+    except BadValue as err:
+        raise ValueError(f"{where}: default {meta['default']!r}: {err}") from None
+    return dataclasses.replace(column, default=default)
 
 
 def _bound(kind: Type, value, side: str, where: str):

@@ -9,7 +9,9 @@ client input, so it is readable by an ADMIN token only; a data source is readabl
 ``insertion_date``), ``limit`` (default 100, at most 10,000) and ``offset``; tables and
 columns come from the declaration, values are bound.
 
-``POST /v0/datasources?name=<name>&mode=append`` is a bulk import (``ingest/bulk.py``).
+``POST /v0/datasources?name=<name>&mode=append`` is a bulk import (``ingest/bulk.py``);
+``mode=replace`` (ADMIN), with an optional ``replace_condition``, replaces rows with the
+file's in one transaction, exactly (``ingest/bulk.py``, ``ingest/deletes.py``).
 ``GET /v0/datasources`` and ``/v0/datasources/<name>`` (no format) describe the data
 sources (datasource_metadata.py).
 """
@@ -26,7 +28,8 @@ from psycopg import sql
 from cartpulse.access.auth import ADMIN, request_caller, require_scope
 from cartpulse.context import service
 from cartpulse.errors import ApiError
-from cartpulse.ingest import bulk, csv_dialect, ops_log, transport
+from cartpulse.ingest import bulk, csv_dialect, deletes, ops_log, transport
+from cartpulse.ingest.delete_condition import parse
 from cartpulse.ingest.events_api import append_target
 from cartpulse.project.datasources import INSERTION_DATE, DataSource
 from cartpulse.project.params import Param, parse_request
@@ -115,11 +118,15 @@ def _plain_arrays(value):
 def post_datasource():
     target = append_target()
     mode = request.args.get("mode", "append")
-    if mode == "replace":
-        raise ApiError(400, "mode=replace is not supported: rollups only absorb additions, so replaced events "
-                            "could not be taken out of them exactly; see docs/operations.md (bulk import)")
-    if mode != "append":
-        raise ApiError(400, f"unknown mode '{mode[:40]}': use mode=append")
+    if mode not in ("append", "replace"):
+        raise ApiError(400, f"unknown mode '{mode[:40]}': use mode=append or mode=replace")
+    replace = None
+    if mode == "replace":  # deletes rows: an ADMIN token, as for /delete (data_operations.py)
+        require_scope(ADMIN)
+        condition = request.args.get("replace_condition")
+        replace = deletes.EVERY_ROW if condition is None else parse(condition, target, "replace_condition")
+    elif "replace_condition" in request.args:
+        raise ApiError(400, "replace_condition goes with mode=replace", parameter="replace_condition")
     require_scope(f"DATASOURCES:APPEND:{target.name}")
     small_form = _small_form_body()
     if "url" in request.args or (small_form is not None and "url" in parse_qs(small_form.decode("latin-1"))):
@@ -144,9 +151,10 @@ def post_datasource():
         raise ApiError(400, "Parquet compresses itself: send it without gzip")
     dialect = csv_dialect.from_args(request.args, fmt)
     stream = bulk.open_stream(raw, gzipped, state.settings.max_import_bytes)
-    op = ops_log.Operation(ops_log.IMPORT, target.name, request_caller().name)
+    op = ops_log.Operation(ops_log.IMPORT if replace is None else ops_log.REPLACE, target.name, request_caller().name)
     summary = bulk.import_stream(state.db, state.partitions, target, fmt, stream, op=op,
-                                 absorb_after_rows=state.settings.absorb_after_rows, dialect=dialect)
+                                 absorb_after_rows=state.settings.absorb_after_rows, dialect=dialect,
+                                 replace=replace)
     response = jsonify(summary.answer(target.name, mode))
     response.headers[LSN_HEADER] = summary.position  # read-your-writes (replicas.py)
     return response

@@ -31,6 +31,7 @@ from cartpulse.web.openapi_datasources import (
 )
 from cartpulse.web.openapi_metadata import SCHEMAS as METADATA_SCHEMAS
 from cartpulse.web.openapi_metadata import metadata_paths, with_datasource_listing
+from cartpulse.web.openapi_operations import operation_paths
 from cartpulse.web.openapi_parts import (
     ERRORS,
     POSITION_PARAMETER,
@@ -169,7 +170,7 @@ def build_spec(endpoints, datasources: dict[str, DataSource], server_url: str = 
                  {"name": "tokens", "description": "Managing tokens (admin)."},
                  {"name": "service", "description": "Health and this document."}],
         "paths": with_datasource_listing({**pipes, **metadata_paths(endpoints, datasources), **events_path(datasources),
-                                          **import_path(datasources), **sources, **token_paths(), **sql_paths(),
+                                          **import_path(datasources), **sources, **operation_paths(datasources), **token_paths(), **sql_paths(),
                                           **service_paths()}),
         "components": components({**pipe_rows, **source_rows, **event_schemas(datasources)}),
     }

@@ -103,8 +103,14 @@ def import_path(datasources: dict[str, DataSource]) -> dict:
                        " is stored whole or not at all. Needs `DATASOURCES:APPEND:<name>` (or `ADMIN`).",
         "parameters": [
             {"name": "name", "in": "query", "required": True, "schema": {"type": "string", "enum": sorted(datasources)}},
-            {"name": "mode", "in": "query", "required": False, "schema": {"type": "string", "enum": ["append"],
-                                                                           "default": "append"}},
+            {"name": "mode", "in": "query", "required": False,
+             "description": "`replace` (an `ADMIN` token): the rows are replaced by the file's in one transaction,"
+                            " exactly in every endpoint.",
+             "schema": {"type": "string", "enum": ["append", "replace"], "default": "append"}},
+            {"name": "replace_condition", "in": "query", "required": False,
+             "description": "With `mode=replace`: only the rows matching it are replaced, and only the file's rows"
+                            " matching it are stored (`discarded_rows` counts the others).",
+             "schema": {"type": "string"}},
             {"name": "format", "in": "query", "required": False,
              "description": "Else from the file name's extension, else from the Content-Type.",
              "schema": {"type": "string", "enum": ["csv", "ndjson", "parquet"]}},

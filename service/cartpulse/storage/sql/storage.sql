@@ -146,3 +146,21 @@ create or replace function cartpulse.data_version(p_schema text) returns text la
          where p.relnamespace = to_regnamespace(p_schema)),
         pg_postmaster_start_time())
 $$;
+
+-- Jobs of the Data Sources API (Tinybird's /v0/jobs): deletes, truncates and replaces,
+-- one row each, written in the same transaction as the change it describes, so any
+-- worker answers /v0/jobs/<id> and a job reads "done" exactly when its change is there.
+create table if not exists cartpulse.jobs (
+    id               text primary key,
+    kind             text not null,
+    datasource       text not null,
+    status           text not null,
+    delete_condition text,
+    rows_affected    bigint,
+    error            text,
+    token_name       text,
+    created_at       timestamptz not null default now(),
+    started_at       timestamptz,
+    updated_at       timestamptz not null default now()
+);
+create index if not exists jobs_created_idx on cartpulse.jobs (created_at);
