@@ -299,9 +299,11 @@ def bounds(run: Run) -> list[str]:
                        f" ~{2000 / total:.0f} req/s before the load generator takes its share; measured {mix.rate:.0f}.")
     if run.windows.rate < 200:
         out.append(f"Random windows ({run.windows.rate:.0f} req/s, p50 {percentile(run.windows.ms, 50):.0f} ms against"
-                   f" {percentile(run.mix.ms, 50):.0f} ms for the mix): a window whose bounds are not UTC midnights reads"
-                   " the partial days at both ends from the events table (docs/realtime.md), on average one day of"
-                   f" events, about {run.events // 30:,} rows per request at this size, growing with the data.")
+                   f" {percentile(run.mix.ms, 50):.0f} ms for the mix): no two windows alike, so none is cached; a window"
+                   " whose bounds fall inside hours reads the whole days from the daily rollups, the whole hours of its"
+                   " partial days from the hourly rollups and the partial hours at both ends from the events table"
+                   f" (docs/realtime.md): on average an hour of events, about {run.events // 720:,} rows per request at"
+                   " this size, plus up to 46 hours of hourly rollup rows, growing with the data.")
     w = run.window
     if w.upper / w.seconds > 0.10:
         dbt = w.scheduler_children + w.backends.get("dbt", 0.0)
