@@ -76,7 +76,7 @@ BROKEN = {
         "select event_time, event_type, user_id, product_id, category, price, quantity::int as quantity,"
         " session_id, country, revenue from ({{ stage_events(source('raw', 'ecommerce_events')) }}) s"),
     "models/rollups/rollup_revenue_15m.sql": (
-        "sum(sign * revenue::numeric) as revenue", "sum(sign * revenue) as revenue"),
+        "{{ revenue_measures() }}", "sum(sign * revenue) as revenue, {{ events_measure() }}"),
     "models/marts/events_by_country.sql": (
         "select * from final", "select country, event_count as events from final"),
 }

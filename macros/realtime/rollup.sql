@@ -8,6 +8,7 @@
   retraction of a deleted one (a pending row written by a delete, docs/realtime.md), so
   a rollup absorbs deletes exactly as it absorbs additions. Every rollup has a column
   `events` (`sum(sign)`): a row whose `events` reaches 0 holds no event and is removed.
+  The shop's rollups take their measures from macros/realtime/measures.sql.
 
   It builds three things (docs/realtime.md gives the argument for exactness):
     <model>          the table of aggregated rows, unique on the grain;

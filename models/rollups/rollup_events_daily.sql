@@ -4,6 +4,6 @@ select
     {{ time_bin("'1 day'", 'event_time') }} as day,
     country,
     event_type,
-    sum(sign)::bigint as events
+    {{ events_measure() }}
 from {{ rollup_input() }}
 group by 1, country, event_type

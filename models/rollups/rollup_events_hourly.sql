@@ -5,6 +5,6 @@ select
     {{ time_bin("'1 hour'", 'event_time') }} as hour,
     country,
     event_type,
-    sum(sign)::bigint as events
+    {{ events_measure() }}
 from {{ rollup_input() }}
 group by 1, country, event_type

@@ -4,9 +4,7 @@ select
     country,
     product_id,
     category,
-    sum(sign * quantity)::bigint as quantity,
-    sum(sign * revenue::numeric) as revenue,
-    sum(sign)::bigint as events
+    {{ purchase_measures() }}
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by country, product_id, category

@@ -5,9 +5,7 @@ select
     {{ time_bin("'1 day'", 'event_time') }} as day,
     product_id,
     category,
-    sum(sign * quantity)::bigint as quantity,
-    sum(sign * revenue::numeric) as revenue,
-    sum(sign)::bigint as events
+    {{ purchase_measures() }}
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by country, 2, product_id, category

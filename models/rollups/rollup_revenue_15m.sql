@@ -3,8 +3,7 @@
 -- and every coarser `interval` of total_revenue read these (a quarter of the minutes).
 select
     {{ time_bin("'15 minutes'", 'event_time') }} as bin,
-    sum(sign * revenue::numeric) as revenue,
-    sum(sign)::bigint as events
+    {{ revenue_measures() }}
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by 1

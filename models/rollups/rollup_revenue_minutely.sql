@@ -2,8 +2,7 @@
 -- One row per UTC minute holding purchases, with their revenue.
 select
     {{ time_bin("'1 minute'", 'event_time') }} as minute,
-    sum(sign * revenue::numeric) as revenue,
-    sum(sign)::bigint as events
+    {{ revenue_measures() }}
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by 1

@@ -3,8 +3,7 @@
 select
     country,
     {{ time_bin("'1 minute'", 'event_time') }} as minute,
-    sum(sign * revenue::numeric) as revenue,
-    sum(sign)::bigint as events
+    {{ revenue_measures() }}
 from {{ rollup_input() }}
 where event_type = 'purchase'
 group by country, 2
