@@ -85,12 +85,16 @@
     {#- Citus plans no parameterized SQL function over a distributed table; PL/pgSQL's
         RETURN QUERY it does (docs/citus.md). The SQL function keeps the named
         parameters and calls a PL/pgSQL twin whose parameters are positional only (its
-        output columns are variables: a named parameter of the same name would clash). -#}
+        output columns are variables: a named parameter of the same name would clash).
+        The twin is always planned with its call's values: Citus cannot make a generic
+        plan of a parameterized query over a distributed table, so a session set to
+        plan_cache_mode = force_generic_plan (a pooler's, say) would fail every call. -#}
     {%- set twin = adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier ~ '__citus') -%}
     drop function if exists {{ twin }};
     create function {{ twin }}({% for name, spec in endpoint_params().items() %}{{ endpoint_sql_type(spec.get('type')) }}{{ ", " if not loop.last }}{% endfor %})
     returns table ({{ columns | join(', ') }})
     language plpgsql stable parallel safe
+    set plan_cache_mode = force_custom_plan
     as $endpoint$
     #variable_conflict use_column
     begin
