@@ -9,7 +9,7 @@
 
   An edge can itself be split again, with a finer rollup: the whole `fine` buckets of
   the range that are not inside its whole `coarse` buckets form a leading and a trailing
-  band (in_leading_band, in_trailing_band), read from the finer rollup, and only the
+  band (leading_band, trailing_band), read from the finer rollup, and only the
   partial `fine` buckets at the very ends (the edges above, with `fine` as their width)
   from the events table. Day + hour + events:
     [start, first hour) [first hour, first day) [first day, last day) [last day, last hour) [last hour, end)
@@ -20,7 +20,12 @@
   Each piece ends with the same test on the parameters alone (is the piece empty?): it
   changes no answer, but PostgreSQL evaluates such a condition once, before the piece
   runs, so an empty piece reads nothing even where the rows it filters come from a
-  function (Citus's live views, docs/citus.md) or a generic plan.
+  function (Citus's live rows, docs/citus.md) or a generic plan.
+
+  The rollup pieces are given as bounds, [lo, hi) of the rollup's time column
+  (whole_buckets, leading_band, trailing_band), so that a model passes the same bounds
+  to `within` (its WHERE) and to `live` (on Citus, the live rows' function, which
+  cannot see the WHERE: macros/realtime/rollup.sql).
 -#}
 
 {% macro range_first(width, start) -%}
@@ -31,9 +36,23 @@
   coalesce({{ time_bin(width, end) }}, 'infinity'::timestamptz)
 {%- endmacro %}
 
-{% macro in_whole_buckets(column, width, start, end) -%}
-  {{ column }} >= {{ range_first(width, start) }} and {{ column }} < {{ range_last(width, end) }}
-  and {{ range_first(width, start) }} < {{ range_last(width, end) }}
+{% macro whole_buckets(width, start, end) -%}
+  {{ return([range_first(width, start), range_last(width, end)]) }}
+{%- endmacro %}
+
+{% macro leading_band(fine, coarse, start, end) -%}
+  {{ return([range_first(fine, start), 'least(' ~ range_first(coarse, start) ~ ', ' ~ range_last(fine, end) ~ ')']) }}
+{%- endmacro %}
+
+{% macro trailing_band(fine, coarse, start, end) -%}
+  {{ return(['greatest(' ~ range_last(coarse, end) ~ ', ' ~ range_first(coarse, start) ~ ', '
+             ~ range_first(fine, start) ~ ')', range_last(fine, end)]) }}
+{%- endmacro %}
+
+{#- The rows of `column` in [lo, hi), ending with the test on the bounds alone. -#}
+{% macro within(column, bounds) -%}
+  {{ column }} >= {{ bounds[0] }} and {{ column }} < {{ bounds[1] }}
+  and {{ bounds[0] }} < {{ bounds[1] }}
 {%- endmacro %}
 
 {% macro in_leading_edge(width, start, end) -%}
@@ -45,17 +64,4 @@
   event_time >= greatest({{ range_last(width, end) }}, {{ range_first(width, start) }}, {{ start }})
   and event_time < {{ end }}
   and greatest({{ range_last(width, end) }}, {{ range_first(width, start) }}, {{ start }}) < {{ end }}
-{%- endmacro %}
-
-{% macro in_leading_band(column, fine, coarse, start, end) -%}
-  {{ column }} >= {{ range_first(fine, start) }}
-  and {{ column }} < least({{ range_first(coarse, start) }}, {{ range_last(fine, end) }})
-  and {{ range_first(fine, start) }} < least({{ range_first(coarse, start) }}, {{ range_last(fine, end) }})
-{%- endmacro %}
-
-{% macro in_trailing_band(column, fine, coarse, start, end) -%}
-  {{ column }} >= greatest({{ range_last(coarse, end) }}, {{ range_first(coarse, start) }}, {{ range_first(fine, start) }})
-  and {{ column }} < {{ range_last(fine, end) }}
-  and greatest({{ range_last(coarse, end) }}, {{ range_first(coarse, start) }}, {{ range_first(fine, start) }})
-      < {{ range_last(fine, end) }}
 {%- endmacro %}

@@ -40,8 +40,16 @@
   __rollup_input
 {%- endmacro %}
 
-{% macro live(relation) -%}
+{#- A rollup's live rows: its `_live` view. Given `bounds` ([lo, hi) of its time column,
+    macros/ranges.sql), on Citus the function behind the view is called with them instead:
+    a function's rows cannot be filtered inside it by the caller's WHERE, so the view would
+    merge the whole rollup with its pending rows for each piece of each read. -#}
+{% macro live(relation, bounds=none) -%}
   {%- if unit_testing() -%}{{ return(relation) }}{%- endif -%}
+  {%- if bounds is not none and cartpulse_engine() == 'citus' -%}
+    {{ return(adapter.quote(relation.schema) ~ '.' ~ adapter.quote(relation.identifier ~ '_live_in')
+              ~ '(' ~ bounds[0] ~ ', ' ~ bounds[1] ~ ')') }}
+  {%- endif -%}
   {{ relation.incorporate(path={"identifier": relation.identifier ~ "_live"}) }}
 {%- endmacro %}
 
@@ -73,6 +81,7 @@ select * from (
   {%- set target = this.incorporate(type='table') -%}
   {%- set live_view = this.incorporate(path={"identifier": this.identifier ~ "_live"}, type='view') -%}
   {%- set live_rows = adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier ~ '_live_rows') -%}
+  {%- set live_in = adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier ~ '_live_in') -%}
   {%- set build = this.incorporate(path={"identifier": this.identifier ~ "__build"}, type='table') -%}
   {%- set events = ref('stg_raw__ecommerce_events') -%}
   {%- set pending = ref('stg_raw__ecommerce_events_pending') -%}
@@ -118,6 +127,7 @@ select * from (
       create index {{ this.identifier }}__empty_new on {{ build }} (events) where events = 0;
       drop view if exists {{ live_view }};
       drop function if exists {{ live_rows }}();
+      drop function if exists {{ live_in }}(timestamptz, timestamptz);
       drop table if exists {{ target }};
       alter table {{ build }} rename to {{ this.identifier }};
       alter index {{ this.schema }}.{{ this.identifier }}__grain_new rename to {{ this.identifier }}__grain;
@@ -139,6 +149,16 @@ select * from (
   {% endif %}
 
   {%- set columns = adapter.get_columns_in_relation(target) -%}
+  {%- set citus = cartpulse_engine() == 'citus' -%}
+  {#- On Citus, the rows of [$1, $2) of the grain's time column (NULL: open), filtered
+      before the merge: live() passes a read's bounds. -#}
+  {%- set bounded = [] -%}
+  {%- for column in columns if citus and column.name in grain and column.data_type == 'timestamp with time zone' -%}
+    {%- if bounded | length == 0 -%}
+      {%- do bounded.append(' where ($1 is null or ' ~ column.name ~ ' >= $1) and ($2 is null or ' ~ column.name ~ ' < $2)') -%}
+    {%- endif -%}
+  {%- endfor -%}
+  {%- set bounded = bounded | join('') -%}
   {%- set live_sql -%}
     {#- Merged by grain: a retraction still pending and the absorbed row it cancels make
         no row, exactly as a full build has none for a grain whose events are all gone.
@@ -148,13 +168,13 @@ select * from (
       {% if column.name in grain %}{{ column.name }}{% else %}sum({{ column.name }})::{{ column.data_type }} as {{ column.name }}{% endif %}{{ "," if not loop.last }}
     {%- endfor %}
     from (
-    select * from {{ target }}
+    select * from {{ target }}{{ bounded }}
     union all
     select * from (
     {{ contract_columns(rollup_wrap(sql, "select " ~ input_columns ~ ", sign from " ~ pending ~ " p"
          ~ " where not pg_visible_in_snapshot(p.ingest_xid, (select s.absorbed from cartpulse.rollup_state s"
          ~ " where s.rollup = " ~ dbt.string_literal(key) ~ "))")) }}
-    ) as fresh
+    ) as fresh{{ bounded }}
     ) as signed
     group by {{ grain | join(', ') }}
     having sum(events) <> 0
@@ -168,15 +188,17 @@ select * from (
         statement that only PostgreSQL plans: one snapshot, as the argument needs. The
         function and view are the coordinator's alone (workers never read them). -#}
     set local citus.enable_ddl_propagation = off;
-    create or replace function {{ live_rows }}() returns setof {{ target }}
-    language plpgsql stable
+    create or replace function {{ live_in }}(timestamptz, timestamptz) returns setof {{ target }}
+    language plpgsql stable set plan_cache_mode = force_custom_plan
     as $live$
     begin
     return query
     {{ live_sql }};
     end
     $live$;
-    create or replace view {{ live_view }} as select * from {{ live_rows }}()
+    create or replace view {{ live_view }} as select * from {{ live_in }}(null, null);
+    {#- Before the bounds, the function had none. -#}
+    drop function if exists {{ live_rows }}()
     {%- else -%}
     create or replace view {{ live_view }} as
     {{ live_sql }}

@@ -3,18 +3,20 @@
 -- Whole days come from the daily rollup, the whole hours of partial days at the ends from
 -- the hourly rollup, and only the partial hours at the very ends from the events table.
 {%- set start, end = param('start_date'), param('end_date') %}
+{%- set days = whole_buckets("'1 day'", start, end) %}
 
 with events as (
     select country, event_type, events
-    from {{ live(ref('rollup_events_daily')) }}
-    where {{ in_whole_buckets('day', "'1 day'", start, end) }}
+    from {{ live(ref('rollup_events_daily'), days) }}
+    where {{ within('day', days) }}
 
-    {%- for band in [in_leading_band, in_trailing_band] %}
+    {%- for band in [leading_band, trailing_band] %}
+    {%- set hours = band("'1 hour'", "'1 day'", start, end) %}
 
     union all
     select country, event_type, events
-    from {{ live(ref('rollup_events_hourly')) }}
-    where {{ band('hour', "'1 hour'", "'1 day'", start, end) }}
+    from {{ live(ref('rollup_events_hourly'), hours) }}
+    where {{ within('hour', hours) }}
     {%- endfor %}
 
     {%- for edge in [in_leading_edge, in_trailing_edge] %}

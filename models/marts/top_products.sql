@@ -4,6 +4,7 @@
 -- the events table only for the partial hours at its very ends (macros/ranges.sql).
 {%- set start, end, country = param('start_date'), param('end_date'), param('country') %}
 {%- set no_range = '(' ~ start ~ ' is null and ' ~ end ~ ' is null)' %}
+{%- set days = whole_buckets("'1 day'", start, end) %}
 
 with purchases as (
     select product_id, category, quantity, revenue
@@ -17,29 +18,30 @@ with purchases as (
 
     union all
     select product_id, category, quantity, revenue
-    from {{ live(ref('rollup_purchases_daily')) }}
+    from {{ live(ref('rollup_purchases_daily'), days) }}
     where not {{ no_range }} and {{ country }} is null
-      and {{ in_whole_buckets('day', "'1 day'", start, end) }}
+      and {{ within('day', days) }}
 
     union all
     select product_id, category, quantity, revenue
-    from {{ live(ref('rollup_purchases_daily_by_country')) }}
+    from {{ live(ref('rollup_purchases_daily_by_country'), days) }}
     where not {{ no_range }} and {{ country }} is not null and country = any({{ country }})
-      and {{ in_whole_buckets('day', "'1 day'", start, end) }}
+      and {{ within('day', days) }}
 
-    {%- for band in [in_leading_band, in_trailing_band] %}
+    {%- for band in [leading_band, trailing_band] %}
+    {%- set hours = band("'1 hour'", "'1 day'", start, end) %}
 
     union all
     select product_id, category, quantity, revenue
-    from {{ live(ref('rollup_purchases_hourly')) }}
+    from {{ live(ref('rollup_purchases_hourly'), hours) }}
     where not {{ no_range }} and {{ country }} is null
-      and {{ band('hour', "'1 hour'", "'1 day'", start, end) }}
+      and {{ within('hour', hours) }}
 
     union all
     select product_id, category, quantity, revenue
-    from {{ live(ref('rollup_purchases_hourly_by_country')) }}
+    from {{ live(ref('rollup_purchases_hourly_by_country'), hours) }}
     where not {{ no_range }} and {{ country }} is not null and country = any({{ country }})
-      and {{ band('hour', "'1 hour'", "'1 day'", start, end) }}
+      and {{ within('hour', hours) }}
     {%- endfor %}
 
     {%- for edge in [in_leading_edge, in_trailing_edge] %}

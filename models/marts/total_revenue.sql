@@ -6,6 +6,7 @@
 -- rollups. Only the partial minutes at the very ends come from the events table.
 {%- set start, end, country = param('start_date'), param('end_date'), param('country') %}
 {%- set by_minute = '(' ~ param('interval') ~ " = '1 minute')" %}
+{%- set quarters, minutes = whole_buckets("'15 minutes'", start, end), whole_buckets("'1 minute'", start, end) %}
 {#- The declared intervals as interval constants: a text-to-interval cast is not folded
     by the planner and would be parsed again for every row. -#}
 {%- set width %}(case {{ param('interval') }} when '1 minute' then interval '1 minute'
@@ -14,41 +15,42 @@
 
 with revenue as (
     select bin, revenue
-    from {{ live(ref('rollup_revenue_15m')) }}
+    from {{ live(ref('rollup_revenue_15m'), quarters) }}
     where not {{ by_minute }} and {{ country }} is null
-      and {{ in_whole_buckets('bin', "'15 minutes'", start, end) }}
+      and {{ within('bin', quarters) }}
 
     union all
     select bin, revenue
-    from {{ live(ref('rollup_revenue_15m_by_country')) }}
+    from {{ live(ref('rollup_revenue_15m_by_country'), quarters) }}
     where not {{ by_minute }} and {{ country }} is not null and country = any({{ country }})
-      and {{ in_whole_buckets('bin', "'15 minutes'", start, end) }}
+      and {{ within('bin', quarters) }}
 
     union all
     select minute, revenue
-    from {{ live(ref('rollup_revenue_minutely')) }}
+    from {{ live(ref('rollup_revenue_minutely'), minutes) }}
     where {{ by_minute }} and {{ country }} is null
-      and {{ in_whole_buckets('minute', "'1 minute'", start, end) }}
+      and {{ within('minute', minutes) }}
 
     union all
     select minute, revenue
-    from {{ live(ref('rollup_revenue_minutely_by_country')) }}
+    from {{ live(ref('rollup_revenue_minutely_by_country'), minutes) }}
     where {{ by_minute }} and {{ country }} is not null and country = any({{ country }})
-      and {{ in_whole_buckets('minute', "'1 minute'", start, end) }}
+      and {{ within('minute', minutes) }}
 
-    {%- for band in [in_leading_band, in_trailing_band] %}
+    {%- for band in [leading_band, trailing_band] %}
+    {%- set band_minutes = band("'1 minute'", "'15 minutes'", start, end) %}
 
     union all
     select minute, revenue
-    from {{ live(ref('rollup_revenue_minutely')) }}
+    from {{ live(ref('rollup_revenue_minutely'), band_minutes) }}
     where not {{ by_minute }} and {{ country }} is null
-      and {{ band('minute', "'1 minute'", "'15 minutes'", start, end) }}
+      and {{ within('minute', band_minutes) }}
 
     union all
     select minute, revenue
-    from {{ live(ref('rollup_revenue_minutely_by_country')) }}
+    from {{ live(ref('rollup_revenue_minutely_by_country'), band_minutes) }}
     where not {{ by_minute }} and {{ country }} is not null and country = any({{ country }})
-      and {{ band('minute', "'1 minute'", "'15 minutes'", start, end) }}
+      and {{ within('minute', band_minutes) }}
     {%- endfor %}
 
     {%- for edge in [in_leading_edge, in_trailing_edge] %}
