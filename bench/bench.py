@@ -172,6 +172,15 @@ class Client:
         return json.loads(data)
 
 
+def per_core(count: float, seconds: float) -> str:
+    """``count`` per CPU second (per busy core) or per second of wall time, formatted (a
+    decimal below 100); — when nothing was measured."""
+    if seconds <= 0:
+        return "—"
+    rate = count / seconds
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.1f}"
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -268,16 +277,15 @@ def postmaster_of(url: str) -> int | None:
             return None
 
 
-def prepare(work: Path) -> tuple[EmbeddedPostgres | None, str, str, Settings, str]:
-    """A database with storage, an admin token and the models built: DATABASE_URL when set,
-    else a new embedded server under ``work``. Returns (server or None, url, token,
-    settings, engine)."""
+def prepare(work: Path, url: str | None = None) -> tuple[EmbeddedPostgres | None, str, str, Settings, str]:
+    """A database with storage, an admin token and the models built: ``url`` when given
+    (capacity.py's fresh Citus database), else DATABASE_URL when set, else a new embedded
+    server under ``work``. Returns (server or None, url, token, settings, engine)."""
     from cartpulse.access.auth import ensure_admin_token
 
     server = None
-    if os.environ.get("DATABASE_URL"):
-        url = os.environ["DATABASE_URL"]
-    else:
+    url = url or os.environ.get("DATABASE_URL")
+    if not url:
         shutil.rmtree(work / "pgdata", ignore_errors=True)
         server = EmbeddedPostgres(work / "pgdata")
         url = server.start()
