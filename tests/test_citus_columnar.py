@@ -288,6 +288,20 @@ def test_a_conversion_waits_for_a_batch_into_its_month(client, auth, history, bu
     assert_exact(client, auth, history)
 
 
+def test_a_delete_that_cannot_take_a_columnar_month_back_in_time_is_a_503(client, auth, history, built):
+    """A read holding the table keeps the month from going back to heap: after the
+    conversion's lock timeout, a 503 that names columnar storage, and nothing deleted."""
+    url = built.database_url
+    condition = f"event_time >= '{month(3):{FMT}}' and event_time < '{month(3) + timedelta(days=3):{FMT}}'"
+    with psycopg.connect(url) as reader:  # its transaction holds the table until it ends
+        reader.execute("select count(*) from raw.ecommerce_events where event_time < %s", [month(1)])
+        r = client.post("/v0/datasources/ecommerce_events/delete", data={"delete_condition": condition}, headers=auth)
+    assert r.status_code == 503 and "columnar" in r.get_json()["error"], r.get_json()
+    assert r.headers["Retry-After"] == "5"
+    assert stored(url) == len(history) and methods(url)[name(3)] == "columnar"
+    assert_exact(client, auth, history)
+
+
 def test_truncate_empties_columnar_months_too(client, auth, history, built):
     r = client.post("/v0/datasources/ecommerce_events/truncate", headers=auth)
     assert r.status_code == 200, r.get_json()

@@ -20,7 +20,7 @@ rules make it exact:
 * **Deletes see every row they should.** ``prepare_delete`` (inside the delete's own
   transaction: ``/delete``, a replace, ``erase``) locks the columnar months against
   ingest, converts back to heap each columnar partition holding a row the condition
-  matches, and returns a predicate that keeps the delete out of the other columnar
+  matches (or answers 503 when it cannot get the locks in time), and returns a predicate that keeps the delete out of the other columnar
   partitions by their range, so PostgreSQL prunes them on the workers. A rollback undoes
   the conversion with the delete; the next pass converts the month again.
 * **One conversion or delete at a time per data source** (``hold``): deletes lock every
@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg import sql
 
+from cartpulse.errors import ApiError
 from cartpulse.project.datasources import DataSource
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,23 @@ def compress_old_partitions(conn: psycopg.Connection, source: DataSource, older_
     return done
 
 
+def _back_to_heap(conn, source: DataSource, name: str) -> None:
+    """Convert a columnar partition back to heap inside a delete's transaction, waiting at
+    most LOCK_TIMEOUT for each lock: while it waits for the parent, every read and write
+    of the data source queues behind it. Past that, a 503 (the transaction, and with it
+    the delete, rolls back)."""
+    before = conn.execute("select current_setting('lock_timeout')").fetchone()[0]
+    conn.execute(f"set local lock_timeout = '{LOCK_TIMEOUT}'")
+    try:
+        _convert(conn, source, name, "heap")
+    except psycopg.errors.LockNotAvailable:
+        raise ApiError(503, f"rows to delete are in {source.schema}.{name}, a month in columnar storage"
+                            " (COMPRESS_AFTER), which must go back to heap first; it could not within"
+                            f" {LOCK_TIMEOUT}, as a long read or import holds the data source: nothing was"
+                            " deleted, retry", headers={"Retry-After": "5"}) from None
+    conn.execute("select set_config('lock_timeout', %s, true)", [before])
+
+
 def prepare_delete(conn, source: DataSource, condition: sql.Composable, params: list) -> sql.Composable:
     """Make a delete of the rows matching ``condition`` possible in the caller's
     transaction, and return the predicate the delete must add (``true`` when nothing is
@@ -156,7 +174,7 @@ def prepare_delete(conn, source: DataSource, condition: sql.Composable, params: 
         matches = conn.execute(sql.SQL("select exists (select 1 from {} where {})").format(
             sql.Identifier(source.schema, name), condition), params).fetchone()[0]
         if matches:
-            _convert(conn, source, name, "heap")
+            _back_to_heap(conn, source, name)
             log.info("a delete on %s.%s converted it back to heap (COMPRESS_AFTER converts it again)",
                      source.schema, name)
         else:
