@@ -216,7 +216,8 @@ class Settings:
     engine: str = setting("CARTPULSE_ENGINE", "auto", choice("auto", "postgres", "timescaledb"))
     #: TimescaleDB: the events hypertable's chunk interval (chunks created from now on).
     chunk_interval: str = setting("CHUNK_INTERVAL", "1 day", interval)
-    #: TimescaleDB: compress chunks older than this; None: no compression policy.
+    #: TimescaleDB: compress chunks older than this; Citus: convert the months older than this to
+    #: columnar storage (storage/columnar.py); None: compress nothing more.
     compress_after: str | None = setting("COMPRESS_AFTER", None, interval)
     #: Drop raw events older than this (chunks, or months on PostgreSQL); None: keep all.
     retention: str | None = setting("RETENTION", None, interval)

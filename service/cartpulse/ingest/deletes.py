@@ -33,6 +33,7 @@ from cartpulse.errors import ApiError, first_line
 from cartpulse.ingest import jobs
 from cartpulse.ingest.delete_condition import Condition
 from cartpulse.project.datasources import DataSource
+from cartpulse.storage import columnar
 from cartpulse.storage.absorb import absorb_after_batch
 from cartpulse.storage.wal import commit_position
 
@@ -53,12 +54,15 @@ def count_matching(db, source: DataSource, condition: Condition) -> int:
         return conn.execute(query, condition.params).fetchone()[0]
 
 
-def delete_statement(source: DataSource, condition: Condition) -> sql.Composed:
-    """Delete the matching rows and write each one's retraction into the pending table."""
+def delete_statement(source: DataSource, condition: Condition, spared: sql.Composable = sql.SQL("true")) -> sql.Composed:
+    """Delete the matching rows and write each one's retraction into the pending table;
+    ``spared``: the predicate that keeps the delete out of columnar partitions without a
+    matching row (storage/columnar.py)."""
     columns = sql.SQL(", ").join(map(sql.Identifier, source.column_names))
-    return sql.SQL("with gone as (delete from {events} where {condition} returning {columns})"
+    return sql.SQL("with gone as (delete from {events} where ({condition}) and {spared} returning {columns})"
                    " insert into {pending} ({columns}, sign) select {columns}, -1 from gone").format(
-        events=source.table(), condition=condition.sql, columns=columns, pending=source.table(source.pending))
+        events=source.table(), condition=condition.sql, spared=spared, columns=columns,
+        pending=source.table(source.pending))
 
 
 def delete_in(cur, source: DataSource, condition: Condition) -> int:
@@ -67,7 +71,10 @@ def delete_in(cur, source: DataSource, condition: Condition) -> int:
 
     Refused (409, nothing deleted) while a rollup of the data source was built by a
     version of the models that did not weigh rows by ``sign``: it would add the
-    retractions instead of subtracting them. Its next ``dbt run`` rebuilds it."""
+    retractions instead of subtracting them. Its next ``dbt run`` rebuilds it.
+
+    On Citus, columnar partitions with a matching row go back to heap first, in this
+    transaction (storage/columnar.py: columnar storage cannot delete)."""
     stale = cur.execute("select string_agg(rollup, ', ' order by rollup) from cartpulse.rollup_state"
                         " where to_regclass(pending) = %s::regclass and prune_sql is null"
                         " and to_regclass(rollup) is not null", [source.regclass(source.pending)]).fetchone()[0]
@@ -75,7 +82,8 @@ def delete_in(cur, source: DataSource, condition: Condition) -> int:
         raise ApiError(409, f"the rollups {stale} were built before deletes were supported: run `cartpulse build`"
                             " (a dbt run rebuilds them) first; nothing was deleted")
     with _condition_errors(condition):
-        cur.execute(delete_statement(source, condition), condition.params)
+        spared = columnar.prepare_delete(cur, source, condition.sql, condition.params)
+        cur.execute(delete_statement(source, condition, spared), condition.params)
     return cur.rowcount
 
 
@@ -124,6 +132,7 @@ def lock_for_reset(conn: psycopg.Connection, source: DataSource) -> list[tuple[s
     rollups = [(r[0], r[1]) for r in conn.execute(
         "select rollup, to_regclass(rollup)::text from cartpulse.rollup_state where to_regclass(pending) = %s::regclass"
         " and to_regclass(rollup) is not null order by rollup for update", [source.regclass(source.pending)])]
+    columnar.hold(conn, source)  # a conversion to columnar in progress ends first
     conn.execute(sql.SQL("lock table {} in access exclusive mode").format(source.table()))
     conn.execute(sql.SQL("lock table {} in exclusive mode").format(source.table(source.pending)))
     return rollups

@@ -21,7 +21,7 @@ from cartpulse.ingest import idempotency, ops_log
 from cartpulse.ingest.rows import Batch
 from cartpulse.ops import metrics
 from cartpulse.project.datasources import QUARANTINE_COLUMNS, DataSource
-from cartpulse.storage import citus
+from cartpulse.storage import citus, columnar
 from cartpulse.storage.wal import commit_position
 
 RETRIES = 3
@@ -134,6 +134,8 @@ def copy_batch(cur, source: DataSource, batch: Batch, import_id: str, into: sql.
     # Binary COPY: psycopg then sends values without formatting them as text, and the
     # server need not parse timestamps and numbers (5x less CPU than text COPY here).
     if batch.rows:
+        if into is None:  # rows of a month being converted to columnar wait for it (storage/columnar.py)
+            columnar.lock_months(cur, source, batch.rows)
         columns = sql.SQL(", ").join(map(sql.Identifier, source.column_names))
         copy_into = sql.SQL("copy {} ({}) from stdin (format binary)")
         first, *others = [into] if into is not None else [source.table(source.name), source.table(source.pending)]

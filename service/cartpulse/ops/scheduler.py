@@ -12,7 +12,8 @@ Every ``REFRESH_SECONDS`` it runs one *refresh*:
    autovacuum comes by. A pending table is a plain table on both engines (not a
    hypertable on TimescaleDB), so this is the same statement on both;
 4. purging ``cartpulse.pipe_stats`` and ``cartpulse.refresh_runs`` past their retention,
-   and with ``RETENTION`` the expired partitions of each data source.
+   and with ``RETENTION`` the expired partitions of each data source; on Citus, with
+   ``COMPRESS_AFTER``, converting the months it has passed to columnar storage.
 
 Beside the refreshes, a thread absorbs the pending events every ``ABSORB_SECONDS``
 without dbt (``absorber.py``), so reads stay fast between refreshes.
@@ -52,6 +53,7 @@ from cartpulse.ops import refresh_runs
 from cartpulse.ops.absorber import Absorber
 from cartpulse.ops.dbt_runner import run_dbt
 from cartpulse.project.datasources import for_settings
+from cartpulse.storage import columnar
 
 log = logging.getLogger("cartpulse.scheduler")
 
@@ -128,6 +130,12 @@ class Scheduler:
                 for source in sources:
                     conn.execute("select cartpulse.drop_expired_partitions(%s::regclass, %s::interval)",
                                  [source.regclass(), self.settings.retention])
+            if self.settings.compress_after:
+                # Citus has no compression job: months that aged past COMPRESS_AFTER since
+                # the last pass become columnar (nothing elsewhere: TimescaleDB's policy
+                # compresses chunks itself).
+                for source in sources:
+                    columnar.compress_old_partitions(conn, source, self.settings.compress_after)
         except psycopg.Error as err:
             errors.append(f"maintenance failed: {err}")
         return RunResult("failed" if errors else "success", started_at, datetime.now(timezone.utc),

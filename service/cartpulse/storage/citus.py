@@ -128,7 +128,16 @@ def create_cluster_database(admin_url: str, name: str) -> str:
 
 
 def drop_cluster_database(admin_url: str, name: str) -> None:
-    """Drop database ``name`` on every node (DROP DATABASE propagated by Citus)."""
+    """Drop database ``name`` on every node: on the coordinator, then on each worker.
+
+    Not Citus's propagated DROP: a worker session that the coordinator's sessions opened
+    (terminated by the drop) may not have ended yet; the propagated drop then failed on
+    that worker alone and left the database on the others. A local ``WITH (FORCE)`` on
+    each worker ends such a session."""
+    drop = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("set citus.enable_create_database_propagation = on")
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        nodes = workers(conn)
+        conn.execute(drop)
+    for host, port in nodes:
+        with psycopg.connect(make_conninfo(admin_url, host=host, port=port), autocommit=True) as conn:
+            conn.execute(drop)

@@ -8,7 +8,8 @@ in the database); each table's layout follows it.
 
 Time-based storage settings are applied here too, at every start, so that the settings
 own them (Citus, docs/citus.md: laid out as on PostgreSQL, the data sources' tables then
-distributed, ``storage/citus.py``): ``CHUNK_INTERVAL`` (TimescaleDB), ``COMPRESS_AFTER`` (TimescaleDB compression)
+distributed, ``storage/citus.py``): ``CHUNK_INTERVAL`` (TimescaleDB), ``COMPRESS_AFTER``
+(TimescaleDB compression; on Citus, columnar storage for old partitions, ``storage/columnar.py``)
 and ``RETENTION`` (TimescaleDB retention policy; on PostgreSQL, dropping old monthly
 partitions). Unset, the last two are off, and a policy set before is removed.
 """
@@ -23,7 +24,7 @@ from psycopg import sql
 
 from cartpulse.config import Settings
 from cartpulse.project.datasources import DataSource, for_settings
-from cartpulse.storage import citus, roles
+from cartpulse.storage import citus, columnar, roles
 from cartpulse.storage import engine as engines
 from cartpulse.storage.ddl import create_tables, ensure_touch_trigger
 from cartpulse.storage.engine import CITUS, POSTGRES, TIMESCALEDB  # noqa: F401 (callers' names)
@@ -114,12 +115,17 @@ def apply_policies(conn: psycopg.Connection, engine: str, settings: Settings, so
     answer queries; decompressing a whole table on a restart would be a surprise).
     On plain PostgreSQL there is no compression; RETENTION drops whole monthly
     partitions older than it, here at each start (a scheduler may call the same SQL
-    function, cartpulse.drop_expired_partitions).
+    function, cartpulse.drop_expired_partitions). On Citus, COMPRESS_AFTER converts the
+    distributed data sources' old monthly partitions to columnar storage, here and at
+    each refresh (storage/columnar.py); unset, converted partitions stay columnar.
     """
     wanted = {"COMPRESS_AFTER": settings.compress_after, "RETENTION": settings.retention}
     if engine != TIMESCALEDB:
-        if wanted["COMPRESS_AFTER"]:
-            log.warning("COMPRESS_AFTER is ignored: compression needs TimescaleDB")
+        if wanted["COMPRESS_AFTER"] and engine == CITUS and source.distribute_by is not None:
+            columnar.compress_old_partitions(conn, source, wanted["COMPRESS_AFTER"])
+        elif wanted["COMPRESS_AFTER"]:
+            log.warning("COMPRESS_AFTER is ignored for %s: compression needs TimescaleDB, or Citus with the"
+                        " data source distributed", source.name)
         if wanted["RETENTION"]:
             dropped = [r[0] for r in conn.execute(
                 "select cartpulse.drop_expired_partitions(%s::regclass, %s::interval)",
