@@ -29,7 +29,8 @@ from psycopg.conninfo import make_conninfo
 
 import expected
 from cartpulse.storage import citus, worker_logins
-from support import CARTPULSE, ndjson, truncate_events
+from cartpulse.storage.schema import create_storage
+from support import CARTPULSE, app_with, ndjson, truncate_events
 
 BASE = datetime(2026, 11, 2, tzinfo=timezone.utc)
 PIPES = {"top_products": expected.top_products, "events_by_country": expected.events_by_country,
@@ -308,3 +309,42 @@ def test_citus_holds_a_password_every_node_accepts_for_the_query_role_and_analys
         subprocess.run([CARTPULSE, "analyst", "delete", name], env=env, capture_output=True, timeout=120)
     with psycopg.connect(built.database_url) as conn:
         assert conn.execute("select count(*) from pg_dist_authinfo where rolename = %s", [name]).fetchone()[0] == 0
+
+
+def test_under_password_authentication_the_row_is_what_lets_citus_in(built, client, auth, tmp_path):
+    """Where the workers ask for a password (skipped on a cluster that trusts this
+    machine, as the shared test cluster does): without its pg_dist_authinfo row Citus
+    cannot log in as the query role; `cartpulse init` (create_storage) writes it again."""
+    with psycopg.connect(built.database_url) as conn:
+        host, port = citus.workers(conn)[0]
+    try:
+        psycopg.connect(make_conninfo(built.database_url, host=host, port=port, user="cartpulse_query",
+                                      password="", passfile=str(tmp_path / "none")), connect_timeout=10).close()
+        pytest.skip("the workers trust this machine: they ask no password, so none is proven needed")
+    except psycopg.OperationalError as err:
+        if "password" not in str(err):
+            raise
+
+    def count() -> int | str:  # in a new session: Citus keeps a session's connections to the workers
+        with psycopg.connect(built.database_url, autocommit=True) as conn:
+            conn.execute("set role cartpulse_query")
+            try:
+                return conn.execute("select count(*) from raw.ecommerce_events").fetchone()[0]
+            except psycopg.Error as err:  # a connection failure, as the worker's refusal comes
+                return str(err)
+
+    truncate_events(built.database_url)
+    assert count() == 0
+    with psycopg.connect(built.database_url, autocommit=True) as conn:
+        conn.execute("delete from pg_dist_authinfo where rolename = 'cartpulse_query'")
+    try:
+        refused = count()
+        assert "cartpulse_query@" in refused and "password" in refused, refused
+        # The Query API says what to run (its pooled sessions may hold connections made
+        # before: a fresh app's session has none).
+        with app_with(built) as fresh, fresh.test_client() as c:
+            r = c.get("/v0/sql", query_string={"q": "select count() from ecommerce_events"}, headers=auth)
+        assert r.status_code == 503 and "cartpulse init" in r.get_json()["error"], r.get_json()
+    finally:
+        create_storage(built.database_url, built)
+    assert count() == 0

@@ -6,16 +6,12 @@ the first wall would never let through."""
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
-from dataclasses import replace
-
 import psycopg
 import pytest
 
 from cartpulse.errors import ApiError
 from cartpulse.storage.query_role import QUERY_ROLE
-from support import EVENT, POST, count, ndjson
+from support import EVENT, POST, app_with, count, ndjson
 
 
 @pytest.fixture
@@ -109,26 +105,10 @@ def test_quoted_literals_stay_literals(client, auth, one_event):
     assert count(one_event.database_url) == 1
 
 
-@contextmanager
-def _app(built, **overrides):
-    """An app of its own with other settings; its statistics written and its pool closed
-    after (a row left queued would open a connection after the pool is gone)."""
-    from cartpulse.app import create_app
-
-    application = create_app(replace(built, **overrides))
-    application.config["TESTING"] = True
-    try:
-        yield application
-    finally:
-        application.extensions["cartpulse_stats"].flush()
-        application.extensions["cartpulse"].db.dispose()
-        gc.collect()  # anything of it left open warns here, in this test, not in a later one
-
-
 def test_row_and_byte_limits_refuse_rather_than_cut(built, auth, empty_events, client):
     events = [{**EVENT, "session_id": f"s{i}"} for i in range(30)]
     assert client.post(POST, data=ndjson(events), headers=auth).status_code in (200, 202)
-    with _app(built, query_max_rows=20, query_max_bytes=1000) as limited, limited.test_client() as c:
+    with app_with(built, query_max_rows=20, query_max_bytes=1000) as limited, limited.test_client() as c:
         r = c.get("/v0/sql", query_string={"q": "select session_id from ecommerce_events"}, headers=auth)
         assert r.status_code == 400 and r.get_json()["limit"] == "QUERY_MAX_ROWS"
         ok = c.get("/v0/sql", query_string={"q": "select session_id from ecommerce_events limit 20"}, headers=auth)
@@ -147,7 +127,7 @@ def test_a_statement_past_the_time_limit_is_408(built, auth, client, empty_event
     # 50^6 rows: hours, were it not stopped. Subqueries, which Citus reads into the
     # coordinator and joins there (it refuses a cross join of the distributed table itself).
     q = "select count() from " + ", ".join(f"(select * from ecommerce_events) {t}" for t in "abcdef")
-    with _app(built, query_timeout_ms=200) as slow, slow.test_client() as c:
+    with app_with(built, query_timeout_ms=200) as slow, slow.test_client() as c:
         r = c.get("/v0/sql", query_string={"q": q}, headers=auth)
     assert r.status_code == 408 and r.get_json()["limit"] == "QUERY_TIMEOUT_MS"
 

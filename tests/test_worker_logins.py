@@ -32,14 +32,13 @@ def test_without_a_superuser_it_says_what_an_operator_runs(database_url, engine)
     assert "superuser" in problem and "cartpulse init" in problem
 
 
-@pytest.mark.parametrize("refusal", [
-    'FATAL:  role "cartpulse_query" is not permitted to log in',
-    'FATAL:  password authentication failed for user "cartpulse_query"',
-    "fe_sendauth: no password supplied",
+@pytest.mark.parametrize("error, refusal", [
+    (psycopg.errors.InternalError_, 'FATAL:  role "cartpulse_query" is not permitted to log in'),
+    (psycopg.errors.InternalError_, 'FATAL:  password authentication failed for user "cartpulse_query"'),
+    (psycopg.errors.ConnectionFailure, "fe_sendauth: no password supplied"),
 ])
-def test_a_worker_refusing_the_query_role_is_a_503_naming_what_to_run(settings, refusal):
-    err = psycopg.errors.InternalError_(
-        f"connection to the remote node {QUERY_ROLE}@10.0.0.7:5432 failed with the following error: {refusal}")
+def test_a_worker_refusing_the_query_role_is_a_503_naming_what_to_run(settings, error, refusal):
+    err = error(f"connection to the remote node {QUERY_ROLE}@10.0.0.7:5432 failed with the following error: {refusal}")
     answer = sql_query._api_error(err, settings)
     assert isinstance(answer, ApiError) and answer.status == 503
     assert "cartpulse init" in answer.message and QUERY_ROLE in answer.message

@@ -37,12 +37,7 @@ import psycopg
 from psycopg import sql
 
 from cartpulse.access.auth import ADMIN, allows
-from cartpulse.errors import (
-    ApiError,
-    database_unavailable,
-    first_line,
-    worker_unreachable,
-)
+from cartpulse.errors import ApiError, database_unavailable, first_line
 from cartpulse.project.params import parse_request
 from cartpulse.serving.render import type_name
 from cartpulse.serving.sql_dialect import Compiled, Ref, Tables
@@ -218,8 +213,9 @@ def _size(value) -> int:
 
 def _api_error(err: psycopg.Error, settings) -> Exception:
     """A failed statement as the API answers it (the database being away stays a 503)."""
-    if worker_unreachable(err) and f"remote node {QUERY_ROLE}@" in str(err) and _LOGIN_REFUSED.search(str(err)):
-        # Citus reached the worker, which refused the role: set-up, not an outage.
+    if f"remote node {QUERY_ROLE}@" in str(err) and _LOGIN_REFUSED.search(first_line(err)):
+        # Citus reached the worker, which refused the role (an internal error or a
+        # connection failure, as the refusal comes): set-up, not an outage.
         return ApiError(503, f"the Query API is off: Citus cannot log in to a worker as {QUERY_ROLE}"
                              f" ({first_line(err)}); {OPERATOR}")
     if database_unavailable(err):
