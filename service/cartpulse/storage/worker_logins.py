@@ -69,10 +69,13 @@ def allowed(conn: psycopg.Connection) -> bool:
 
 def login_password(conn: psycopg.Connection, name: str) -> str:
     """The password of the existing role ``name`` (the key made first if missing)."""
-    with conn.transaction():
-        # One key per server, even when several databases start at once.
-        conn.execute("lock table pg_catalog.pg_authid in share row exclusive mode")
-        conn.execute(_MAKE_KEY.format(role=sql.Literal(KEY_ROLE)))
+    if conn.execute("select 1 from pg_authid where rolname = %s", [KEY_ROLE]).fetchone() is None:
+        with conn.transaction():
+            # One key per server, even when several databases start at once (the lock is
+            # taken only then: a transaction that made a role, as an analyst's creation
+            # does, would deadlock on it with another).
+            conn.execute("lock table pg_catalog.pg_authid in share row exclusive mode")
+            conn.execute(_MAKE_KEY.format(role=sql.Literal(KEY_ROLE)))
     return conn.execute(f"select {_PASSWORD}", {"role": name, "key": KEY_ROLE}).fetchone()[0]
 
 
