@@ -48,7 +48,11 @@
 {% materialization stable_view, adapter='postgres' %}
   {%- set target = this.incorporate(type='view') -%}
   {{ assert_contract(sql) }}
-  {%- set ddl = "create or replace view " ~ target ~ " as\n" ~ sql -%}
+  {%- if config.get('meta', {}).get('reads_as_owner') and cartpulse_engine() == 'citus' -%}
+    {%- set ddl = owner_rows_view(target, sql) -%}
+  {%- else -%}
+    {%- set ddl = "create or replace view " ~ target ~ " as\n" ~ sql -%}
+  {%- endif -%}
   {{ run_hooks(pre_hooks, inside_transaction=False) }}
   {{ run_hooks(pre_hooks, inside_transaction=True) }}
   {{ replace_if_changed(target, ddl, force=should_full_refresh(),
@@ -58,3 +62,31 @@
   {{ run_hooks(post_hooks, inside_transaction=False) }}
   {{ return({'relations': [target]}) }}
 {% endmaterialization %}
+
+{#- On Citus, a view whose model reads columns its readers may not (`meta: {reads_as_owner:
+    true}`: the analysts' pseudonyms of user_id and session_id). PostgreSQL reads a view's
+    tables with its owner's privileges, but Citus reads a distributed table's shards over
+    connections made as the reader, whom the workers refuse those columns. So the view
+    reads a PL/pgSQL function that runs as its owner (SECURITY DEFINER): the shards are
+    then read as the owner, as PostgreSQL would. Its price: the function returns every
+    row, so a reader's WHERE no longer reaches the shards (docs/citus.md). -#}
+{% macro owner_rows_view(target, sql) -%}
+  {%- set rows = adapter.quote(target.schema) ~ '.' ~ adapter.quote(target.identifier ~ '__rows') -%}
+  {%- set columns = [] -%}
+  {%- for column in model.columns.values() -%}
+    {%- do columns.append(adapter.quote(column.name) ~ ' ' ~ column.data_type) -%}
+  {%- endfor -%}
+  set local citus.enable_ddl_propagation = off;
+  drop function if exists {{ rows }}() cascade;
+  create function {{ rows }}() returns table ({{ columns | join(', ') }})
+  language plpgsql stable security definer set search_path = pg_catalog, pg_temp
+  as $rows$
+  #variable_conflict use_column
+  begin
+  return query
+{{ sql }}
+  ;
+  end
+  $rows$;
+  create or replace view {{ target }} as select * from {{ rows }}()
+{%- endmacro %}

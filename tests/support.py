@@ -60,6 +60,25 @@ def skip_on_citus(engine: str, why: str) -> None:
         pytest.skip(f"not on Citus: {why}")
 
 
+@contextmanager
+def app_with(settings, **overrides):
+    """An app of its own, with other settings; its statistics written and its pool closed
+    after (a row left queued would open a connection after the pool is gone)."""
+    import gc
+    from dataclasses import replace
+
+    from cartpulse.app import create_app
+
+    application = create_app(replace(settings, **overrides))
+    application.config["TESTING"] = True
+    try:
+        yield application
+    finally:
+        application.extensions["cartpulse_stats"].flush()
+        application.extensions["cartpulse"].db.dispose()
+        gc.collect()  # anything of it left open warns here, in this test, not in a later one
+
+
 def datasources(raw_schema: str = "raw", project_dir: Path | None = None):
     """The data sources the project declares (default: this repository's, in ``raw``)."""
     from cartpulse.config import PROJECT_DIR

@@ -17,12 +17,7 @@ import yaml
 from cartpulse.cli.analyst import login_url
 from cartpulse.config import PROJECT_DIR
 from cartpulse.storage import roles
-from support import EVENT, ndjson, skip_on_citus, truncate_events
-
-
-@pytest.fixture(autouse=True)
-def _not_on_citus(engine):
-    skip_on_citus(engine, "analyst logins are not given the workers' shards yet (docs/citus.md)")
+from support import EVENT, ndjson, truncate_events
 
 CARTPULSE = str(Path(sys.executable).parent / "cartpulse")
 

@@ -8,8 +8,12 @@ compared with Python, and a worker restarted during ingest loses nothing acknowl
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import random
+import re
 import subprocess
 import threading
 import time
@@ -17,14 +21,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
 import expected
-from cartpulse.storage import citus
-from support import truncate_events
+from cartpulse.storage import citus, worker_logins
+from cartpulse.storage.schema import create_storage
+from support import CARTPULSE, app_with, ndjson, truncate_events
 
 BASE = datetime(2026, 11, 2, tzinfo=timezone.utc)
 PIPES = {"top_products": expected.top_products, "events_by_country": expected.events_by_country,
@@ -132,12 +138,16 @@ def test_concurrent_ingest_across_workers_is_exact(live_server, built):
     assert len(acked) == len(sent)
     assert stored_per_batch(built.database_url) == {f"b{i}": size for i in acked}
     assert_exact(live_server, events)
-    with psycopg.connect(built.database_url) as conn:
-        nodes = {conn.execute(
+    assert len(workers_of(built.database_url, {e["product_id"] for e in events})) >= 2  # several workers
+
+
+def workers_of(url: str, products: set[str]) -> set[int]:
+    """The ports of the workers that hold these products' rows."""
+    with psycopg.connect(url) as conn:
+        return {conn.execute(
             "select n.nodeport from pg_dist_placement p join pg_dist_node n using (groupid)"
             " where p.shardid = get_shard_id_for_distribution_column('raw.ecommerce_events', %s::text)",
-            [e["product_id"]]).fetchone()[0] for e in events}
-        assert len(nodes) >= 2  # the batches really went to several workers
+            [product]).fetchone()[0] for product in products}
 
 
 def worker_restarter(url: str):
@@ -212,8 +222,129 @@ def test_a_worker_restarted_during_ingest_loses_nothing_acknowledged(live_server
     assert_exact(live_server, [e for i in sorted(sent) for e in sent[i]])
 
 
-def test_the_query_api_is_refused_naming_citus(client, auth):
-    """Not supported on Citus (docs/citus.md): a 400 that says so, not a 503 that invites
-    a retry, nor an answer without the workers' rows."""
-    r = client.get("/v0/sql", query_string={"q": "select count() as n from ecommerce_events"}, headers=auth)
-    assert r.status_code == 400 and "not supported on Citus" in r.get_json()["error"]
+def test_the_query_api_reads_the_workers_and_its_wall_holds_there(client, auth, built):
+    """The Query API on Citus: its answers include the rows on every worker, equal to
+    Python's; what it may not read stays refused; and on the workers the role may read
+    the events' shards and nothing else."""
+    truncate_events(built.database_url)
+    events = [e for i in range(4) for e in batch(2000 + i, 25)]
+    r = client.post("/v0/events?name=ecommerce_events", data=ndjson(events), headers=auth)
+    assert r.status_code == 202, r.get_json()
+    q = "select product_id, count() n, sum(quantity) q from ecommerce_events group by product_id order by product_id"
+    r = client.get("/v0/sql", query_string={"q": q}, headers=auth)
+    assert r.status_code == 200, r.get_json()
+    want = {}
+    for e in events:
+        n, q_ = want.get(e["product_id"], (0, 0))
+        want[e["product_id"]] = (n + 1, q_ + e["quantity"])
+    assert [(d["product_id"], d["n"], d["q"]) for d in r.get_json()["data"]] == [
+        (p, n, q_) for p, (n, q_) in sorted(want.items())]  # in order: ORDER BY holds across shards
+    assert len(workers_of(built.database_url, set(want))) >= 2  # the answer has rows of several workers
+    for statement in ("select * from cartpulse.tokens", "select * from analytics.rollup_purchases_daily",
+                      "select * from raw.ecommerce_events_pending", "select run_command_on_workers('select 1')"):
+        r = client.get("/v0/sql", query_string={"q": statement}, headers=auth)
+        assert r.status_code in (400, 403, 404), (statement, r.status_code, r.get_json())
+    readable = re.compile(r"raw\.ecommerce_events(_\d+)?")
+    with psycopg.connect(built.database_url) as conn:
+        found = conn.execute(
+            "select nodeport, success, result from run_command_on_workers($$"
+            " select coalesce(string_agg(n.nspname || '.' || c.relname, ' '), '') from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p', 'v', 'm', 'f')"
+            " and n.nspname not in ('pg_catalog', 'information_schema')"
+            " and not exists (select from pg_depend d where d.objid = c.oid and d.deptype = 'e')"
+            " and has_table_privilege('cartpulse_query', c.oid, 'select')$$)").fetchall()
+    assert len(found) >= 2 and all(ok for _, ok, _ in found), found
+    for port, _, relations in found:
+        assert relations and all(readable.fullmatch(r) for r in relations.split()), (port, relations)
+
+
+def scram_accepts(verifier: str, password: str) -> bool:
+    """RFC 5802 over PostgreSQL's SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>."""
+    method, rest = verifier.split("$", 1)
+    params, keys = rest.split("$")
+    iterations, salt = params.split(":")
+    stored, server = keys.split(":")
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return (method == "SCRAM-SHA-256" and base64.b64encode(hashlib.sha256(client_key).digest()).decode() == stored
+            and base64.b64encode(hmac.new(salted, b"Server Key", hashlib.sha256).digest()).decode() == server)
+
+
+def test_citus_holds_a_password_every_node_accepts_for_the_query_role_and_analysts(built):
+    """What Citus needs to log in to the workers as the query role and as an analyst
+    under password authentication (the test cluster trusts 127.0.0.1, so a working query
+    proves nothing of it): a pg_dist_authinfo row for every node, whose password each
+    node's SCRAM verifier of the role accepts; the analyst's is the one she was given.
+    Only superusers read the row; the key it derives from never reaches a worker."""
+    name = f"analyst_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DATABASE_URL": built.database_url, "CARTPULSE_STATE_DIR": str(built.state_dir)}
+    made = subprocess.run([CARTPULSE, "analyst", "create", name], env=env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0 and "cannot read" not in made.stderr, made.stderr
+    given = unquote(urlsplit(made.stdout.strip()).password)
+    try:
+        with psycopg.connect(built.database_url) as conn:
+            held = dict(conn.execute("select rolename, authinfo from pg_dist_authinfo where nodeid = 0").fetchall())
+            assert set(held) >= {"cartpulse_query", name}
+            passwords = {role: held[role].removeprefix("password=") for role in ("cartpulse_query", name)}
+            assert passwords[name] == given
+            assert all(len(p) == 64 for p in passwords.values()) and passwords[name] != passwords["cartpulse_query"]
+            for role, password in passwords.items():
+                states = [conn.execute("select rolcanlogin, rolpassword from pg_authid where rolname = %s",
+                                       [role]).fetchone()]
+                states += [(r.split(" ", 1)[0] == "true", r.split(" ", 1)[1]) for (r,) in conn.execute(
+                    "select result from run_command_on_workers(format("
+                    "'select rolcanlogin || '' '' || rolpassword from pg_authid where rolname = %%L', %s::text))",
+                    [role])]
+                assert len(states) == 1 + len(citus.workers(conn))
+                assert all(login and scram_accepts(verifier, password) for login, verifier in states), role
+                assert not conn.execute("select has_table_privilege(%s, 'pg_dist_authinfo', 'select')",
+                                        [role]).fetchone()[0]
+            key = conn.execute("select rolcanlogin, rolpassword is not null from pg_authid where rolname = %s",
+                               [worker_logins.KEY_ROLE]).fetchone()
+            assert key == (False, True)
+            assert {r for (r,) in conn.execute("select result from run_command_on_workers(format("
+                                               "'select count(*) from pg_roles where rolname = %%L', %s::text))",
+                                               [worker_logins.KEY_ROLE])} == {"0"}
+    finally:
+        subprocess.run([CARTPULSE, "analyst", "delete", name], env=env, capture_output=True, timeout=120)
+    with psycopg.connect(built.database_url) as conn:
+        assert conn.execute("select count(*) from pg_dist_authinfo where rolename = %s", [name]).fetchone()[0] == 0
+
+
+def test_under_password_authentication_the_row_is_what_lets_citus_in(built, client, auth, tmp_path):
+    """Where the workers ask for a password (skipped on a cluster that trusts this
+    machine, as the shared test cluster does): without its pg_dist_authinfo row Citus
+    cannot log in as the query role; `cartpulse init` (create_storage) writes it again."""
+    with psycopg.connect(built.database_url) as conn:
+        host, port = citus.workers(conn)[0]
+    try:
+        psycopg.connect(make_conninfo(built.database_url, host=host, port=port, user="cartpulse_query",
+                                      password="", passfile=str(tmp_path / "none")), connect_timeout=10).close()
+        pytest.skip("the workers trust this machine: they ask no password, so none is proven needed")
+    except psycopg.OperationalError as err:
+        if "password" not in str(err):
+            raise
+
+    def count() -> int | str:  # in a new session: Citus keeps a session's connections to the workers
+        with psycopg.connect(built.database_url, autocommit=True) as conn:
+            conn.execute("set role cartpulse_query")
+            try:
+                return conn.execute("select count(*) from raw.ecommerce_events").fetchone()[0]
+            except psycopg.Error as err:  # a connection failure, as the worker's refusal comes
+                return str(err)
+
+    truncate_events(built.database_url)
+    assert count() == 0
+    with psycopg.connect(built.database_url, autocommit=True) as conn:
+        conn.execute("delete from pg_dist_authinfo where rolename = 'cartpulse_query'")
+    try:
+        refused = count()
+        assert "cartpulse_query@" in refused and "password" in refused, refused
+        # The Query API says what to run (its pooled sessions may hold connections made
+        # before: a fresh app's session has none).
+        with app_with(built) as fresh, fresh.test_client() as c:
+            r = c.get("/v0/sql", query_string={"q": "select count() from ecommerce_events"}, headers=auth)
+        assert r.status_code == 503 and "cartpulse init" in r.get_json()["error"], r.get_json()
+    finally:
+        create_storage(built.database_url, built)
+    assert count() == 0

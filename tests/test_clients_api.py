@@ -37,7 +37,7 @@ from real_clients import (
 )
 
 import expected
-from support import count, skip_on_citus
+from support import count
 
 PIPE_NAMES = sorted(["top_products", "events_by_country", "total_revenue"])
 
@@ -186,9 +186,8 @@ def test_tokens_listed_with_scope_objects(clients):
         clients.server.request("DELETE", "/v0/tokens/clients-scopes")
 
 
-def test_query_api_through_each_client(clients, events, engine):
+def test_query_api_through_each_client(clients, events):
     """SQL. The SDKs POST the SQL as text/plain without FORMAT; verdin GETs with ``FORMAT JSON``."""
-    skip_on_citus(engine, "the Query API is refused on Citus (test_citus.py checks the 400)")
     purchases = sum(e["event_type"] == "purchase" for e in events)
     sql = "select count() as n from ecommerce_events where event_type = 'purchase'"
     for driver in (clients.tinybird_sdk, clients.ts_sdk, clients.verdin):
@@ -199,9 +198,8 @@ def test_query_api_through_each_client(clients, events, engine):
     assert expected.same(pipe["data"], want)
 
 
-def test_q_on_a_pipe_pages_and_counts(clients, events, engine):
+def test_q_on_a_pipe_pages_and_counts(clients, events):
     """Q. verdin's ``pipe.sql`` and ``pipe.pages`` run SQL over the pipe's result as ``_``."""
-    skip_on_citus(engine, "the Query API is refused on Citus (test_citus.py checks the 400)")
     want = expected.events_by_country(events)
     answer = ok(clients.verdin("pipe_sql", pipe="events_by_country", sql="select count() as n from _"))
     assert [int(r["n"]) if "n" in r else r for r in answer["data"]] == [len(want)], answer
@@ -210,9 +208,8 @@ def test_q_on_a_pipe_pages_and_counts(clients, events, engine):
     assert expected.same([row for page in pages for row in page], want)
 
 
-def test_datasources_ops_log_records_an_import(clients, empty_events, engine):
+def test_datasources_ops_log_records_an_import(clients, empty_events):
     """OPS_LOG: verdin's NDJSON import shows in ``tinybird.datasources_ops_log`` with its rows."""
-    skip_on_citus(engine, "the Query API is refused on Citus (test_citus.py checks the 400)")
     events = sample(30, seed=23)
     appended = ok(clients.verdin("append_ndjson", datasource=DS, records=events))
     import_id = appended["body"]["import_id"]
@@ -221,11 +218,10 @@ def test_datasources_ops_log_records_an_import(clients, empty_events, engine):
     assert [(r["datasource_name"], int(r["rows"])) for r in answer["data"]] == [(DS, 30)], answer
 
 
-def test_pipe_stats_rt_counts_the_calls_a_client_made(clients, events, engine):
+def test_pipe_stats_rt_counts_the_calls_a_client_made(clients, events):
     """PIPE_STATS: the calls an SDK made are rows of ``tinybird.pipe_stats_rt``, read back
     through the Query API by the other SDK. Rows are written about a second after each
     request (ops/pipe_stats.py), so the read is repeated until they are there."""
-    skip_on_citus(engine, "the Query API is refused on Citus (test_citus.py checks the 400)")
     import random
     import time
 

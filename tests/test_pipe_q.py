@@ -9,12 +9,7 @@ import json
 
 import pytest
 
-from support import EVENT, POST, ndjson, skip_on_citus
-
-
-@pytest.fixture(autouse=True)
-def _not_on_citus(engine):
-    skip_on_citus(engine, "q= is the Query API, refused on Citus (test_citus.py checks the 400)")
+from support import EVENT, POST, ndjson
 
 
 @pytest.fixture

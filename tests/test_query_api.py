@@ -12,12 +12,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from support import POST, ndjson, skip_on_citus
-
-
-@pytest.fixture(autouse=True)
-def _not_on_citus(engine):
-    skip_on_citus(engine, "the Query API is refused on Citus (its NOLOGIN role cannot reach the workers; test_citus.py checks the 400)")
+from support import POST, ndjson
 
 BASE = datetime(2026, 10, 5, 9, 0, 0)
 COUNTRIES = ["France", "Spain", "US"]
@@ -63,12 +58,13 @@ def by_bucket(events, minutes: int) -> dict[datetime, list[dict]]:
     return dict(sorted(buckets.items()))
 
 
-def test_count_in_tinybirds_json_shape(client, auth, events):
+def test_count_in_tinybirds_json_shape(client, auth, events, engine):
     body = sql(client, auth, "select count() from ecommerce_events FORMAT JSON").get_json()
     assert body["meta"] == [{"name": "count()", "type": "Int64"}]
     assert body["data"] == [{"count()": len(events)}] and body["rows"] == 1
     assert set(body["statistics"]) >= {"elapsed", "rows_read", "bytes_read"}
-    assert body["statistics"]["rows_read"] >= len(events) and body["statistics"]["bytes_read"] > 0
+    if engine != "citus":  # there they count the coordinator's tables only, not the workers' (docs/citus.md)
+        assert body["statistics"]["rows_read"] >= len(events) and body["statistics"]["bytes_read"] > 0
 
 
 def test_get_post_text_and_post_form_answer_alike(client, auth, events):

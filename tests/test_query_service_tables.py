@@ -7,12 +7,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from support import EVENT, POST, ndjson, skip_on_citus
-
-
-@pytest.fixture(autouse=True)
-def _not_on_citus(engine):
-    skip_on_citus(engine, "the Query API is refused on Citus (its NOLOGIN role cannot reach the workers; test_citus.py checks the 400)")
+from support import EVENT, POST, ndjson
 
 
 @pytest.fixture

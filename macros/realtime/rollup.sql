@@ -186,10 +186,13 @@ select * from (
         so the table, its absorbed snapshot and the pending rows could be read at
         different moments (docs/citus.md). Inside a PL/pgSQL function they are one
         statement that only PostgreSQL plans: one snapshot, as the argument needs. The
-        function and view are the coordinator's alone (workers never read them). -#}
+        function and view are the coordinator's alone (workers never read them). It runs
+        as its owner, as the view would: readers of the view (analysts) need no access
+        to rollup_state or the pending rows (docs/analysts.md). -#}
     set local citus.enable_ddl_propagation = off;
     create or replace function {{ live_in }}(timestamptz, timestamptz) returns setof {{ target }}
-    language plpgsql stable set plan_cache_mode = force_custom_plan
+    language plpgsql stable security definer set search_path = pg_catalog, pg_temp
+    set plan_cache_mode = force_custom_plan
     as $live$
     begin
     return query

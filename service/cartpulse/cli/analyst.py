@@ -15,7 +15,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from cartpulse.storage import roles
+from cartpulse.storage import engine, roles, worker_logins
 
 
 def add_parser(sub) -> None:
@@ -52,17 +52,25 @@ def cmd_analyst(url: str, args) -> int:
                     print("cartpulse analyst create: CartPulse's database user may not create roles"
                           " (it needs CREATEROLE)", file=sys.stderr)
                     return 1
-                password = roles.create_login(conn, args.name, roles.ANALYSTS)
+                citus = engine.current(conn) == engine.CITUS
+                # On Citus, a password the coordinator can give Citus (storage/worker_logins.py).
+                derive = worker_logins.login_password if citus and worker_logins.allowed(conn) else None
+                password = roles.create_login(conn, args.name, roles.ANALYSTS, derive)
+                if citus:
+                    problem = worker_logins.provision(conn, [args.name])
+                    if problem:
+                        print(f"cartpulse analyst create: the login cannot read the distributed tables yet: {problem}",
+                              file=sys.stderr)
                 print(f"analyst login {args.name} created; its password is in this URL, shown this once:",
                       file=sys.stderr)
                 print(login_url(url, args.name, password))
             elif args.action == "delete":
                 roles.drop_login(conn, args.name, roles.ANALYSTS)
+                if engine.current(conn) == engine.CITUS:
+                    worker_logins.forget(conn, args.name)
                 print(f"deleted {args.name}", file=sys.stderr)
             else:
-                for (name,) in conn.execute(
-                        "select r.rolname from pg_auth_members m join pg_roles r on r.oid = m.member"
-                        " join pg_roles g on g.oid = m.roleid where g.rolname = %s order by 1", [roles.ANALYSTS]):
+                for name in roles.members(conn, roles.ANALYSTS):
                     print(name)
     except ValueError as err:
         print(f"cartpulse analyst {args.action}: {err}", file=sys.stderr)

@@ -11,10 +11,14 @@ Query API exposes. Here, in one transaction on the primary:
    models it is built from;
 3. ``SET LOCAL ROLE cartpulse_query`` (storage/query_role.py: SELECT on the data sources
    and Tinybird's service views, nothing else) and ``search_path`` = ``pg_catalog`` only;
-4. the statement, wrapped as ``select * from (…) limit QUERY_MAX_ROWS + 1`` and read
-   through a server-side cursor in batches, stops as soon as the answer passes
-   ``QUERY_MAX_ROWS`` rows or about ``QUERY_MAX_BYTES``: an answer past a limit is an
-   error naming it, never a cut-off result.
+4. the statement, wrapped as ``select * from (…) limit QUERY_MAX_ROWS + 1`` (on Citus
+   as written: its ORDER BY would not survive the wrapper) and read through a
+   server-side cursor in batches, stops as soon as the answer passes ``QUERY_MAX_ROWS``
+   rows or about ``QUERY_MAX_BYTES``: an answer past a limit is an error naming it,
+   never a cut-off result.
+
+On Citus the role's connections to the workers are made by Citus with the login
+storage/worker_logins.py sets up; a worker refusing it is a 503 saying what to run.
 
 ``statistics.rows_read``/``bytes_read`` are counted as pipe reads are (``ReadCounters``),
 over everything the transaction read: the pipes' queries and the statement, TimescaleDB
@@ -23,6 +27,7 @@ chunks and the tables under the ``tinybird`` views included.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import date, datetime
@@ -38,6 +43,7 @@ from cartpulse.serving.render import type_name
 from cartpulse.serving.sql_dialect import Compiled, Ref, Tables
 from cartpulse.storage import engine
 from cartpulse.storage.query_role import QUERY_ROLE, SERVICE_VIEWS
+from cartpulse.storage.worker_logins import OPERATOR
 
 #: Rows fetched per round trip from the statement's cursor.
 BATCH = 1000
@@ -45,6 +51,10 @@ NUMERIC = 1700  # the type OID of PostgreSQL's numeric
 #: Schemas whose tables a statement may read besides the data sources' and the models':
 #: the service's own (under the tinybird views) and TimescaleDB's chunks.
 WATCHED = ("cartpulse", "_timescaledb_internal")
+#: How a worker refuses the login Citus opened for the query role (docs/citus.md).
+#: How sqlglot begins a statement with its own CTEs (the pipes' join them).
+_WITH = re.compile(r"WITH (RECURSIVE )?")
+_LOGIN_REFUSED = re.compile(r"not permitted to log in|password|does not exist|no pg_hba\.conf entry")
 
 
 def tables(state, this: bool = False) -> Tables:
@@ -91,11 +101,13 @@ def execute(state, compiled: Compiled, pipes: dict[str, tuple], pipe_sql: Callab
             conn.rollback()  # SET TRANSACTION must come first in its transaction
             conn.execute("set transaction read only")
             conn.execute(f"set local statement_timeout = {int(settings.query_timeout_ms)}")
+            citus = engine.current(conn) == engine.CITUS
             before = conn.execute(counters.READ, [watched.schemas]).fetchone()
             ctes, params = _pipe_ctes(conn, pipes, pipe_sql)
             conn.execute("set local search_path = pg_catalog")
             _become_reader(conn)
-            meta, rows = _fetch(conn, _statement(compiled.sql, ctes, settings.query_max_rows), params, settings)
+            statement = _statement(compiled.sql, ctes, settings.query_max_rows, citus)
+            meta, rows = _fetch(conn, statement, params, settings)
             conn.execute("reset role")
             after = conn.execute(counters.READ, [watched.schemas]).fetchone()
     except psycopg.Error as err:
@@ -123,21 +135,28 @@ def _pipe_ctes(conn, pipes: dict[str, tuple], pipe_sql: Callable) -> tuple[list[
     return ctes, params
 
 
-def _statement(user_sql: str, ctes: list, max_rows: int) -> sql.Composed:
+def _statement(user_sql: str, ctes: list, max_rows: int, citus: bool) -> sql.Composed:
     # The caller's SQL goes in as text already checked and written by sqlglot; `%` is
     # doubled because psycopg reads placeholders in it (the pipes' arrays are bound).
-    body = sql.SQL("select * from ({}) as \"__query\" limit {}").format(
-        sql.SQL(user_sql.replace("%", "%%")), sql.Literal(max_rows + 1))
+    user = sql.SQL(user_sql.replace("%", "%%"))
+    if citus:
+        # Citus pushes a subquery down to the shards and concatenates their rows: the
+        # wrapper below would lose the statement's ORDER BY. It runs as written, bounded
+        # by the cursor's checks alone; the pipes' CTEs join any it has.
+        if not ctes:
+            return user
+        head = _WITH.match(user_sql)
+        if head:
+            return sql.SQL("{}{}, {}").format(sql.SQL(head.group(0)), sql.SQL(", ").join(ctes),
+                                              sql.SQL(user_sql[head.end():].replace("%", "%%")))
+        return sql.SQL("with {} {}").format(sql.SQL(", ").join(ctes), user)
+    body = sql.SQL("select * from ({}) as \"__query\" limit {}").format(user, sql.Literal(max_rows + 1))
     if not ctes:
         return body
     return sql.SQL("with {} {}").format(sql.SQL(", ").join(ctes), body)
 
 
 def _become_reader(conn) -> None:
-    if engine.current(conn) == engine.CITUS:
-        raise ApiError(400, f"the Query API is not supported on Citus: it runs your SQL as the NOLOGIN role"
-                            f" {QUERY_ROLE}, and Citus reads the workers' shards over connections made as"
-                            " the current role (docs/citus.md); read the pipes instead")
     try:
         with conn.transaction():
             conn.execute(sql.SQL("set local role {}").format(sql.Identifier(QUERY_ROLE)))
@@ -194,6 +213,11 @@ def _size(value) -> int:
 
 def _api_error(err: psycopg.Error, settings) -> Exception:
     """A failed statement as the API answers it (the database being away stays a 503)."""
+    if f"remote node {QUERY_ROLE}@" in str(err) and _LOGIN_REFUSED.search(first_line(err)):
+        # Citus reached the worker, which refused the role (an internal error or a
+        # connection failure, as the refusal comes): set-up, not an outage.
+        return ApiError(503, f"the Query API is off: Citus cannot log in to a worker as {QUERY_ROLE}"
+                             f" ({first_line(err)}); {OPERATOR}")
     if database_unavailable(err):
         return err
     if isinstance(err, psycopg.errors.QueryCanceled):

@@ -9,6 +9,10 @@ it: the service runs a pipe's function itself and hands its rows to the statemen
 bound values. This is the second wall; the first is the check of the statement's parsed
 form (serving/sql_dialect.py), which refuses any other table, schema or function.
 
+On Citus the role is also a login on every node, with a password only Citus holds:
+Citus reads the workers' shards over connections made as the current role
+(storage/worker_logins.py). Its grants on a distributed table reach the shards.
+
 Roles belong to the server, not to one database: every CartPulse database on a server
 shares the role, each granting it its own tables. Creating it needs CREATEROLE (or a
 superuser); without it, ``create_storage`` logs a warning and the Query API answers 503

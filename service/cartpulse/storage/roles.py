@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 
 import psycopg
 from psycopg import errors, sql
@@ -53,30 +54,37 @@ def check_name(name: str) -> str:
     return name
 
 
-def create_login(conn: psycopg.Connection, name: str, group: str) -> str:
-    """Create the login ``name`` in ``group``, read-only by default; return its password.
+def create_login(conn: psycopg.Connection, name: str, group: str,
+                 derive: Callable[[psycopg.Connection, str], str] | None = None) -> str:
+    """Create the login ``name`` in ``group``, read-only by default; return its password:
+    random, or ``derive(conn, name)`` once the role exists (on Citus, a password the
+    coordinator can derive again to log in to the workers: storage/worker_logins.py).
 
     The password goes to the server as a SCRAM verifier computed here, so the plain text
     is in no statement (nor in a server log of statements)."""
     check_name(name)
     if conn.execute("select 1 from pg_roles where rolname = %s", [name]).fetchone():
         raise ValueError(f"the role {name} exists already")
-    password = secrets.token_urlsafe(24)
-    verifier = conn.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256").decode()
     with conn.transaction():
-        conn.execute(sql.SQL("create role {} login password {} in role {}").format(
-            sql.Identifier(name), sql.Literal(verifier), sql.Identifier(group)))
+        conn.execute(sql.SQL("create role {} login in role {}").format(sql.Identifier(name), sql.Identifier(group)))
+        password = derive(conn, name) if derive else secrets.token_urlsafe(24)
+        verifier = conn.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256").decode()
+        conn.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(name), sql.Literal(verifier)))
         # Belt and braces: the group holds no write privilege anyway.
         conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(name)))
     return password
 
 
+def members(conn: psycopg.Connection, group: str) -> list[str]:
+    """The roles that are members of ``group``, by name."""
+    return [name for (name,) in conn.execute(
+        "select r.rolname from pg_auth_members m join pg_roles r on r.oid = m.member"
+        " join pg_roles g on g.oid = m.roleid where g.rolname = %s order by 1", [group])]
+
+
 def drop_login(conn: psycopg.Connection, name: str, group: str) -> None:
     """Drop the login ``name``, only if it is a member of ``group`` (never another role)."""
     check_name(name)
-    member = conn.execute("select 1 from pg_auth_members m join pg_roles r on r.oid = m.member"
-                          " join pg_roles g on g.oid = m.roleid where r.rolname = %s and g.rolname = %s",
-                          [name, group]).fetchone()
-    if not member:
+    if name not in members(conn, group):
         raise ValueError(f"{name} is not an analyst login (a member of {group})")
     conn.execute(sql.SQL("drop role {}").format(sql.Identifier(name)))

@@ -24,11 +24,11 @@ from psycopg import sql
 
 from cartpulse.config import Settings
 from cartpulse.project.datasources import DataSource, for_settings
-from cartpulse.storage import citus, columnar, roles
+from cartpulse.storage import citus, columnar, roles, worker_logins
 from cartpulse.storage import engine as engines
 from cartpulse.storage.ddl import create_tables, ensure_touch_trigger
 from cartpulse.storage.engine import CITUS, POSTGRES, TIMESCALEDB  # noqa: F401 (callers' names)
-from cartpulse.storage.query_role import provision_query_role
+from cartpulse.storage.query_role import QUERY_ROLE, provision_query_role
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,22 @@ def create_storage(url: str, settings: Settings, datasources: dict[str, DataSour
                 ensure_touch_trigger(conn, source, source.pending if distributed else source.name)
                 apply_policies(conn, engine, settings, source)
             conn.execute(_sql("service_datasources.sql"))
-            provision_query_role(conn, datasources)
-            roles.ensure_group(conn, roles.ANALYSTS)  # dbt grants it read access (storage/roles.py)
+            queries = provision_query_role(conn, datasources)
+            analysts = roles.ensure_group(conn, roles.ANALYSTS)  # dbt grants it read access (storage/roles.py)
+            if engine == CITUS and queries:
+                _worker_logins(conn, [QUERY_ROLE] + (roles.members(conn, roles.ANALYSTS) if analysts else []))
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('cartpulse.create_storage'))")
     log.info("storage ready (engine: %s; data sources: %s)", engine, ", ".join(datasources) or "none")
     return engine
+
+
+def _worker_logins(conn: psycopg.Connection, names: list[str]) -> None:
+    """On Citus, the logins the coordinator opens on the workers for the Query API's role
+    and the analysts (storage/worker_logins.py); a warning saying what to run when not allowed."""
+    problem = worker_logins.provision(conn, names, own=(QUERY_ROLE,))
+    if problem:
+        log.warning("the Query API and analyst logins cannot read the distributed tables: %s", problem)
 
 
 def _hypertable(conn: psycopg.Connection, source: DataSource, chunk_interval: str) -> None:
