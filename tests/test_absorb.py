@@ -38,6 +38,17 @@ def post(client, auth, events):
     assert r.status_code == 202 and r.get_json()["successful_rows"] == len(events), r.get_json()
 
 
+def in_every_state(client, auth, built, first: list[dict], second: list[dict], third: list[dict]) -> list[dict]:
+    """Events in every state a read merges: ``first`` absorbed by `dbt run`, ``second``
+    by `cartpulse.absorb()`, ``third`` left pending. All of them, in that order."""
+    post(client, auth, first)
+    dbt_ok(built, "run", "--select", "rollups")
+    post(client, auth, second)
+    absorb(built.database_url)
+    post(client, auth, third)
+    return first + second + third
+
+
 def answers(client, auth) -> list[list[dict]]:
     out = []
     for pipe, params in CALLS:

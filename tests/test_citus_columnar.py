@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
-from test_absorb import absorb
+from test_absorb import in_every_state, post
 from test_erase import _env
 
 import expected
@@ -30,7 +30,6 @@ from cartpulse.storage import columnar
 from cartpulse.storage.schema import create_storage
 from support import CARTPULSE, dbt_ok, ndjson, truncate_events
 
-POST = "/v0/events?name=ecommerce_events"
 PERSON = "u-columnar-erased"
 NOW = datetime.now(timezone.utc)
 CURRENT = NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -95,11 +94,6 @@ def shard_methods(url: str) -> dict[str, set[str]]:
     return found
 
 
-def post(client, auth, events):
-    r = client.post(POST, data=ndjson(events), headers=auth)
-    assert r.status_code == 202 and r.get_json()["successful_rows"] == len(events), r.get_json()
-
-
 def assert_exact(client, auth, events):
     for pipe, compute in PIPES.items():
         for params in RANGES:
@@ -144,11 +138,7 @@ def history(app, built, auth, compress):
     events = gen.events(1500)
     for e in events[::50]:  # the person erased below, in every month
         e["user_id"] = PERSON
-    post(client, auth, events[:700])
-    dbt_ok(built, "run", "--select", "rollups")
-    post(client, auth, events[700:1200])
-    absorb(built.database_url)
-    post(client, auth, events[1200:])
+    in_every_state(client, auth, built, events[:700], events[700:1200], events[1200:])
     assert {name(b) for b in range(5)} <= set(methods(built.database_url))
     assert_exact(client, auth, events)
     before = version(built.database_url)

@@ -19,24 +19,21 @@ from test_absorb import (
     absorb,
     answers,
     assert_exact,
+    in_every_state,
     insert,
     killed_while_waiting,
     pending,
+    post,
     wait_for_lock_wait,
 )
 
 import expected
 from cartpulse.cli.event_generator import EventGenerator
-from support import CARTPULSE, EVENT, dbt_ok, ndjson, truncate_events
+from support import CARTPULSE, EVENT, dbt_ok, truncate_events
 
 POST = "/v0/events?name=ecommerce_events"
 DELETE = "/v0/datasources/ecommerce_events/delete"
 START = datetime(2026, 9, 1, tzinfo=timezone.utc)
-
-
-def post(client, auth, events):
-    r = client.post(POST, data=ndjson(events), headers=auth)
-    assert r.status_code == 202 and r.get_json()["successful_rows"] == len(events), r.get_json()
 
 
 def delete(client, auth, condition: str, path: str = DELETE, **extra) -> dict:
@@ -59,14 +56,8 @@ def history(app, built, auth):
     truncate_events(built.database_url)
     client = app.test_client()
     gen = EventGenerator(seed=15, products=60, start=START, span=timedelta(days=3))
-    first, second, third = gen.events(600), gen.events(300), gen.events(200)
-    post(client, auth, first)
-    dbt_ok(built, "run", "--select", "rollups")
-    post(client, auth, second)
-    absorb(built.database_url)
     late = [gen.event(when=START - timedelta(days=40, minutes=i)) for i in range(10)]
-    post(client, auth, third + late)
-    return first + second + third + late
+    return in_every_state(client, auth, built, gen.events(600), gen.events(300), gen.events(200) + late)
 
 
 def test_a_delete_is_exact_at_once_then_absorbed_then_fully_refreshed(client, auth, history, built):

@@ -12,20 +12,14 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from test_absorb import absorb, answers, assert_exact, insert
+from test_absorb import absorb, answers, assert_exact, in_every_state, insert
 
 from cartpulse.cli.event_generator import EventGenerator
 from support import EVENT, dbt_ok, ndjson, truncate_events
 
-POST = "/v0/events?name=ecommerce_events"
 REPLACE = "/v0/datasources"
 QUERY = {"name": "ecommerce_events", "mode": "replace", "format": "ndjson"}
 START = datetime(2026, 8, 1, tzinfo=timezone.utc)
-
-
-def post(client, auth, events):
-    r = client.post(POST, data=ndjson(events), headers=auth)
-    assert r.status_code == 202 and r.get_json()["successful_rows"] == len(events), r.get_json()
 
 
 def replace(client, auth, events, condition: str | None = None, **headers) -> dict:
@@ -41,13 +35,7 @@ def history(app, built, auth):
     truncate_events(built.database_url)
     client = app.test_client()
     gen = EventGenerator(seed=31, products=40, start=START, span=timedelta(days=3))
-    first, second, third = gen.events(300), gen.events(200), gen.events(100)
-    post(client, auth, first)
-    dbt_ok(built, "run", "--select", "rollups")
-    post(client, auth, second)
-    absorb(built.database_url)
-    post(client, auth, third)
-    return first + second + third
+    return in_every_state(client, auth, built, gen.events(300), gen.events(200), gen.events(100))
 
 
 def test_replace_with_a_condition(client, auth, history, built):
