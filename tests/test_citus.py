@@ -28,6 +28,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 import expected
+from cartpulse.project.datasources import for_settings
 from cartpulse.storage import citus, worker_logins
 from cartpulse.storage.schema import create_storage
 from support import CARTPULSE, app_with, ndjson, truncate_events
@@ -220,6 +221,23 @@ def test_a_worker_restarted_during_ingest_loses_nothing_acknowledged(live_server
     assert all(status >= 500 for status in failures), failures  # only the outage: no 4xx
     assert stored_per_batch(built.database_url) == {f"b{1000 + i}": size for i in sent}
     assert_exact(live_server, [e for i in sorted(sent) for e in sent[i]])
+
+
+def test_init_says_when_sessions_keep_fewer_connections_than_shards_per_worker(built, caplog):
+    """As Citus comes, a session keeps one connection per worker, and each batch opens
+    one per shard there (docs/citus.md, "Set-up"): cartpulse init says what to set."""
+    source = for_settings(built)["ecommerce_events"]
+    with psycopg.connect(built.database_url) as conn:
+        per_worker = max(n for (n,) in conn.execute(
+            "select count(*) from pg_dist_shard s join pg_dist_placement p using (shardid)"
+            " where s.logicalrelid = 'raw.ecommerce_events'::regclass group by p.groupid"))
+        assert per_worker > 1
+        with caplog.at_level("WARNING", logger="cartpulse.storage.citus"):
+            advice = citus.advise_cached_connections(conn, source)
+        assert advice and f"set citus.max_cached_conns_per_worker = {per_worker}" in advice
+        assert advice in caplog.text
+        conn.execute(f"set citus.max_cached_conns_per_worker = {per_worker}")
+        assert citus.advise_cached_connections(conn, source) is None
 
 
 def test_the_query_api_reads_the_workers_and_its_wall_holds_there(client, auth, built):

@@ -14,6 +14,7 @@ database), so the tests' throwaway databases are made by ``create_cluster_databa
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 
@@ -22,6 +23,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cartpulse.project.datasources import DataSource
+
+log = logging.getLogger(__name__)
 
 
 def distribute(conn: psycopg.Connection, source: DataSource) -> None:
@@ -33,6 +36,30 @@ def distribute(conn: psycopg.Connection, source: DataSource) -> None:
                         [source.regclass()]).fetchone()
     if done is None:
         conn.execute("select create_distributed_table(%s::regclass, %s)", [source.regclass(), source.distribute_by])
+    advise_cached_connections(conn, source)
+
+
+def advise_cached_connections(conn: psycopg.Connection, source: DataSource) -> str | None:
+    """Say (a logged warning, also returned) when sessions keep fewer connections to each
+    worker than the data source has shards there: every batch then opens the others and
+    closes them at its commit, a backend started on the worker per shard per batch, which
+    cost the workers 6× more CPU per event (docs/citus.md, "Set-up"). Left to the operator,
+    since keeping them multiplies the connections a worker holds by the coordinator's
+    sessions; None when nothing needs saying."""
+    kept, shards = conn.execute(
+        "select current_setting('citus.max_cached_conns_per_worker')::int,"
+        " (select max(n) from (select count(*) as n from pg_dist_shard s"
+        " join pg_dist_placement p using (shardid) where s.logicalrelid = %s::regclass group by p.groupid) w)",
+        [source.regclass()]).fetchone()
+    if shards is None or kept >= shards:
+        return None
+    database = conn.info.dbname
+    advice = (f"each ingest batch into {source.name} opens up to {shards} connections per worker and keeps"
+              f" {kept} (citus.max_cached_conns_per_worker): to keep them, run on the coordinator"
+              f" `alter database \"{database}\" set citus.max_cached_conns_per_worker = {shards}` and restart"
+              " the API, with the workers' max_connections sized for it (docs/citus.md, \"Set-up\")")
+    log.warning("%s", advice)
+    return advice
 
 
 def recover(conn: psycopg.Connection) -> None:
