@@ -64,6 +64,17 @@ def assert_exact(client, auth, history):
         assert expected.same(got, want), (pipe, params, got[:3], want[:3])
 
 
+def assert_exact_absorbed_and_rebuilt(client, auth, built, history) -> None:
+    """Every answer equals Python's over ``history`` at once and again once everything
+    pending is absorbed, and a full rebuild of the rollups changes none of them."""
+    assert_exact(client, auth, history)
+    absorb(built.database_url)
+    assert_exact(client, auth, history)
+    before = answers(client, auth)
+    dbt_ok(built, "run", "--full-refresh", "--select", "rollups")
+    assert answers(client, auth) == before
+
+
 def pending(url: str) -> int:
     with psycopg.connect(url) as conn:
         return conn.execute("select count(*) from raw.ecommerce_events_pending").fetchone()[0]

@@ -19,6 +19,7 @@ from test_absorb import (
     absorb,
     answers,
     assert_exact,
+    assert_exact_absorbed_and_rebuilt,
     in_every_state,
     insert,
     killed_while_waiting,
@@ -244,7 +245,6 @@ def test_the_cli_deletes_and_dry_runs(built, client, auth, history):
 
 
 def test_truncate_empties_every_endpoint_and_ingest_goes_on(client, auth, history, built):
-    url = built.database_url
     r = client.post("/v0/datasources/ecommerce_events/truncate", headers=auth)
     assert r.status_code == 200 and r.get_json()["rows_affected"] == len(history), r.get_json()
     assert r.get_json()["kind"] == "truncate_data"
@@ -253,12 +253,7 @@ def test_truncate_empties_every_endpoint_and_ingest_goes_on(client, auth, histor
     fresh = [{**EVENT, "user_id": f"after-{i}", "quantity": i + 1} for i in range(5)]
     post(client, auth, fresh)
     history.extend(fresh)
-    assert_exact(client, auth, history)
-    absorb(url)
-    assert_exact(client, auth, history)
-    before = answers(client, auth)
-    dbt_ok(built, "run", "--full-refresh", "--select", "rollups")
-    assert answers(client, auth) == before
+    assert_exact_absorbed_and_rebuilt(client, auth, built, history)
 
 
 def test_truncating_the_quarantine(client, auth, history, built):

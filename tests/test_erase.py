@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from test_absorb import absorb, answers, assert_exact
+from test_absorb import absorb, assert_exact, assert_exact_absorbed_and_rebuilt
 from test_policies import jobs, policies, timescaledb  # noqa: F401 (fixtures)
 
 from cartpulse.cli.event_generator import EventGenerator
@@ -88,12 +88,7 @@ def test_erase_leaves_no_trace_and_every_endpoint_exact(client, auth, built, sca
     assert report["pipe_stats_rows"] == 1 and report["jobs"] == 1 and report["pending_rows"] >= 6 * 2
     assert traces(url, PERSON) == dict.fromkeys(before, 0)
     assert traces(url, "someone-else") == others_before  # nobody else's
-    assert_exact(client, auth, scattered)
-    absorb(url)
-    assert_exact(client, auth, scattered)
-    kept = answers(client, auth)
-    dbt_ok(built, "run", "--full-refresh", "--select", "rollups")
-    assert answers(client, auth) == kept
+    assert_exact_absorbed_and_rebuilt(client, auth, built, scattered)
 
 
 def test_erase_reaches_compressed_chunks(timescaledb, app, auth, built, policies):  # noqa: F811 (fixtures)

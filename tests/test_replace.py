@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from test_absorb import absorb, answers, assert_exact, in_every_state, insert
+from test_absorb import absorb, assert_exact, assert_exact_absorbed_and_rebuilt, in_every_state, insert
 
 from cartpulse.cli.event_generator import EventGenerator
-from support import EVENT, dbt_ok, ndjson, truncate_events
+from support import EVENT, ndjson, truncate_events
 
 REPLACE = "/v0/datasources"
 QUERY = {"name": "ecommerce_events", "mode": "replace", "format": "ndjson"}
@@ -81,9 +81,4 @@ def test_a_whole_replace_keeps_a_writer_committing_around_it(client, auth, histo
         writer.commit()
     assert answer["replaced_rows"] == len(history) and answer["successful_rows"] == len(new)
     history[:] = new + during
-    assert_exact(client, auth, history)
-    absorb(url)
-    assert_exact(client, auth, history)
-    before = answers(client, auth)
-    dbt_ok(built, "run", "--full-refresh", "--select", "rollups")
-    assert answers(client, auth) == before
+    assert_exact_absorbed_and_rebuilt(client, auth, built, history)
