@@ -255,7 +255,7 @@ def test_a_conversion_waits_for_a_batch_into_its_month(client, auth, history, bu
     converted = threading.Event()
     with psycopg.connect(url) as writer:  # the writer's transaction, as writer.copy_batch runs it
         with writer.cursor() as cur:
-            columnar.lock_months(cur, source, [[when if c == "event_time" else row[c] for c in source.column_names]])
+            columnar.lock_months(cur, source, {(when.year, when.month)})
         thread = threading.Thread(target=lambda: (compress(COMPRESS_AFTER), converted.set()))
         thread.start()
         with psycopg.connect(url) as watcher:  # until the conversion waits for that lock

@@ -35,13 +35,12 @@ class PartitionCache:
         self.months: set[tuple[str, int, int]] = set()
         self.lock = threading.Lock()
 
-    def missing(self, source: DataSource, rows) -> list[datetime]:
+    def ensure(self, db, source: DataSource, rows) -> set[tuple[int, int]]:
+        """Make the partitions of the rows' months exist; return those months (year, month)."""
         at = source.partition_index
-        months = {(source.name, r[at].year, r[at].month) for r in rows}
-        return [datetime(y, m, 1, tzinfo=timezone.utc) for (_, y, m) in sorted(months - self.months)]
-
-    def ensure(self, db, source: DataSource, rows) -> None:
-        missing = self.missing(source, rows)
+        months = {(r[at].year, r[at].month) for r in rows}
+        missing = [datetime(y, m, 1, tzinfo=timezone.utc) for y, m in sorted(months)
+                   if (source.name, y, m) not in self.months]
         if missing:
             # Its own committed transaction: DDL must not hold locks for the batch's life.
             with db.psycopg() as conn:
@@ -49,6 +48,7 @@ class PartitionCache:
                              [source.regclass(), missing])
             with self.lock:
                 self.months.update((source.name, m.year, m.month) for m in missing)
+        return months
 
     def forget(self) -> None:
         """Forget every month: retention (RETENTION on plain PostgreSQL) may have dropped
@@ -94,11 +94,12 @@ def _write_batch(db, partitions: PartitionCache, source: DataSource, batch: Batc
                  op: ops_log.Operation | None = None) -> str:
     """COPY the batch's valid rows (to the table and its pending twin) and its quarantined
     rows, in one transaction: all of a request becomes visible at once, or none of it."""
-    partitions.ensure(db, source, batch.rows)
+    months = partitions.ensure(db, source, batch.rows)
     with db.psycopg() as conn, conn.cursor() as cur:
         if key is not None:
             # First, so that a concurrent twin waits here, before either writes a row.
             idempotency.claim(conn, key, *answer)
+        columnar.lock_months(cur, source, months)  # a month being converted to columnar waits for it
         copy_batch(cur, source, batch, import_id)
         ops_log.record_ok(cur, op, import_id, len(batch.rows), len(batch.quarantined))
         try:
@@ -134,8 +135,6 @@ def copy_batch(cur, source: DataSource, batch: Batch, import_id: str, into: sql.
     # Binary COPY: psycopg then sends values without formatting them as text, and the
     # server need not parse timestamps and numbers (5x less CPU than text COPY here).
     if batch.rows:
-        if into is None:  # rows of a month being converted to columnar wait for it (storage/columnar.py)
-            columnar.lock_months(cur, source, batch.rows)
         columns = sql.SQL(", ").join(map(sql.Identifier, source.column_names))
         copy_into = sql.SQL("copy {} ({}) from stdin (format binary)")
         first, *others = [into] if into is not None else [source.table(source.name), source.table(source.pending)]

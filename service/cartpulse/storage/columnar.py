@@ -56,12 +56,11 @@ def month_key(source: DataSource, partition: str) -> str:
     return f"cartpulse.partition.{source.schema}.{partition}"
 
 
-def lock_months(cur, source: DataSource, rows) -> None:
-    """Before a batch is written to ``source``'s table: a shared lock on every month of
-    ``rows`` that may be converted meanwhile (all but the current one), held to commit."""
-    at = source.partition_index
+def lock_months(cur, source: DataSource, months: set[tuple[int, int]]) -> None:
+    """Before a batch is written to ``source``'s table: a shared lock on every one of its
+    ``months`` (year, month) that may be converted meanwhile (all but the current one),
+    held to commit."""
     horizon = datetime.now(timezone.utc) + SKEW
-    months = {(r[at].year, r[at].month) for r in rows}
     keys = sorted(month_key(source, f"{source.name}_{y:04d}m{m:02d}") for y, m in months
                   if _month_end(y, m) <= horizon)
     if keys:
