@@ -152,13 +152,10 @@ select * from (
   {%- set citus = cartpulse_engine() == 'citus' -%}
   {#- On Citus, the rows of [$1, $2) of the grain's time column (NULL: open), filtered
       before the merge: live() passes a read's bounds. -#}
-  {%- set bounded = [] -%}
-  {%- for column in columns if citus and column.name in grain and column.data_type == 'timestamp with time zone' -%}
-    {%- if bounded | length == 0 -%}
-      {%- do bounded.append(' where ($1 is null or ' ~ column.name ~ ' >= $1) and ($2 is null or ' ~ column.name ~ ' < $2)') -%}
-    {%- endif -%}
-  {%- endfor -%}
-  {%- set bounded = bounded | join('') -%}
+  {%- set times = columns | selectattr('name', 'in', grain)
+                          | selectattr('data_type', 'equalto', 'timestamp with time zone') | map(attribute='name') | list -%}
+  {%- set bounded = (' where ($1 is null or ' ~ times[0] ~ ' >= $1) and ($2 is null or ' ~ times[0] ~ ' < $2)')
+                    if citus and times else '' -%}
   {%- set live_sql -%}
     {#- Merged by grain: a retraction still pending and the absorbed row it cancels make
         no row, exactly as a full build has none for a grain whose events are all gone.
