@@ -55,6 +55,12 @@ def test_a_pipe_is_described_as_tinybird_does(client, auth, app):
     assert [p["type"] for p in listed["top_products"]["params"]][:3] == ["DateTime", "DateTime", "Int"]
 
 
+def test_a_pipe_says_whether_its_sql_is_derivable_and_why_not(client, auth):
+    # The seed's endpoints read hand-written rollups through CTEs: served as written, saying why.
+    derivation = client.get("/v0/pipes/top_products", headers=auth).get_json()["derivation"]
+    assert derivation == {"derivable": False, "reason": "a WITH clause", "rollups": [], "answered_from": "sql"}
+
+
 def test_the_listing_takes_tinybirds_attrs(client, auth):
     r = client.get("/v0/pipes?attrs=name,nodes&node_attrs=name,sql,dependencies&dependencies=false", headers=auth)
     pipes = r.get_json()["pipes"]

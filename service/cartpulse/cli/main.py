@@ -103,15 +103,16 @@ def cmd_init(settings: Settings, args) -> int:
 
 
 def cmd_build(settings: Settings, args) -> int:
+    return cmd_dbt(settings, args, "run")
+
+
+def cmd_dbt(settings: Settings, args, *command: str) -> int:
+    """dbt in the project; after a run or build, a line per endpoint (cli/derivations.py)."""
+    from cartpulse.cli.derivations import report_after
     from cartpulse.ops.dbt_runner import run_dbt
 
-    return run_dbt(settings, database_url(settings), "run", *args.rest, check=False).returncode
-
-
-def cmd_dbt(settings: Settings, args) -> int:
-    from cartpulse.ops.dbt_runner import run_dbt
-
-    return run_dbt(settings, database_url(settings), *args.rest, check=False).returncode
+    argv = [*command, *args.rest]
+    return report_after(settings, argv, run_dbt(settings, database_url(settings), *argv, check=False).returncode)
 
 
 def cmd_env(settings: Settings, args) -> int:
@@ -252,6 +253,7 @@ def cmd_run(settings: Settings, args) -> int:
     new_token = not settings.admin_token and not token_file.exists()
     # Before `scheduler` imports prometheus_client: else each worker counts alone.
     settings = replace(settings, prometheus_multiproc_dir=multiproc.prepare(settings.prometheus_multiproc_dir))
+    from cartpulse.cli import derivations
     from cartpulse.cli.stopping import build_models
     from cartpulse.ops import scheduler
 
@@ -265,6 +267,7 @@ def cmd_run(settings: Settings, args) -> int:
         url = database_url(settings, start=True)
         token = init(settings, url)
         build_models(settings, url)  # out of the terminal's Ctrl-C: see stopping.py
+        derivations.report(settings)
         if settings.refresh_seconds > 0:
             refresher = scheduler.spawn(url)
         print(banner(settings, token, new_token), flush=True)

@@ -9,6 +9,7 @@ up without a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -16,7 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cartpulse.project.derivation import Derivation, Refused, StagingModel, recognize
 from cartpulse.project.params import Param
+from cartpulse.project.rollup_plans import RollupPlan, plan
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,59 @@ class Endpoint:
     sql: str = ""
     depends_on: tuple[str, ...] = ()
     created_at: float | None = None
+    #: Whether its SQL is in the class answered from derived rollups (project/derivation.py):
+    #: the derivation and its rollups, or why it is served as written.
+    derivation: Derivation | None = None
+    rollups: tuple[RollupPlan, ...] = ()
+    as_written: str | None = None
 
 
-def endpoints_from_manifest(manifest: dict) -> dict[str, Endpoint]:
+def staging_models(manifest: dict) -> dict[str, StagingModel]:
+    """The models that read a data source directly (its staging model), by name."""
+    datasources = {}
+    for unique_id, source in manifest.get("sources", {}).items():
+        declared = {**source.get("meta", {}), **source.get("config", {}).get("meta", {})}.get("datasource")
+        if isinstance(declared, dict) and declared.get("partition_key"):
+            datasources[unique_id] = (source["name"], declared["partition_key"],
+                                      tuple(source.get("columns", {})))
+    models = {}
+    for node in manifest.get("nodes", {}).values():
+        reads = [datasources[d] for d in node.get("depends_on", {}).get("nodes", []) if d in datasources]
+        if node.get("resource_type") == "model" and len(reads) == 1:
+            name, time_column, columns = reads[0]
+            models[node["name"]] = StagingModel(node["name"], name, time_column, tuple(node.get("columns", {})) or columns)
+    return models
+
+
+def compiled_sql(node: dict, target_dir: Path | None) -> str | None:
+    """The endpoint's SQL as dbt last compiled it (what its function was built from):
+    ``target/compiled/<package>/<path>``, which dbt keeps across runs that select other
+    models (the manifest keeps a node's compiled code only in the run that compiled it)."""
+    if node.get("compiled_code"):
+        return node["compiled_code"]
+    if target_dir is None:
+        return None
+    path = target_dir / "compiled" / node.get("package_name", "") / node.get("original_file_path", "")
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _recognized(node: dict, params: tuple[Param, ...], staging: dict, target_dir: Path | None):
+    sql = compiled_sql(node, target_dir)
+    if sql is None:
+        return None, "not compiled yet (run `cartpulse build`)"
+    try:
+        return recognize(sql, {p.name: p for p in params}, staging), None
+    except Refused as refusal:
+        return None, str(refusal)
+
+
+def endpoints_from_manifest(manifest: dict, target_dir: Path | None = None) -> dict[str, Endpoint]:
+    """Every endpoint model of ``manifest``; ``target_dir`` (dbt's target folder) is where
+    their compiled SQL is read from, for recognizing the derived ones."""
+    staging = staging_models(manifest)
     endpoints = {}
     for node in manifest.get("nodes", {}).values():
         if node.get("resource_type") != "model":
@@ -50,6 +103,9 @@ def endpoints_from_manifest(manifest: dict) -> dict[str, Endpoint]:
         declared = meta.get("endpoint")
         if declared is None or declared is False:
             continue
+        params = tuple(Param.declared(name, spec or {})
+                       for name, spec in (declared.get("params") or {}).items()) if isinstance(declared, dict) else ()
+        derivation, as_written = _recognized(node, params, staging, target_dir)
         endpoints[node["name"]] = Endpoint(
             name=node["name"],
             schema=node["schema"],
@@ -57,13 +113,16 @@ def endpoints_from_manifest(manifest: dict) -> dict[str, Endpoint]:
             description=node.get("description", ""),
             columns=tuple(Column(c["name"], c.get("description", ""), c.get("data_type"))
                           for c in node.get("columns", {}).values()),
-            params=tuple(Param.declared(name, spec or {})
-                         for name, spec in (declared.get("params") or {}).items()) if isinstance(declared, dict) else (),
+            params=params,
             sql=node.get("raw_code") or "",
             depends_on=tuple(dict.fromkeys(d.rpartition(".")[2] for d in node.get("depends_on", {}).get("nodes", []))),
             created_at=node.get("created_at"),
+            derivation=derivation,
+            as_written=as_written,
         )
-    return endpoints
+    served, rollups = plan({name: e.derivation for name, e in endpoints.items() if e.derivation is not None})
+    return {name: dataclasses.replace(e, rollups=tuple(rollups[r] for r in served.get(name, ())))
+            for name, e in endpoints.items()}
 
 
 class Catalog:
@@ -91,7 +150,7 @@ class Catalog:
             if mtime != self._mtime:
                 try:
                     with open(self.path) as fh:
-                        self._endpoints = endpoints_from_manifest(json.load(fh))
+                        self._endpoints = endpoints_from_manifest(json.load(fh), self.path.parent)
                 except ValueError:
                     return  # dbt is still writing it: keep what we had, look again soon
                 self._mtime = mtime

@@ -71,7 +71,19 @@ def describe(endpoint, public_url: str | None) -> dict:
         "params": [{"name": p.name, "type": p.type, "default": p.default, "description": p.description}
                    for p in endpoint.params],
         "endpoints": [f"/v0/pipes/{endpoint.name}.{fmt}" for fmt in PIPE_FORMATS],
+        "derivation": derivation(endpoint),
     }
+
+
+def derivation(endpoint) -> dict:
+    """Whether the endpoint's SQL is in the class CartPulse answers from rollups it derives
+    (project/derivation.py), and which rollups those are; else why it is served as written.
+    ``answered_from`` says what answers today: derived rollups are planned from the SQL
+    but not built yet (issue #24's next step), so every endpoint runs its own SQL."""
+    if endpoint.derivation is None:
+        return {"derivable": False, "reason": endpoint.as_written, "rollups": [], "answered_from": "sql"}
+    return {"derivable": True, "reason": None, "rollups": [r.describe() for r in endpoint.rollups],
+            "answered_from": "sql"}
 
 
 def _catalog():

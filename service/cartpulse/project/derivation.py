@@ -1,0 +1,367 @@
+"""Recognizing endpoints whose SQL can be answered from rollups (issue #24, docs/realtime.md).
+
+An endpoint is the SQL its author writes. When that SQL aggregates one data source
+through its staging model, in a shape whose every aggregate can be kept as sums and
+counts, CartPulse can keep rollups of it current and answer from them exactly; this
+module decides, from the *compiled* SQL (parameters are ``$n``), whether the endpoint is
+in that class, and describes it (``Derivation``). Anything else is served as written,
+and the ``Refusal`` says why in one line, naming the construct, so that the build and
+``GET /v0/pipes/<name>`` can tell the author.
+
+The class (``recognize``):
+
+- ``FROM`` one staging model of a data source, no join, no subquery, no ``WITH``;
+- ``GROUP BY`` columns, and at most one time bucket of the data source's time column:
+  ``date_bin(width, t, origin)`` or ``time_bucket(width, t)`` (what ``time_bin()``
+  compiles to), the width a fixed interval or a declared parameter with an ``enum``;
+- aggregates ``sum``, ``count(*)``, ``count(x)``, ``avg``, ``min``, ``max`` over columns
+  or expressions of them (no ``DISTINCT``, ``FILTER`` or parameter inside);
+- ``WHERE`` conjuncts that are fixed predicates of the row (kept in the rollup's own
+  filter), or declared parameters in the README's forms: ``t >= $start``, ``t < $end``,
+  ``col = $p``, ``col = any($p)``, each optionally as ``$p is null or …``;
+- then ``HAVING``, ``ORDER BY``, ``LIMIT``/``OFFSET`` over the aggregated rows.
+
+How each aggregate is kept (the rollup's measures are sign-weighted sums: a retraction
+of a deleted event is a pending row with sign -1, docs/realtime.md):
+``count(*)`` is ``sum(sign)``; ``count(x)`` is ``sum(sign)`` over rows where x is not
+null; ``sum(x)`` is ``sum(sign * x)`` beside ``count(x)`` (a sum over no non-null value
+is NULL in SQL, which a sum of signs cannot tell from 0); ``avg(x)`` is that sum over
+that count. ``min(x)`` and ``max(x)`` cannot be undone by a retraction, so ``x`` joins
+the rollup's grain instead: a grain row whose count of events falls to 0 is removed,
+hence the min over the remaining rows is the min over the remaining events.
+"""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+
+from cartpulse.project.derivation_spec import Bucket, Derivation, Measure, ParamFilter, Refused, StagingModel, width_seconds
+
+__all__ = ["Bucket", "Derivation", "Measure", "ParamFilter", "Refused", "StagingModel", "recognize", "width_seconds"]
+
+#: Functions whose value changes between two calls with the same arguments: a rollup
+#: filtered by one would hold what was true when each event was absorbed.
+_VOLATILE = {"now", "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime",
+             "clock_timestamp", "statement_timestamp", "transaction_timestamp", "random", "timeofday",
+             "currenttimestamp", "currentdate", "currenttime", "rand"}
+#: How SQL is written back (messages, the rollups' filter): functions as PostgreSQL spells them.
+_SQL = {"dialect": "postgres", "normalize_functions": "lower"}
+_AGGREGATES = (exp.Sum, exp.Count, exp.Avg, exp.Min, exp.Max)
+
+
+def recognize(sql: str, params: dict[str, object], staging: dict[str, StagingModel]) -> Derivation:
+    """The endpoint's compiled ``sql`` as a ``Derivation``, or ``Refused`` naming the
+    construct that puts it outside the class. ``params`` maps each declared parameter's
+    name (in declaration order: ``$1`` is the first) to its ``Param``; ``staging`` the
+    staging models by name."""
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except sqlglot.errors.ParseError as err:
+        raise Refused(f"SQL the recognizer cannot parse ({str(err).splitlines()[0]})") from None
+    return _Recognizer(list(params.items()), staging).select(tree)
+
+
+class _Recognizer:
+    def __init__(self, params: list[tuple[str, object]], staging: dict[str, StagingModel]):
+        self.params = params
+        self.staging_models = staging
+
+    # -- the statement -----------------------------------------------------------------
+
+    def select(self, tree: exp.Expression) -> Derivation:
+        if not isinstance(tree, exp.Select):
+            raise Refused(f"a {_name(tree)} statement (only a SELECT with GROUP BY is derived)")
+        for key, construct in (("with", "a WITH clause"), ("with_", "a WITH clause"), ("joins", "a JOIN"), ("distinct", "SELECT DISTINCT"),
+                               ("qualify", "QUALIFY"), ("windows", "a WINDOW clause"), ("laterals", "LATERAL"),
+                               ("locks", "FOR UPDATE")):
+            if tree.args.get(key):
+                raise Refused(construct)
+        if tree.find(exp.Window):
+            raise Refused("a window function (OVER)")
+        self.staging = self._from(tree)
+        self.columns = set(self.staging.columns)
+        outputs = {(e.alias_or_name if isinstance(e, exp.Alias) else None): e for e in tree.expressions}
+        group = self._group(tree, outputs)
+        if not group[0] and group[1] is None and not any(e.find(*_AGGREGATES) for e in tree.expressions):
+            raise Refused("no GROUP BY and no aggregate (the endpoint returns rows, not aggregates)")
+        self.grouped = {g.sql(**_SQL) for g in group[2]}
+        measures: dict[str, Measure] = {"events": Measure("events")}
+        extrema: list[str] = []
+        for item in tree.expressions:
+            self._output(item.this if isinstance(item, exp.Alias) else item, measures, extrema)
+        having = tree.args.get("having")
+        if having is not None:
+            self._post(having.this, measures, extrema, "HAVING")
+        for ordered in (tree.args.get("order") or exp.Order()).expressions:
+            self._post(ordered.this, measures, extrema, "ORDER BY", outputs)
+        for key in ("limit", "offset"):
+            value = tree.args.get(key)
+            if value is not None:
+                self._count_or_param(value.expression, key.upper())
+        ranges, filters, fixed = self._where(tree.args.get("where"))
+        post = tuple(name for name, key in (("HAVING", "having"), ("ORDER BY", "order"), ("LIMIT", "limit"),
+                                            ("OFFSET", "offset")) if tree.args.get(key))
+        return Derivation(staging=self.staging, group_by=tuple(group[0]), bucket=group[1],
+                          range_params=(ranges["start"][0], ranges["end"][0]),
+                          range_optional=(ranges["start"][1], ranges["end"][1]), param_filters=tuple(filters),
+                          fixed_filter=fixed, measures=tuple(measures.values()), extrema=tuple(extrema), post=post)
+
+    def _from(self, tree: exp.Select) -> StagingModel:
+        source = tree.args.get("from_") or tree.args.get("from")
+        if source is None:
+            raise Refused("no FROM")
+        table = source.this
+        if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+            raise Refused(f"FROM {_name(table)} (only a data source's staging model is derived)")
+        model = self.staging_models.get(table.name)
+        if model is None:
+            raise Refused(f"FROM {table.name}, which is not a data source's staging model")
+        if table.alias:
+            self.alias = table.alias
+        return model
+
+    # -- GROUP BY and the time bucket --------------------------------------------------
+
+    def _group(self, tree, outputs) -> tuple[list[str], Bucket | None, list[exp.Expression]]:
+        columns, bucket, exprs = [], None, []
+        for item in (tree.args.get("group") or exp.Group()).expressions:
+            if isinstance(item, exp.Literal) and not item.is_string:
+                position = int(item.this)
+                if not 1 <= position <= len(tree.expressions):
+                    raise Refused(f"GROUP BY {position}, past the select list")
+                chosen = tree.expressions[position - 1]
+                item = chosen.this if isinstance(chosen, exp.Alias) else chosen
+            elif isinstance(item, exp.Column) and not item.table and item.name not in self.columns \
+                    and item.name in outputs:
+                item = outputs[item.name].this
+            exprs.append(item)
+            if isinstance(item, exp.Column):
+                columns.append(self._column(item))
+                continue
+            found = self._bucket(item)
+            if found is None:
+                raise Refused(f"GROUP BY {item.sql(**_SQL)} (only columns and a time bucket of "
+                              f"{self.staging.time_column})")
+            if bucket is not None:
+                raise Refused("GROUP BY two time buckets")
+            bucket = found
+        return columns, bucket, exprs
+
+    def _bucket(self, node: exp.Expression) -> Bucket | None:
+        if isinstance(node, exp.Cast):
+            node = node.this
+        if isinstance(node, exp.DateBin):
+            width, column, origin = node.this, node.expression, node.args.get("unit")
+        elif isinstance(node, exp.Anonymous) and node.name.lower() == "time_bucket" and len(node.expressions) == 2:
+            (width, column), origin = node.expressions, None
+        else:
+            return None
+        if not (isinstance(column, exp.Column) and self._column(column) == self.staging.time_column):
+            raise Refused(f"a time bucket of {column.sql(**_SQL)} (only of {self.staging.time_column})")
+        if origin is not None and origin.find(exp.Parameter, exp.Column):
+            raise Refused("a time bucket whose origin is not a constant")
+        width = width.this if isinstance(width, exp.Cast) else width
+        if isinstance(width, exp.Interval):
+            width = exp.Literal.string(f"{width.this.name} {width.unit.name if width.unit else ''}".strip())
+        if isinstance(width, exp.Parameter) or isinstance(width, exp.Paren) and isinstance(width.this, exp.Parameter):
+            name, param = self._param(width)
+            if not getattr(param, "enum", None):
+                raise Refused(f"a time bucket whose width is the parameter {name} without an enum of widths")
+            widths = tuple(param.enum)
+        elif isinstance(width, exp.Literal) and width.is_string:
+            name, widths = None, (width.this,)
+        else:
+            raise Refused(f"a time bucket of width {width.sql(**_SQL)} (a constant or an enum parameter)")
+        for each in widths:
+            width_seconds(each)  # every width must be a fixed length
+        return Bucket(widths=widths, param=name, origin=origin.sql(**_SQL) if origin is not None else None)
+
+    # -- the select list, HAVING and ORDER BY ------------------------------------------
+
+    def _output(self, node: exp.Expression, measures: dict, extrema: list, clause: str = "SELECT") -> None:
+        """An output expression: group keys outside aggregates, aggregates we can keep."""
+        if node.sql(**_SQL) in self.grouped:
+            return
+        if isinstance(node, _AGGREGATES):
+            self._aggregate(node, measures, extrema)
+            return
+        if isinstance(node, exp.Column):
+            raise Refused(f"{clause} {node.sql(**_SQL)}, neither grouped nor aggregated")
+        if isinstance(node, exp.Parameter):
+            return  # a parameter's value is the same for every row
+        if isinstance(node, (exp.Subquery, exp.Select, exp.Exists)):
+            raise Refused(f"a subquery in {clause}")
+        if isinstance(node, (exp.Anonymous, exp.AggFunc)) and node.name.lower() not in ("coalesce", "round", "abs"):
+            if isinstance(node, exp.AggFunc) or node.name.lower() in ("string_agg", "array_agg", "percentile_cont"):
+                raise Refused(f"the aggregate {node.sql(**_SQL)} (only sum, count, avg, min and max)")
+            self._volatile(node)
+        for child in node.iter_expressions():
+            self._output(child, measures, extrema, clause)
+
+    def _post(self, node, measures, extrema, clause, outputs=None) -> None:
+        if isinstance(node, exp.Literal) and not node.is_string and clause == "ORDER BY":
+            return  # a position in the select list
+        if isinstance(node, exp.Collate):
+            node = node.this
+        if outputs and isinstance(node, exp.Column) and not node.table and node.name in outputs:
+            return  # an output column by its alias
+        self._output(node, measures, extrema, clause)
+
+    def _aggregate(self, node: exp.Expression, measures: dict, extrema: list) -> None:
+        call = node.sql(**_SQL)
+        if node.find(exp.Distinct):
+            raise Refused(f"{call} (DISTINCT inside an aggregate)")
+        if isinstance(node.parent, exp.Filter):
+            raise Refused(f"{call} FILTER (...)")
+        argument = node.this
+        if isinstance(node, exp.Count) and (argument is None or isinstance(argument, exp.Star)):
+            return  # count(*): events
+        if argument is None or node.expressions:
+            raise Refused(f"{call} (one argument only)")
+        if argument.find(_AGGREGATES):
+            raise Refused(f"{call} (an aggregate inside an aggregate)")
+        if argument.find(exp.Parameter):
+            raise Refused(f"{call} (a parameter inside an aggregate)")
+        for column in argument.find_all(exp.Column):
+            self._column(column)
+        self._volatile(argument)
+        expression = _unqualified(argument).sql(**_SQL)
+        if isinstance(node, (exp.Min, exp.Max)):
+            if not isinstance(argument, exp.Column):
+                raise Refused(f"{call} (min and max are derived over a column, which joins the rollup's grain)")
+            extrema.append(self._column(argument))
+            return
+        measures.setdefault(f"count({expression})", Measure("count", expression))
+        if not isinstance(node, exp.Count):
+            measures.setdefault(f"sum({expression})", Measure("sum", expression))
+
+    def _count_or_param(self, node, clause: str) -> None:
+        if isinstance(node, exp.Literal) and not node.is_string:
+            return
+        if isinstance(node, exp.Parameter):
+            self._param(node)
+            return
+        raise Refused(f"{clause} {node.sql(**_SQL)} (a number or a parameter)")
+
+    # -- WHERE -------------------------------------------------------------------------
+
+    def _where(self, where):
+        ranges = {"start": (None, False), "end": (None, False)}
+        filters: list[ParamFilter] = []
+        fixed: list[str] = []
+        for conjunct in _conjuncts(where.this) if where is not None else ():
+            if not conjunct.find(exp.Parameter):
+                for column in conjunct.find_all(exp.Column):
+                    self._column(column)
+                if conjunct.find(exp.Subquery, exp.Select, exp.Exists):
+                    raise Refused("a subquery in WHERE")
+                self._volatile(conjunct)
+                fixed.append(_unqualified(conjunct).sql(**_SQL))
+                continue
+            optional, predicate = _optional(conjunct)
+            kind, column, name = self._param_predicate(predicate, conjunct)
+            if optional is not None and self._param(optional)[0] != name:
+                raise Refused(f"WHERE {conjunct.sql(**_SQL)} (the IS NULL test names another parameter)")
+            if kind in ("start", "end"):
+                if ranges[kind][0] is not None:
+                    raise Refused(f"two {'start' if kind == 'start' else 'end'} bounds on {column}")
+                ranges[kind] = (name, optional is not None)
+            else:
+                filters.append(ParamFilter(column, name, kind, optional is not None))
+        fixed_sql = " and ".join(f"({f})" for f in fixed) if fixed else None
+        return ranges, filters, fixed_sql
+
+    def _param_predicate(self, node, conjunct) -> tuple[str, str, str]:
+        """(kind, column, parameter) of ``t >= $p``, ``t < $p``, ``c = $p``, ``c = any($p)``."""
+        flipped = {exp.LT: exp.GT, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.GTE: exp.LTE, exp.EQ: exp.EQ}
+        if type(node) in flipped and isinstance(node.this, exp.Parameter | exp.Any):
+            node = flipped[type(node)](this=node.expression, expression=node.this)
+        if type(node) in flipped and isinstance(node.this, exp.Column):
+            column = self._column(node.this)
+            value = node.expression
+            if isinstance(node, exp.EQ) and isinstance(value, exp.Any):
+                name, param = self._param(value.this)
+                if not getattr(param, "is_array", False):
+                    raise Refused(f"WHERE {conjunct.sql(**_SQL)} (= any() of a parameter that is not an Array)")
+                return "any", column, name
+            if isinstance(value, exp.Parameter):
+                name, param = self._param(value)
+                if isinstance(node, exp.EQ):
+                    if getattr(param, "is_array", False):
+                        raise Refused(f"WHERE {conjunct.sql(**_SQL)} (an Array parameter compared with =)")
+                    return "=", column, name
+                if column == self.staging.time_column and isinstance(node, exp.GTE):
+                    return "start", column, name
+                if column == self.staging.time_column and isinstance(node, exp.LT):
+                    return "end", column, name
+                raise Refused(f"WHERE {conjunct.sql(**_SQL)} (a parameter bounds only {self.staging.time_column},"
+                              f" as {self.staging.time_column} >= start and {self.staging.time_column} < end)")
+        raise Refused(f"WHERE {conjunct.sql(**_SQL)} (a parameter is used as column = $p, column = any($p),"
+                      f" a range on {self.staging.time_column}, or `$p is null or …` of one of those)")
+
+    # -- names -------------------------------------------------------------------------
+
+    def _column(self, column: exp.Column) -> str:
+        if column.table and column.table not in (self.staging.name, getattr(self, "alias", None)):
+            raise Refused(f"the column {column.sql(**_SQL)} of another relation")
+        if column.name not in self.columns:
+            raise Refused(f"the column {column.name}, which {self.staging.name} does not have")
+        return column.name
+
+    def _param(self, node: exp.Expression) -> tuple[str, object]:
+        while isinstance(node, exp.Paren | exp.Cast):
+            node = node.this
+        if not isinstance(node, exp.Parameter):
+            raise Refused(f"{node.sql(**_SQL)} where a parameter was expected")
+        index = int(node.this.this) - 1
+        if not 0 <= index < len(self.params):
+            raise Refused(f"${index + 1}, which no declared parameter is")
+        return self.params[index]
+
+    def _volatile(self, node: exp.Expression) -> None:
+        for call in node.find_all(exp.Func):
+            name = (call.name if isinstance(call, exp.Anonymous) else call.key).lower()
+            if name in _VOLATILE or isinstance(call, exp.CurrentTimestamp | exp.CurrentDate | exp.Rand):
+                written = "now()" if isinstance(call, exp.CurrentTimestamp) else call.sql(**_SQL)
+                raise Refused(f"{written}, whose value changes from one call to the next")
+
+
+def _conjuncts(node: exp.Expression):
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.And):
+        yield from _conjuncts(node.this)
+        yield from _conjuncts(node.expression)
+    else:
+        yield node
+
+
+def _optional(node: exp.Expression) -> tuple[exp.Parameter | None, exp.Expression]:
+    """``$p is null or <predicate>`` → (``$p``, the predicate); else (None, the node)."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Or):
+        left, right = node.this, node.expression
+        for test, predicate in ((left, right), (right, left)):
+            inner = test.this if isinstance(test, exp.Paren) else test
+            if isinstance(inner, exp.Is) and isinstance(inner.expression, exp.Null):
+                target = inner.this
+                while isinstance(target, exp.Paren | exp.Cast):
+                    target = target.this
+                if isinstance(target, exp.Parameter):
+                    while isinstance(predicate, exp.Paren):
+                        predicate = predicate.this
+                    return target, predicate
+    return None, node
+
+
+def _unqualified(node: exp.Expression) -> exp.Expression:
+    node = node.copy()
+    for column in node.find_all(exp.Column):
+        column.set("table", None)
+    return node
+
+
+def _name(node) -> str:
+    return type(node).__name__.upper() if node is not None else "nothing"

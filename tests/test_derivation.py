@@ -1,0 +1,184 @@
+"""Recognizing derivable endpoints from their compiled SQL (project/derivation.py) and
+planning the rollups that serve them (project/rollup_plans.py): every form of the class,
+every construct that puts an endpoint outside it (with the line the build prints), and
+rollups shared between endpoints of the same grain."""
+
+from __future__ import annotations
+
+import pytest
+
+from cartpulse.project.derivation import Refused, StagingModel, recognize
+from cartpulse.project.params import Param
+from cartpulse.project.rollup_plans import plan, widths
+
+STAGING = StagingModel("stg_raw__ecommerce_events", "ecommerce_events", "event_time",
+                       ("event_time", "event_type", "user_id", "product_id", "category", "price", "quantity",
+                        "session_id", "country", "revenue"))
+FROM = '"cartpulse"."analytics"."stg_raw__ecommerce_events"'
+#: The README's example endpoint ("Adding an endpoint"), as dbt compiles it.
+README_EXAMPLE = f"""-- models/marts/events_by_type.sql
+select event_type, count(*)::bigint as event_count
+from {FROM}
+where $1 is null or country = $1
+group by event_type
+"""
+PARAMS = {"country": {"type": "String"}, "countries": {"type": "Array(String)"}, "start_date": {"type": "DateTime"},
+          "end_date": {"type": "DateTime"}, "interval": {"type": "String", "enum": ["1 minute", "15 minutes", "1 hour"]},
+          "limit": {"type": "Int", "default": 10}, "width": {"type": "String"}, "min_price": {"type": "Float"}}
+
+
+def params(*names: str) -> dict:
+    return {name: Param.declared(name, PARAMS[name]) for name in names}
+
+
+def derive(sql: str, *names: str):
+    return recognize(sql, params(*names), {STAGING.name: STAGING})
+
+
+def test_the_readmes_example_is_derivable_from_one_all_time_rollup():
+    d = derive(README_EXAMPLE, "country")
+    assert d.group_by == ("event_type",) and d.bucket is None and not d.has_range
+    assert [(f.column, f.param, f.form, f.optional) for f in d.param_filters] == [("country", "country", "=", True)]
+    assert [m.label for m in d.measures] == ["events"] and d.fixed_filter is None
+    assert d.dimensions == ("event_type", "country")
+    served, rollups = plan({"events_by_type": d})
+    assert served == {"events_by_type": ("derived_ecommerce_events__country_event_type__all",)}
+    [rollup] = rollups.values()
+    assert rollup.dimensions == ("country", "event_type") and rollup.width is None
+
+
+def test_the_seed_shapes_with_ranges_buckets_arrays_and_fixed_filters():
+    top = derive(f"""select product_id, sum(quantity)::bigint as total_quantity,
+                        sum(price * quantity)::double precision as total_revenue
+                 from {FROM}
+                 where event_type = 'purchase'
+                   and ($1 is null or event_time >= $1) and ($2 is null or event_time < $2)
+                   and ($3 is null or country = any($3))
+                 group by product_id
+                 order by total_revenue desc, product_id collate "C"
+                 limit $4""", "start_date", "end_date", "countries", "limit")
+    assert top.range_params == ("start_date", "end_date") and top.range_optional == (True, True)
+    assert top.fixed_filter == "(event_type = 'purchase')"
+    assert [m.label for m in top.measures] == ["events", "count(quantity)", "sum(quantity)",
+                                                "count(price * quantity)", "sum(price * quantity)"]
+    assert top.post == ("ORDER BY", "LIMIT")
+    # A range that may be left out: all time, then days and hours (the edges).
+    assert widths(top) == (None, 86400, 3600)
+
+    revenue = derive(f"""select date_bin($3::interval, event_time, timestamptz '2000-01-01 00:00:00+00') as time_bin,
+                            sum(revenue) as total_revenue
+                     from {FROM}
+                     where event_time >= $1 and event_time < $2 and event_type = 'purchase'
+                     group by 1 order by 1""", "start_date", "end_date", "interval")
+    assert revenue.bucket.widths == ("1 minute", "15 minutes", "1 hour") and revenue.bucket.param == "interval"
+    assert revenue.group_by == () and revenue.range_optional == (False, False)
+    # Each width's own rollup; a required range needs no all-time rollup; no minute below a minute.
+    assert widths(revenue) == (3600, 900, 60)
+
+    buckets = derive(f"""select time_bucket('15 minutes'::interval, event_time) as bin, country, avg(price), min(price),
+                            max(quantity), count(user_id)
+                     from {FROM} group by bin, country having count(*) > 1""")
+    assert buckets.bucket.widths == ("15 minutes",) and buckets.bucket.origin is None
+    assert buckets.group_by == ("country",) and buckets.extrema == ("price", "quantity")
+    assert buckets.dimensions == ("country", "price", "quantity")
+    assert [m.label for m in buckets.measures] == ["events", "count(price)", "sum(price)", "count(user_id)"]
+    assert widths(buckets) == (900,)
+
+
+@pytest.mark.parametrize("where, kind", [
+    ("event_time >= $1", ("start_date", False)),
+    ("$1 is null or event_time >= $1", ("start_date", True)),
+    ("(event_time >= $1 or $1 is null)", ("start_date", True)),
+    ("$1 <= event_time", ("start_date", False)),
+])
+def test_range_bounds_in_every_form_the_readme_shows(where, kind):
+    d = derive(f"select country, count(*) from {FROM} where {where} group by country", "start_date")
+    assert (d.range_params[0], d.range_optional[0]) == kind
+
+
+def test_parameters_elsewhere_than_where_are_post_aggregation():
+    d = derive(f"select country, count(*) as n from {FROM} group by country having count(*) >= $1 "
+               f"order by n desc limit $2 offset 1", "min_price", "limit")
+    assert d.post == ("HAVING", "ORDER BY", "LIMIT", "OFFSET")
+
+
+@pytest.mark.parametrize("sql, names, says", [
+    (f"select * from {FROM}", (), "no GROUP BY and no aggregate"),
+    (f"select country, count(distinct user_id) from {FROM} group by 1", (), "count(DISTINCT user_id) (DISTINCT inside an aggregate)"),
+    (f"select country, count(*) from {FROM} where price > $1 group by 1", ("min_price",),
+     "WHERE price > $1 (a parameter bounds only event_time"),
+    (f"with x as (select * from {FROM}) select country, count(*) from x group by 1", (), "a WITH clause"),
+    (f"select a.country, count(*) from {FROM} a join other b on true group by 1", (), "a JOIN"),
+    (f"select country, count(*) from {FROM} where event_time > now() - interval '1 day' group by 1", (),
+     "now(), whose value changes from one call to the next"),
+    (f"select country, string_agg(user_id, ',') from {FROM} group by 1", (), "the aggregate string_agg(user_id, ',')"),
+    (f"select country, count(*) over () from {FROM} group by 1", (), "a window function (OVER)"),
+    ("select product_id, sum(quantity) from analytics.rollup_purchases_daily_live group by 1", (),
+     "FROM rollup_purchases_daily_live, which is not a data source's staging model"),
+    (f"select country, sum(price) from (select * from {FROM}) s group by 1", (), "FROM SUBQUERY"),
+    (f"select country, sum(case when country = $1 then price end) from {FROM} group by 1", ("country",),
+     "(a parameter inside an aggregate)"),
+    (f"select country, count(*) from {FROM} group by country, date_trunc('hour', event_time)", (),
+     "GROUP BY date_trunc('HOUR', event_time) (only columns and a time bucket of event_time)"),
+    (f"select date_bin($1::interval, event_time, timestamptz '2000-01-01') b, count(*) from {FROM} group by 1",
+     ("width",), "the parameter width without an enum of widths"),
+    (f"select date_bin('1 month', event_time, timestamptz '2000-01-01') b, count(*) from {FROM} group by 1", (),
+     "a time bucket of width '1 month'"),
+    (f"select country, count(*) from {FROM} where country = $1 group by 1", ("countries",),
+     "(an Array parameter compared with =)"),
+    (f"select country, count(*) from {FROM} where country = any($1) group by 1", ("country",),
+     "(= any() of a parameter that is not an Array)"),
+    (f"select country, count(*) from {FROM} where $2 is null or country = $1 group by 1", ("country", "start_date"),
+     "(the IS NULL test names another parameter)"),
+    (f"select country, price, count(*) from {FROM} group by 1", (), "SELECT price, neither grouped nor aggregated"),
+    (f"select country, min(price * quantity) from {FROM} group by 1", (), "min and max are derived over a column"),
+    (f"select nope, count(*) from {FROM} group by 1", (), "the column nope, which stg_raw__ecommerce_events does not have"),
+    (f"select country, count(*) from {FROM} where event_time >= $1 and event_time >= $1 group by 1", ("start_date",),
+     "two start bounds on event_time"),
+    (f"select country, count(*) from {FROM} group by 1 union all select 'x', 1", (), "a UNION statement"),
+])
+def test_each_construct_outside_the_class_is_named(sql, names, says):
+    with pytest.raises(Refused) as refusal:
+        derive(sql, *names)
+    assert says in str(refusal.value)
+
+
+def test_endpoints_of_one_grain_share_a_rollup_with_the_union_of_their_measures():
+    by_type = derive(README_EXAMPLE, "country")
+    revenue = derive(f"select event_type, sum(price) as s from {FROM} where country = $1 group by 1", "country")
+    other = derive(f"select event_type, count(*) from {FROM} where event_type <> 'view' group by 1")
+    served, rollups = plan({"events_by_type": by_type, "revenue_by_type": revenue, "not_views": other})
+    assert served["events_by_type"] == served["revenue_by_type"]
+    shared = rollups[served["events_by_type"][0]]
+    assert [m.label for m in shared.measures] == ["events", "count(price)", "sum(price)"]
+    # A fixed filter is another rollup (its rows are a subset), and so are other dimensions.
+    assert served["not_views"] != served["events_by_type"] and len(rollups) == 2
+    assert rollups[served["not_views"][0]].fixed_filter == "(event_type <> 'view')"
+
+
+def test_the_catalog_recognizes_from_the_compiled_file_and_metadata_shows_it(tmp_path):
+    """The manifest keeps a node's compiled code only in the run that compiled it; dbt's
+    compiled file stays, and is what the endpoint's function was built from."""
+    from cartpulse.project.endpoints import endpoints_from_manifest
+    from cartpulse.serving.pipe_metadata import derivation
+
+    source = {"name": "ecommerce_events", "columns": {c: {} for c in STAGING.columns},
+              "config": {"meta": {"datasource": {"partition_key": "event_time"}}}}
+    staging = {"resource_type": "model", "name": STAGING.name, "schema": "analytics", "columns": {},
+               "depends_on": {"nodes": ["source.cartpulse.raw.ecommerce_events"]}}
+    endpoint = {"resource_type": "model", "name": "events_by_type", "schema": "analytics", "package_name": "cartpulse",
+                "original_file_path": "models/marts/events_by_type.sql",
+                "config": {"meta": {"endpoint": {"params": {"country": {"type": "String"}}}}},
+                "depends_on": {"nodes": [f"model.cartpulse.{STAGING.name}"]}}
+    manifest = {"sources": {"source.cartpulse.raw.ecommerce_events": source},
+                "nodes": {"model.cartpulse.stg": staging, "model.cartpulse.events_by_type": endpoint}}
+    assert derivation(endpoints_from_manifest(manifest, tmp_path)["events_by_type"]) == {
+        "derivable": False, "reason": "not compiled yet (run `cartpulse build`)", "rollups": [], "answered_from": "sql"}
+    compiled = tmp_path / "compiled" / "cartpulse" / "models" / "marts" / "events_by_type.sql"
+    compiled.parent.mkdir(parents=True)
+    compiled.write_text(README_EXAMPLE)
+    said = derivation(endpoints_from_manifest(manifest, tmp_path)["events_by_type"])
+    assert said["derivable"] is True and said["reason"] is None
+    assert said["rollups"] == [{"name": "derived_ecommerce_events__country_event_type__all",
+                                "data_source": "ecommerce_events", "dimensions": ["country", "event_type"],
+                                "time_grain": "all", "filter": None, "measures": ["events"]}]
