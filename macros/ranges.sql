@@ -55,13 +55,15 @@
   and {{ bounds[0] }} < {{ bounds[1] }}
 {%- endmacro %}
 
-{% macro in_leading_edge(width, start, end) -%}
-  event_time >= {{ start }} and event_time < least({{ range_first(width, start) }}, {{ end }})
+{#- The events of [start, end) before its first whole `width` bucket (after its last:
+    in_trailing_edge), by their time `column`. -#}
+{% macro in_leading_edge(width, start, end, column='event_time') -%}
+  {{ column }} >= {{ start }} and {{ column }} < least({{ range_first(width, start) }}, {{ end }})
   and {{ start }} < least({{ range_first(width, start) }}, {{ end }})
 {%- endmacro %}
 
-{% macro in_trailing_edge(width, start, end) -%}
-  event_time >= greatest({{ range_last(width, end) }}, {{ range_first(width, start) }}, {{ start }})
-  and event_time < {{ end }}
+{% macro in_trailing_edge(width, start, end, column='event_time') -%}
+  {{ column }} >= greatest({{ range_last(width, end) }}, {{ range_first(width, start) }}, {{ start }})
+  and {{ column }} < {{ end }}
   and greatest({{ range_last(width, end) }}, {{ range_first(width, start) }}, {{ start }}) < {{ end }}
 {%- endmacro %}

@@ -20,6 +20,7 @@ from psycopg.conninfo import make_conninfo
 from cartpulse.access.auth import ensure_admin_token
 from cartpulse.config import Settings
 from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.ops.derive import derive
 from cartpulse.storage import citus
 from cartpulse.storage.embedded import EmbeddedPostgres
 from cartpulse.storage.schema import create_storage
@@ -123,7 +124,8 @@ def admin_token(settings):
 
 @pytest.fixture(scope="session")
 def built(settings, admin_token):
-    """The dbt models, built once for the session."""
+    """The dbt models, derived and built once for the session, as `cartpulse build` does."""
+    derive(settings, settings.database_url)
     run_dbt(settings, settings.database_url, "run", "--quiet")
     return settings
 

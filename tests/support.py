@@ -79,6 +79,36 @@ def app_with(settings, **overrides):
         gc.collect()  # anything of it left open warns here, in this test, not in a later one
 
 
+@contextmanager
+def project_database(built, server_url: str, folder: Path, prefix: str):
+    """A copy of the dbt project in ``folder`` with a database of its own, its storage and
+    the session's admin token in it: its settings, for a test that changes the project.
+    The database is dropped afterwards."""
+    from dataclasses import replace
+
+    from psycopg.conninfo import make_conninfo
+
+    from cartpulse.access.auth import ensure_admin_token
+    from cartpulse.config import PROJECT_DIR
+    from cartpulse.storage.schema import create_storage
+
+    project = folder / "project"
+    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns(
+        ".venv", ".cartpulse", "target", "logs", ".git", "service", "tests", "bench", "derived", "*.pyc"))
+    name = f"{prefix}_{os.urandom(4).hex()}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    settings = replace(built, database_url=make_conninfo(server_url, dbname=name), project_dir=project,
+                       target_dir=folder / "target")
+    try:
+        create_storage(settings.database_url, settings)
+        ensure_admin_token(settings.database_url, settings.state_dir, settings.admin_token)
+        yield settings
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
 def datasources(raw_schema: str = "raw", project_dir: Path | None = None):
     """The data sources the project declares (default: this repository's, in ``raw``)."""
     from cartpulse.config import PROJECT_DIR

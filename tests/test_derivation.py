@@ -124,6 +124,12 @@ def test_parameters_elsewhere_than_where_are_post_aggregation():
      ("width",), "the parameter width without an enum of widths"),
     (f"select date_bin('1 month', event_time, timestamptz '2000-01-01') b, count(*) from {FROM} group by 1", (),
      "a time bucket of width '1 month'"),
+    (f"select date_bin('7 days', event_time, timestamptz '2000-01-01') b, count(*) from {FROM} group by 1", (),
+     "(only widths that divide a day"),
+    (f"select date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:07:00+00') b, count(*) from {FROM} "
+     "group by 1", (), "whose origin is not on a '15 minutes' boundary"),
+    (f"select date_bin('1 hour', event_time, timestamptz '2000-01-01 00:00:00+02') b, count(*) from {FROM} group by 1",
+     (), "is not a UTC timestamp literal"),
     (f"select country, count(*) from {FROM} where country = $1 group by 1", ("countries",),
      "(an Array parameter compared with =)"),
     (f"select country, count(*) from {FROM} where country = any($1) group by 1", ("country",),

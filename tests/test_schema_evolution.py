@@ -11,20 +11,12 @@ default for rows without it; every endpoint stays exact throughout.
 
 from __future__ import annotations
 
-import secrets
-import shutil
-from dataclasses import replace
-
 import psycopg
 import pytest
 import yaml
-from psycopg.conninfo import make_conninfo
 from test_absorb import absorb, assert_exact
 
-from cartpulse.access.auth import ensure_admin_token
-from cartpulse.config import PROJECT_DIR
-from cartpulse.storage.schema import create_storage
-from support import EVENT, dbt_ok, ndjson
+from support import EVENT, dbt_ok, ndjson, project_database
 
 POST = "/v0/events?name=ecommerce_events"
 ALTER = "/v0/datasources/ecommerce_events/alter"
@@ -33,23 +25,9 @@ ALTER = "/v0/datasources/ecommerce_events/alter"
 @pytest.fixture(scope="module")
 def evolving(built, server_url, tmp_path_factory):
     """The project copy built in a database of its own; its settings."""
-    folder = tmp_path_factory.mktemp("evolve")
-    project = folder / "project"
-    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns(
-        ".venv", ".cartpulse", "target", "logs", ".git", "service", "tests", "bench", "*.pyc"))
-    name = f"cartpulse_evolve_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    settings = replace(built, database_url=make_conninfo(server_url, dbname=name), project_dir=project,
-                       target_dir=folder / "target")
-    try:
-        create_storage(settings.database_url, settings)
-        ensure_admin_token(settings.database_url, settings.state_dir, settings.admin_token)
+    with project_database(built, server_url, tmp_path_factory.mktemp("evolve"), "cartpulse_evolve") as settings:
         dbt_ok(settings, "run")
         yield settings
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def _declare(project, column: dict, staged: dict) -> None:

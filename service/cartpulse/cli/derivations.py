@@ -1,9 +1,11 @@
-"""What a build says about each endpoint: derivable from its SQL, or served as written.
+"""dbt as CartPulse runs it: derived first, and a line per endpoint after.
 
-Printed after every ``dbt run``/``dbt build`` that CartPulse runs (``cartpulse build``,
-``cartpulse dbt run …``, ``cartpulse run``), one line per endpoint, so that an author
-learns at once whether the SQL they wrote is in the class CartPulse derives rollups for
-(project/derivation.py) and, when it is not, which construct put it outside.
+Every ``dbt run``/``dbt build`` that CartPulse runs (``cartpulse build``, ``cartpulse dbt
+run …``, ``cartpulse run``) first derives the endpoints' rollups and answers
+(ops/derive.py), and selects them too when the command selects models; afterwards it
+prints one line per endpoint, so that an author learns at once whether the SQL they wrote
+is answered from derived rollups and, when it is not, which construct put it outside the
+class (project/derivation.py).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ def lines(catalog: Catalog) -> list[str]:
     for name, endpoint in sorted(catalog.all().items()):
         if endpoint.derivation is None:
             said.append(f"endpoint {name}: served as written: {endpoint.as_written}")
+        elif endpoint.answer:
+            said.append(f"endpoint {name}: derived, from {', '.join(r.name for r in endpoint.rollups)}")
         else:
-            rollups = ", ".join(r.name for r in endpoint.rollups)
-            said.append(f"endpoint {name}: derivable, from {rollups}")
+            said.append(f"endpoint {name}: derivable, not derived since its SQL changed: served as written"
+                        " until `cartpulse build`")
     return said
 
 
@@ -29,9 +33,31 @@ def report(settings) -> None:
         print(line, flush=True)
 
 
-def report_after(settings, argv: list[str], returncode: int) -> int:
-    """Report after ``dbt <argv>`` when it ran or built models (not with ``--quiet``);
-    pass its exit status on."""
-    if argv[:1] in (["run"], ["build"]) and not {"--quiet", "-q"} & set(argv):
+def builds(argv: list[str]) -> bool:
+    return argv[:1] in (["run"], ["build"])
+
+
+def derived_first(settings, url: str, argv: list[str]) -> list[str]:
+    """Before ``dbt <argv>`` builds models: derive (ops/derive.py), and when it selects
+    models, select the derived ones too, so that ``--select my_endpoint`` builds the
+    rollups and the answer it is served from. Returns the arguments to run."""
+    if not builds(argv):
+        return argv
+    from cartpulse.ops.derive import FOLDER, derive
+
+    derive(settings, url)
+    if any(a in ("--select", "-s") or a.startswith("--select=") for a in argv):
+        return [*argv, "--select", f"path:{FOLDER}"]
+    return argv
+
+
+def dbt_deriving(settings, url: str, argv: list[str]) -> int:
+    """``dbt <argv>``, derived first when it builds models, and reported after (not with
+    ``--quiet``); its exit status."""
+    from cartpulse.ops.dbt_runner import run_dbt
+
+    argv = derived_first(settings, url, argv)
+    returncode = run_dbt(settings, url, *argv, check=False).returncode
+    if builds(argv) and not {"--quiet", "-q"} & set(argv):
         report(settings)
     return returncode

@@ -3,7 +3,7 @@
     cartpulse db start|stop|status|url   the embedded PostgreSQL (when DATABASE_URL is unset)
     cartpulse replica start|stop|status|url [--name N]   a streaming replica of it (READ_DATABASE_URLS)
     cartpulse init                       create storage and the admin token
-    cartpulse build                      build the dbt models (dbt run)
+    cartpulse build                      derive the endpoints' rollups and build the models (dbt run)
     cartpulse dbt ARGS…                  any dbt command against CartPulse's database
     cartpulse psql [ARGS…]               psql into CartPulse's database
     cartpulse env                        the exports for plain dbt: eval "$(cartpulse env)"
@@ -107,12 +107,10 @@ def cmd_build(settings: Settings, args) -> int:
 
 
 def cmd_dbt(settings: Settings, args, *command: str) -> int:
-    """dbt in the project; after a run or build, a line per endpoint (cli/derivations.py)."""
-    from cartpulse.cli.derivations import report_after
-    from cartpulse.ops.dbt_runner import run_dbt
+    """dbt in the project, deriving first and reporting after a build (cli/derivations.py)."""
+    from cartpulse.cli.derivations import dbt_deriving
 
-    argv = [*command, *args.rest]
-    return report_after(settings, argv, run_dbt(settings, database_url(settings), *argv, check=False).returncode)
+    return dbt_deriving(settings, database_url(settings), [*command, *args.rest])
 
 
 def cmd_env(settings: Settings, args) -> int:
@@ -266,7 +264,7 @@ def cmd_run(settings: Settings, args) -> int:
     try:
         url = database_url(settings, start=True)
         token = init(settings, url)
-        build_models(settings, url)  # out of the terminal's Ctrl-C: see stopping.py
+        build_models(settings, url, *derivations.derived_first(settings, url, ["run"])[1:])  # see stopping.py
         derivations.report(settings)
         if settings.refresh_seconds > 0:
             refresher = scheduler.spawn(url)

@@ -33,6 +33,8 @@ hence the min over the remaining rows is the min over the remaining events.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import sqlglot
 from sqlglot import exp
 
@@ -46,8 +48,8 @@ _VOLATILE = {"now", "current_timestamp", "current_date", "current_time", "localt
              "clock_timestamp", "statement_timestamp", "transaction_timestamp", "random", "timeofday",
              "currenttimestamp", "currentdate", "currenttime", "rand"}
 #: How SQL is written back (messages, the rollups' filter): functions as PostgreSQL spells them.
-_SQL = {"dialect": "postgres", "normalize_functions": "lower"}
-_AGGREGATES = (exp.Sum, exp.Count, exp.Avg, exp.Min, exp.Max)
+SQL_OPTIONS = {"dialect": "postgres", "normalize_functions": "lower"}
+AGGREGATES = (exp.Sum, exp.Count, exp.Avg, exp.Min, exp.Max)
 
 
 def recognize(sql: str, params: dict[str, object], staging: dict[str, StagingModel]) -> Derivation:
@@ -83,9 +85,9 @@ class _Recognizer:
         self.columns = set(self.staging.columns)
         outputs = {(e.alias_or_name if isinstance(e, exp.Alias) else None): e for e in tree.expressions}
         group = self._group(tree, outputs)
-        if not group[0] and group[1] is None and not any(e.find(*_AGGREGATES) for e in tree.expressions):
+        if not group[0] and group[1] is None and not any(e.find(*AGGREGATES) for e in tree.expressions):
             raise Refused("no GROUP BY and no aggregate (the endpoint returns rows, not aggregates)")
-        self.grouped = {g.sql(**_SQL) for g in group[2]}
+        self.grouped = {g.sql(**SQL_OPTIONS) for g in group[2]}
         measures: dict[str, Measure] = {"events": Measure("events")}
         extrema: list[str] = []
         for item in tree.expressions:
@@ -141,7 +143,7 @@ class _Recognizer:
                 continue
             found = self._bucket(item)
             if found is None:
-                raise Refused(f"GROUP BY {item.sql(**_SQL)} (only columns and a time bucket of "
+                raise Refused(f"GROUP BY {item.sql(**SQL_OPTIONS)} (only columns and a time bucket of "
                               f"{self.staging.time_column})")
             if bucket is not None:
                 raise Refused("GROUP BY two time buckets")
@@ -158,7 +160,7 @@ class _Recognizer:
         else:
             return None
         if not (isinstance(column, exp.Column) and self._column(column) == self.staging.time_column):
-            raise Refused(f"a time bucket of {column.sql(**_SQL)} (only of {self.staging.time_column})")
+            raise Refused(f"a time bucket of {column.sql(**SQL_OPTIONS)} (only of {self.staging.time_column})")
         if origin is not None and origin.find(exp.Parameter, exp.Column):
             raise Refused("a time bucket whose origin is not a constant")
         width = width.this if isinstance(width, exp.Cast) else width
@@ -172,29 +174,35 @@ class _Recognizer:
         elif isinstance(width, exp.Literal) and width.is_string:
             name, widths = None, (width.this,)
         else:
-            raise Refused(f"a time bucket of width {width.sql(**_SQL)} (a constant or an enum parameter)")
+            raise Refused(f"a time bucket of width {width.sql(**SQL_OPTIONS)} (a constant or an enum parameter)")
+        offset = _origin_offset(origin)
         for each in widths:
-            width_seconds(each)  # every width must be a fixed length
-        return Bucket(widths=widths, param=name, origin=origin.sql(**_SQL) if origin is not None else None)
+            seconds = width_seconds(each)  # a fixed length
+            if 86400 % seconds:
+                raise Refused(f"a time bucket of width '{each}' (only widths that divide a day: the rollups' "
+                              "buckets must fall inside the endpoint's)")
+            if offset % seconds:
+                raise Refused(f"a time bucket of width '{each}' whose origin is not on a '{each}' boundary of a UTC day")
+        return Bucket(widths=widths, param=name, origin=origin.sql(**SQL_OPTIONS) if origin is not None else None)
 
     # -- the select list, HAVING and ORDER BY ------------------------------------------
 
     def _output(self, node: exp.Expression, measures: dict, extrema: list, clause: str = "SELECT") -> None:
         """An output expression: group keys outside aggregates, aggregates we can keep."""
-        if node.sql(**_SQL) in self.grouped:
+        if node.sql(**SQL_OPTIONS) in self.grouped:
             return
-        if isinstance(node, _AGGREGATES):
+        if isinstance(node, AGGREGATES):
             self._aggregate(node, measures, extrema)
             return
         if isinstance(node, exp.Column):
-            raise Refused(f"{clause} {node.sql(**_SQL)}, neither grouped nor aggregated")
+            raise Refused(f"{clause} {node.sql(**SQL_OPTIONS)}, neither grouped nor aggregated")
         if isinstance(node, exp.Parameter):
             return  # a parameter's value is the same for every row
         if isinstance(node, (exp.Subquery, exp.Select, exp.Exists)):
             raise Refused(f"a subquery in {clause}")
         if isinstance(node, (exp.Anonymous, exp.AggFunc)) and node.name.lower() not in ("coalesce", "round", "abs"):
             if isinstance(node, exp.AggFunc) or node.name.lower() in ("string_agg", "array_agg", "percentile_cont"):
-                raise Refused(f"the aggregate {node.sql(**_SQL)} (only sum, count, avg, min and max)")
+                raise Refused(f"the aggregate {node.sql(**SQL_OPTIONS)} (only sum, count, avg, min and max)")
             self._volatile(node)
         for child in node.iter_expressions():
             self._output(child, measures, extrema, clause)
@@ -209,7 +217,7 @@ class _Recognizer:
         self._output(node, measures, extrema, clause)
 
     def _aggregate(self, node: exp.Expression, measures: dict, extrema: list) -> None:
-        call = node.sql(**_SQL)
+        call = node.sql(**SQL_OPTIONS)
         if node.find(exp.Distinct):
             raise Refused(f"{call} (DISTINCT inside an aggregate)")
         if isinstance(node.parent, exp.Filter):
@@ -219,14 +227,14 @@ class _Recognizer:
             return  # count(*): events
         if argument is None or node.expressions:
             raise Refused(f"{call} (one argument only)")
-        if argument.find(_AGGREGATES):
+        if argument.find(AGGREGATES):
             raise Refused(f"{call} (an aggregate inside an aggregate)")
         if argument.find(exp.Parameter):
             raise Refused(f"{call} (a parameter inside an aggregate)")
         for column in argument.find_all(exp.Column):
             self._column(column)
         self._volatile(argument)
-        expression = _unqualified(argument).sql(**_SQL)
+        expression = unqualified(argument).sql(**SQL_OPTIONS)
         if isinstance(node, (exp.Min, exp.Max)):
             if not isinstance(argument, exp.Column):
                 raise Refused(f"{call} (min and max are derived over a column, which joins the rollup's grain)")
@@ -242,7 +250,7 @@ class _Recognizer:
         if isinstance(node, exp.Parameter):
             self._param(node)
             return
-        raise Refused(f"{clause} {node.sql(**_SQL)} (a number or a parameter)")
+        raise Refused(f"{clause} {node.sql(**SQL_OPTIONS)} (a number or a parameter)")
 
     # -- WHERE -------------------------------------------------------------------------
 
@@ -257,18 +265,18 @@ class _Recognizer:
                 if conjunct.find(exp.Subquery, exp.Select, exp.Exists):
                     raise Refused("a subquery in WHERE")
                 self._volatile(conjunct)
-                fixed.append(_unqualified(conjunct).sql(**_SQL))
+                fixed.append(unqualified(conjunct).sql(**SQL_OPTIONS))
                 continue
             optional, predicate = _optional(conjunct)
             kind, column, name = self._param_predicate(predicate, conjunct)
             if optional is not None and self._param(optional)[0] != name:
-                raise Refused(f"WHERE {conjunct.sql(**_SQL)} (the IS NULL test names another parameter)")
+                raise Refused(f"WHERE {conjunct.sql(**SQL_OPTIONS)} (the IS NULL test names another parameter)")
             if kind in ("start", "end"):
                 if ranges[kind][0] is not None:
                     raise Refused(f"two {'start' if kind == 'start' else 'end'} bounds on {column}")
                 ranges[kind] = (name, optional is not None)
             else:
-                filters.append(ParamFilter(column, name, kind, optional is not None))
+                filters.append(ParamFilter(column, name, kind, optional is not None, unqualified(conjunct).sql(**SQL_OPTIONS)))
         fixed_sql = " and ".join(f"({f})" for f in fixed) if fixed else None
         return ranges, filters, fixed_sql
 
@@ -283,28 +291,28 @@ class _Recognizer:
             if isinstance(node, exp.EQ) and isinstance(value, exp.Any):
                 name, param = self._param(value.this)
                 if not getattr(param, "is_array", False):
-                    raise Refused(f"WHERE {conjunct.sql(**_SQL)} (= any() of a parameter that is not an Array)")
+                    raise Refused(f"WHERE {conjunct.sql(**SQL_OPTIONS)} (= any() of a parameter that is not an Array)")
                 return "any", column, name
             if isinstance(value, exp.Parameter):
                 name, param = self._param(value)
                 if isinstance(node, exp.EQ):
                     if getattr(param, "is_array", False):
-                        raise Refused(f"WHERE {conjunct.sql(**_SQL)} (an Array parameter compared with =)")
+                        raise Refused(f"WHERE {conjunct.sql(**SQL_OPTIONS)} (an Array parameter compared with =)")
                     return "=", column, name
                 if column == self.staging.time_column and isinstance(node, exp.GTE):
                     return "start", column, name
                 if column == self.staging.time_column and isinstance(node, exp.LT):
                     return "end", column, name
-                raise Refused(f"WHERE {conjunct.sql(**_SQL)} (a parameter bounds only {self.staging.time_column},"
+                raise Refused(f"WHERE {conjunct.sql(**SQL_OPTIONS)} (a parameter bounds only {self.staging.time_column},"
                               f" as {self.staging.time_column} >= start and {self.staging.time_column} < end)")
-        raise Refused(f"WHERE {conjunct.sql(**_SQL)} (a parameter is used as column = $p, column = any($p),"
+        raise Refused(f"WHERE {conjunct.sql(**SQL_OPTIONS)} (a parameter is used as column = $p, column = any($p),"
                       f" a range on {self.staging.time_column}, or `$p is null or …` of one of those)")
 
     # -- names -------------------------------------------------------------------------
 
     def _column(self, column: exp.Column) -> str:
         if column.table and column.table not in (self.staging.name, getattr(self, "alias", None)):
-            raise Refused(f"the column {column.sql(**_SQL)} of another relation")
+            raise Refused(f"the column {column.sql(**SQL_OPTIONS)} of another relation")
         if column.name not in self.columns:
             raise Refused(f"the column {column.name}, which {self.staging.name} does not have")
         return column.name
@@ -313,7 +321,7 @@ class _Recognizer:
         while isinstance(node, exp.Paren | exp.Cast):
             node = node.this
         if not isinstance(node, exp.Parameter):
-            raise Refused(f"{node.sql(**_SQL)} where a parameter was expected")
+            raise Refused(f"{node.sql(**SQL_OPTIONS)} where a parameter was expected")
         index = int(node.this.this) - 1
         if not 0 <= index < len(self.params):
             raise Refused(f"${index + 1}, which no declared parameter is")
@@ -323,8 +331,22 @@ class _Recognizer:
         for call in node.find_all(exp.Func):
             name = (call.name if isinstance(call, exp.Anonymous) else call.key).lower()
             if name in _VOLATILE or isinstance(call, exp.CurrentTimestamp | exp.CurrentDate | exp.Rand):
-                written = "now()" if isinstance(call, exp.CurrentTimestamp) else call.sql(**_SQL)
+                written = "now()" if isinstance(call, exp.CurrentTimestamp) else call.sql(**SQL_OPTIONS)
                 raise Refused(f"{written}, whose value changes from one call to the next")
+
+
+def _origin_offset(origin: exp.Expression | None) -> int:
+    """Seconds from a UTC midnight of date_bin's origin (time_bucket's is a midnight)."""
+    if origin is None:
+        return 0
+    literal = origin.this if isinstance(origin, exp.Cast) else origin
+    try:
+        when = datetime.fromisoformat(literal.this) if isinstance(literal, exp.Literal) and literal.is_string else None
+    except ValueError:
+        when = None
+    if when is None or when.utcoffset() not in (None, timedelta(0)):
+        raise Refused(f"a time bucket whose origin {origin.sql(**SQL_OPTIONS)} is not a UTC timestamp literal")
+    return when.hour * 3600 + when.minute * 60 + when.second
 
 
 def _conjuncts(node: exp.Expression):
@@ -356,7 +378,7 @@ def _optional(node: exp.Expression) -> tuple[exp.Parameter | None, exp.Expressio
     return None, node
 
 
-def _unqualified(node: exp.Expression) -> exp.Expression:
+def unqualified(node: exp.Expression) -> exp.Expression:
     node = node.copy()
     for column in node.find_all(exp.Column):
         column.set("table", None)

@@ -7,6 +7,7 @@ as sign-weighted sums; these are its results, plain values that compare and hash
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -40,6 +41,9 @@ class Bucket:
         return tuple(width_seconds(w) for w in self.widths)
 
 
+_PLAIN = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+
+
 @dataclass(frozen=True)
 class ParamFilter:
     """``column = $param`` (or ``= any($param)`` for an array), optional when written
@@ -49,6 +53,7 @@ class ParamFilter:
     param: str
     form: str  # "=" or "any"
     optional: bool
+    sql: str = ""  # the predicate as written (columns unqualified), applied to every piece
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,15 @@ class Measure:
     @property
     def label(self) -> str:
         return self.kind if self.kind == "events" else f"{self.kind}({self.expression})"
+
+    @property
+    def column(self) -> str:
+        """Its column in a rollup: readable for a plain column, a digest for an expression."""
+        if self.kind == "events":
+            return "events"
+        key = self.expression if _PLAIN.fullmatch(self.expression) else \
+            hashlib.sha256(self.expression.encode()).hexdigest()[:8]
+        return f"{self.kind[0]}_{key}"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cartpulse.project.derivation import Derivation, Refused, StagingModel, recognize
+from cartpulse.project.derived_models import sql_sha
 from cartpulse.project.params import Param
 from cartpulse.project.rollup_plans import RollupPlan, plan
 
@@ -47,6 +48,14 @@ class Endpoint:
     derivation: Derivation | None = None
     rollups: tuple[RollupPlan, ...] = ()
     as_written: str | None = None
+    #: The function that answers from the derived rollups, when one was built from the
+    #: SQL the endpoint has now (ops/derive.py); None: the endpoint's own function answers.
+    answer: str | None = None
+
+    @property
+    def function(self) -> str:
+        """The function a read calls."""
+        return self.answer or self.relation
 
 
 def staging_models(manifest: dict) -> dict[str, StagingModel]:
@@ -91,17 +100,33 @@ def _recognized(node: dict, params: tuple[Param, ...], staging: dict, target_dir
         return None, str(refusal)
 
 
+def _answers(manifest: dict) -> dict[str, tuple[str, str]]:
+    """The derived answers (ops/derive.py) by the endpoint they answer: (relation, the
+    hash of the SQL they were derived from)."""
+    answers = {}
+    for node in manifest.get("nodes", {}).values():
+        meta = {**node.get("meta", {}), **node.get("config", {}).get("meta", {})}
+        if node.get("resource_type") == "model" and meta.get("derived_of"):
+            answers[meta["derived_of"]] = (node.get("alias") or node["name"], meta.get("sql_sha"))
+    return answers
+
+
+def _current_answer(answer: tuple[str, str] | None, sql: str | None) -> str | None:
+    return answer[0] if answer and sql is not None and answer[1] == sql_sha(sql) else None
+
+
 def endpoints_from_manifest(manifest: dict, target_dir: Path | None = None) -> dict[str, Endpoint]:
     """Every endpoint model of ``manifest``; ``target_dir`` (dbt's target folder) is where
     their compiled SQL is read from, for recognizing the derived ones."""
     staging = staging_models(manifest)
+    answers = _answers(manifest)
     endpoints = {}
     for node in manifest.get("nodes", {}).values():
         if node.get("resource_type") != "model":
             continue
         meta = {**node.get("meta", {}), **node.get("config", {}).get("meta", {})}
         declared = meta.get("endpoint")
-        if declared is None or declared is False:
+        if declared is None or declared is False or meta.get("derived_of"):
             continue
         params = tuple(Param.declared(name, spec or {})
                        for name, spec in (declared.get("params") or {}).items()) if isinstance(declared, dict) else ()
@@ -119,6 +144,7 @@ def endpoints_from_manifest(manifest: dict, target_dir: Path | None = None) -> d
             created_at=node.get("created_at"),
             derivation=derivation,
             as_written=as_written,
+            answer=_current_answer(answers.get(node["name"]), compiled_sql(node, target_dir)) if derivation else None,
         )
     served, rollups = plan({name: e.derivation for name, e in endpoints.items() if e.derivation is not None})
     return {name: dataclasses.replace(e, rollups=tuple(rollups[r] for r in served.get(name, ())))

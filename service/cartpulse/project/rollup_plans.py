@@ -26,8 +26,9 @@ from cartpulse.project.derivation import Derivation, Measure
 
 _DAY, _HOUR, _MINUTE = 86400, 3600, 60
 _UNITS = ((7 * _DAY, "w"), (_DAY, "d"), (_HOUR, "h"), (_MINUTE, "m"), (1, "s"))
-#: PostgreSQL's limit on an identifier; a longer name is shortened to a hash.
-_MAX_NAME = 63
+#: PostgreSQL's limit on an identifier (63) less the longest suffix the rollup
+#: materialization adds (``__grain_new``); a longer name is shortened to a hash.
+_MAX_NAME = 63 - len("__grain_new")
 
 
 @dataclass(frozen=True)

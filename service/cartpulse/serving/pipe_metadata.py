@@ -78,12 +78,14 @@ def describe(endpoint, public_url: str | None) -> dict:
 def derivation(endpoint) -> dict:
     """Whether the endpoint's SQL is in the class CartPulse answers from rollups it derives
     (project/derivation.py), and which rollups those are; else why it is served as written.
-    ``answered_from`` says what answers today: derived rollups are planned from the SQL
-    but not built yet (issue #24's next step), so every endpoint runs its own SQL."""
+    ``answered_from`` is ``derived`` when reads call the answer built from those rollups,
+    ``sql`` when they call the endpoint's own function (not derivable, or not derived
+    since its SQL last changed: ops/derive.py)."""
+    answered_from = "derived" if endpoint.answer else "sql"
     if endpoint.derivation is None:
-        return {"derivable": False, "reason": endpoint.as_written, "rollups": [], "answered_from": "sql"}
+        return {"derivable": False, "reason": endpoint.as_written, "rollups": [], "answered_from": answered_from}
     return {"derivable": True, "reason": None, "rollups": [r.describe() for r in endpoint.rollups],
-            "answered_from": "sql"}
+            "answered_from": answered_from}
 
 
 def _catalog():

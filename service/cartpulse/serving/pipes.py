@@ -147,7 +147,7 @@ def endpoint_query(endpoint, values: dict) -> sql.Composed:
                                      sql.SQL("::" + arrays[name]) if name in arrays else sql.SQL(""))
         for name in values)
     return sql.SQL("select * from {}.{}({})").format(
-        sql.Identifier(endpoint.schema), sql.Identifier(endpoint.relation), args)
+        sql.Identifier(endpoint.schema), sql.Identifier(endpoint.function), args)
 
 
 def run_endpoint(endpoint, values: dict, min_lsn: int | None = None) -> tuple[list[dict], list[tuple], dict]:
