@@ -42,9 +42,11 @@ def test_the_readmes_example_is_derivable_from_one_all_time_rollup():
     assert [m.label for m in d.measures] == ["events"] and d.fixed_filter is None
     assert d.dimensions == ("event_type", "country")
     served, rollups = plan({"events_by_type": d})
-    assert served == {"events_by_type": ("derived_ecommerce_events__country_event_type__all",)}
-    [rollup] = rollups.values()
-    assert rollup.dimensions == ("country", "event_type") and rollup.width is None
+    # One rollup for requests without a country (one row per type), one with countries.
+    assert served == {"events_by_type": ("derived_ecommerce_events__event_type__all",
+                                         "derived_ecommerce_events__country_event_type__all")}
+    assert [(r.dimensions, r.width) for r in rollups.values()] == [(("event_type",), None),
+                                                                  (("country", "event_type"), None)]
 
 
 def test_the_seed_shapes_with_ranges_buckets_arrays_and_fixed_filters():
@@ -154,11 +156,14 @@ def test_endpoints_of_one_grain_share_a_rollup_with_the_union_of_their_measures(
     revenue = derive(f"select event_type, sum(price) as s from {FROM} where country = $1 group by 1", "country")
     other = derive(f"select event_type, count(*) from {FROM} where event_type <> 'view' group by 1")
     served, rollups = plan({"events_by_type": by_type, "revenue_by_type": revenue, "not_views": other})
-    assert served["events_by_type"] == served["revenue_by_type"]
-    shared = rollups[served["events_by_type"][0]]
+    # revenue_by_type always filters by country (a required parameter): the README's
+    # endpoint's rollup with countries, which both share.
+    shared = rollups[served["revenue_by_type"][0]]
+    assert served["revenue_by_type"] == served["events_by_type"][1:] and shared.dimensions == ("country", "event_type")
     assert [m.label for m in shared.measures] == ["events", "count(price)", "sum(price)"]
+    assert [m.label for m in rollups[served["events_by_type"][0]].measures] == ["events"]
     # A fixed filter is another rollup (its rows are a subset), and so are other dimensions.
-    assert served["not_views"] != served["events_by_type"] and len(rollups) == 2
+    assert not set(served["not_views"]) & set(served["events_by_type"]) and len(rollups) == 3
     assert rollups[served["not_views"][0]].fixed_filter == "(event_type <> 'view')"
 
 
@@ -185,6 +190,6 @@ def test_the_catalog_recognizes_from_the_compiled_file_and_metadata_shows_it(tmp
     compiled.write_text(README_EXAMPLE)
     said = derivation(endpoints_from_manifest(manifest, tmp_path)["events_by_type"])
     assert said["derivable"] is True and said["reason"] is None
-    assert said["rollups"] == [{"name": "derived_ecommerce_events__country_event_type__all",
-                                "data_source": "ecommerce_events", "dimensions": ["country", "event_type"],
-                                "time_grain": "all", "filter": None, "measures": ["events"]}]
+    assert said["rollups"][1] == {"name": "derived_ecommerce_events__country_event_type__all",
+                                  "data_source": "ecommerce_events", "dimensions": ["country", "event_type"],
+                                  "time_grain": "all", "filter": None, "measures": ["events"]}

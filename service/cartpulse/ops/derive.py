@@ -104,8 +104,8 @@ def derive(settings, url: str) -> dict[str, str]:
     for name, derivation in derivations.items():
         node, sql = nodes[name], compiled_sql(nodes[name], target)
         answer = f"{name}__derived"
-        files[f"{answer}.sql"] = "{{ config(materialized='endpoint') }}\n" + derived_models.answer_model(
-            sql, derivation, [rollups[r] for r in served[name]], [p.name for p in endpoints[name].params], types[name][1])
+        files[f"{answer}.sql"] = derived_models.answer_model(sql, derivation, rollups,
+                                                             [p.name for p in endpoints[name].params], types[name][1])
         yml.append({"name": answer, "description": f"The answer of {name} from its derived rollups.",
                     "config": {"meta": {"endpoint": {"params": node["config"]["meta"]["endpoint"].get("params") or {}},
                                         "derived_of": name, "sql_sha": derived_models.sql_sha(sql)}},

@@ -26,6 +26,7 @@ import hashlib
 import sqlglot
 from sqlglot import exp
 
+from cartpulse.project import rollup_plans
 from cartpulse.project.derivation import AGGREGATES, SQL_OPTIONS, Derivation, unqualified
 from cartpulse.project.rollup_plans import RollupPlan
 
@@ -73,7 +74,7 @@ def rollup_model(plan: RollupPlan, time_column: str) -> str:
     selected = []
     if plan.width is not None:
         selected.append(f"{{{{ time_bin(\"{interval(plan.width)}\", '{time_column}') }}}} as {time_column}")
-    selected += list(plan.dimensions) or [f"true as {TOTAL}"]
+    selected += list(plan.dimensions) or ([f"true as {TOTAL}"] if grain == [TOTAL] else [])
     for measure in plan.measures:
         if measure.kind == "events":
             selected.append("{{ events_measure() }}")
@@ -91,8 +92,9 @@ def rollup_yml(plan: RollupPlan, time_column: str, column_types: dict[str, str],
     columns = []
     if plan.width is not None:
         columns.append({"name": time_column, "data_type": "timestamptz", "description": "Start of the bucket, UTC."})
-    columns += [{"name": d, "data_type": column_types[d]} for d in plan.dimensions] or \
-        [{"name": TOTAL, "data_type": "boolean", "description": "The one row of an aggregate without dimensions."}]
+    columns += [{"name": d, "data_type": column_types[d]} for d in plan.dimensions]
+    if rollup_grain(plan, time_column) == [TOTAL]:
+        columns.append({"name": TOTAL, "data_type": "boolean", "description": "The one row of an aggregate without dimensions."})
     types = {"events": "bigint", "count": "bigint", "sum": "numeric"}
     columns += [{"name": m.column, "data_type": types[m.kind], "description": m.label} for m in plan.measures]
     grain = ", ".join(rollup_grain(plan, time_column))
@@ -105,9 +107,10 @@ def rollup_yml(plan: RollupPlan, time_column: str, column_types: dict[str, str],
 class _Pieces:
     """The Jinja text of ``pieces`` for one derived endpoint."""
 
-    def __init__(self, derivation: Derivation, rollups: list[RollupPlan], positions: dict[str, int]):
+    def __init__(self, derivation: Derivation, rollups: dict[str, RollupPlan], positions: dict[str, int]):
         self.d = derivation
-        self.by_width = {r.width: r for r in rollups}
+        self.rollups = rollups
+        self.by_width: dict = {}
         self.positions = positions
         self.time = derivation.staging.time_column
         start, end = derivation.range_params
@@ -120,13 +123,15 @@ class _Pieces:
         self.measures = [m.column for m in derivation.measures]
 
     def columns(self) -> list[str]:
-        return ([self.time] if self.d.bucket is not None else []) + list(self.d.dimensions)
+        """What every piece carries: the time bucket, the grouped and min/max columns (the
+        columns only filters read stay in the pieces' WHERE)."""
+        return ([self.time] if self.d.bucket is not None else []) + list(dict.fromkeys(self.d.group_by + self.d.extrema))
 
     def rollup_piece(self, width, bounds: str | None, conditions: list[str]) -> str:
         rollup = self.by_width[width]
         source = f"{{{{ live(ref('{rollup.name}'){', ' + bounds if bounds else ''}) }}}}"
         where = list(conditions) + ([f"{{{{ within('{self.time}', {bounds}) }}}}"] if bounds else [])
-        return self._select(self.columns() + self.measures, source, where)
+        return self._select(self.columns() + self.measures, source, where, set(rollup.dimensions))
 
     def event_piece(self, edge: str, width: int, conditions: list[str]) -> str:
         measures = [f"{per_event(m)} as {m.column}" for m in self.d.measures]
@@ -134,11 +139,33 @@ class _Pieces:
         where.append(f"{{{{ {edge}(\"{interval(width)}\", s, e, '{self.time}') }}}}")
         return self._select(self.columns() + measures, f"{{{{ ref('{self.d.staging.name}') }}}}", where)
 
-    def _select(self, columns: list[str], source: str, where: list[str]) -> str:
-        filters = [f.sql for f in self.d.param_filters] + self.required
+    def _select(self, columns: list[str], source: str, where: list[str], available: set | None = None) -> str:
+        """A piece. A filter on a column its rollup does not keep is left out: the variant's
+        guard holds only when that filter's parameters are left out too."""
+        filters = [f.sql for f in self.d.param_filters if available is None or f.column in available] + self.required
         conditions = [f"({c})" for c in filters] + where
         return (f"    select {', '.join(columns)}\n    from {source}"
                 + (f"\n    where {' and '.join(conditions)}" if conditions else ""))
+
+    def variant_text(self, variant_guard: list[str]) -> list[str]:
+        """The pieces of one variant: its rollups, by width."""
+        widths = sorted((w for w in self.by_width if w is not None), reverse=True)
+        parts: list[str] = []
+        if self.d.bucket is not None:
+            bucket = self.d.bucket
+            for width, seconds in zip(bucket.widths, bucket.seconds):
+                guard = variant_guard + ([f"${self.positions[bucket.param]} = '{width}'"] if bucket.param else [])
+                levels = [w for w in widths if w <= seconds and seconds % w == 0]
+                parts += self.ladder(levels if self.d.has_range else levels[:1], guard)
+        else:
+            everything = None in self.by_width
+            if everything:
+                guard = [f"({self.start} is null and {self.end} is null)"] if self.d.has_range else []
+                parts.append(self.rollup_piece(None, None, variant_guard + guard))
+            if widths:
+                guard = [f"not ({self.start} is null and {self.end} is null)"] if everything else []
+                parts += self.ladder(widths, variant_guard + guard)
+        return parts
 
     def ladder(self, levels: list[int], guard: list[str]) -> list[str]:
         """Whole buckets of the coarsest level, bands of each finer one, the events at the ends."""
@@ -153,23 +180,28 @@ class _Pieces:
                 pieces.append(self.event_piece(edge, levels[-1], guard))
         return pieces
 
+    def variant_guards(self) -> list[tuple[rollup_plans.Variant, list[str]]]:
+        """Each variant with the test on the parameters that selects it (exactly one does)."""
+        optional = rollup_plans.optional_columns(self.d)
+        given = {c: " or ".join(f"${self.positions[f.param]} is not null" for f in self.d.param_filters
+                                 if f.column == c) for c in optional}
+        out = []
+        for variant in rollup_plans.variants(self.d):
+            if variant.everything:
+                guard = [f"({' or '.join(given.values())})"]
+            elif variant.active or len(optional) <= 2:
+                guard = [f"({given[c]})" if c in variant.active else f"not ({given[c]})" for c in optional]
+            else:
+                guard = [f"not ({given[c]})" for c in optional]
+            out.append((variant, guard))
+        return out
+
     def text(self) -> str:
-        widths = sorted((w for w in self.by_width if w is not None), reverse=True)
         parts: list[str] = [f"    {{%- set s, e = '{self.start}', '{self.end}' %}}"]
-        if self.d.bucket is not None:
-            bucket = self.d.bucket
-            for width, seconds in zip(bucket.widths, bucket.seconds):
-                guard = [f"${self.positions[bucket.param]} = '{width}'"] if bucket.param else []
-                levels = [w for w in widths if w <= seconds and seconds % w == 0]
-                parts += self.ladder(levels if self.d.has_range else levels[:1], guard)
-        else:
-            everything = None in self.by_width
-            if everything:
-                guard = [f"({self.start} is null and {self.end} is null)"] if self.d.has_range else []
-                parts.append(self.rollup_piece(None, None, guard))
-            if widths:
-                guard = [f"not ({self.start} is null and {self.end} is null)"] if everything else []
-                parts += self.ladder(widths, guard)
+        for variant, guard in self.variant_guards():
+            self.by_width = {w: self.rollups[rollup_plans.rollup_name(self.d, variant.dimensions, w)]
+                             for w in rollup_plans.widths(self.d)}
+            parts += self.variant_text(guard)
         out, first = [], True
         for part in parts:  # `set` lines as they come; `union all` between the selects
             if part.lstrip().startswith("{%"):
@@ -205,7 +237,7 @@ def aggregates(sql: str) -> list[str]:
     return list(dict.fromkeys(unqualified(n).sql(**SQL_OPTIONS) for n in tree.find_all(exp.Sum, exp.Avg)))
 
 
-def answer_model(sql: str, derivation: Derivation, rollups: list[RollupPlan], param_names: list[str],
+def answer_model(sql: str, derivation: Derivation, rollups: dict[str, RollupPlan], param_names: list[str],
                  types: dict[str, str]) -> str:
     """The answer model's file: ``with pieces as (…)`` and the endpoint's rewritten SQL."""
     positions = {name: i + 1 for i, name in enumerate(param_names)}
@@ -214,5 +246,5 @@ def answer_model(sql: str, derivation: Derivation, rollups: list[RollupPlan], pa
     tree.set("from_" if "from_" in tree.args else "from", exp.From(this=exp.to_table("pieces")))
     tree = tree.transform(lambda n: _merge(n, types) if isinstance(n, AGGREGATES) else n)
     pieces = _Pieces(derivation, rollups, positions).text()
-    return (f"{HEADER}\n-- The answer of the endpoint from its rollups: {', '.join(r.name for r in rollups)}.\n"
+    return (f"{HEADER}\n{{{{ config(materialized='endpoint') }}}}\n"
             f"with pieces as ({pieces}\n)\n\n{tree.sql(**SQL_OPTIONS, pretty=True)}\n")

@@ -13,6 +13,14 @@ a time range or groups by a time bucket, a time column at some width. Which widt
   which answers without a range by reading one row per bucket and grain; with a range,
   the hour and the minute where they divide every W, for the partial buckets at its ends.
 
+A column filtered only by optional parameters (``$p is null or column = $p``) need not
+be in every rollup: a request that leaves those parameters out sums over it anyway, and
+reading a rollup without it reads fewer rows (top products over all countries: one row
+per product, not one per product and country). So each *variant* of an endpoint keeps
+a subset of those columns, every subset when there are at most two, else none or all;
+a request is answered by the variant holding exactly the columns its parameters filter
+(or all of them).
+
 Endpoints whose rollups have the same data source, filter, dimensions and width share
 one rollup, which keeps the union of their measures.
 """
@@ -20,6 +28,7 @@ one rollup, which keeps the union of their measures.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 
 from cartpulse.project.derivation import Derivation, Measure
@@ -76,7 +85,36 @@ def widths(derivation: Derivation) -> tuple[int | None, ...]:
     return tuple(sorted(chosen, key=lambda w: -(w or 10**12)))
 
 
-def _name(derivation: Derivation, dimensions: tuple[str, ...], width: int | None) -> str:
+@dataclass(frozen=True)
+class Variant:
+    """The rollups that answer requests whose optional filters are on ``active`` columns
+    (``everything``: on any columns; the variant keeping all of them when there are too
+    many for every subset)."""
+
+    active: frozenset[str]
+    dimensions: tuple[str, ...]
+    everything: bool = False
+
+
+def optional_columns(derivation: Derivation) -> tuple[str, ...]:
+    """Columns only optional parameters filter (not grouped, not min/max, no required filter)."""
+    required = {f.column for f in derivation.param_filters if not f.optional}
+    kept = set(derivation.group_by) | set(derivation.extrema) | required
+    return tuple(dict.fromkeys(f.column for f in derivation.param_filters if f.optional and f.column not in kept))
+
+
+def variants(derivation: Derivation) -> tuple[Variant, ...]:
+    """The endpoint's variants, the one keeping every column last."""
+    optional = optional_columns(derivation)
+    base = [d for d in derivation.dimensions if d not in optional]
+    if len(optional) > 2:
+        return (Variant(frozenset(), tuple(sorted(base))),
+                Variant(frozenset(optional), tuple(sorted(derivation.dimensions)), everything=True))
+    subsets = [frozenset(c) for n in range(len(optional) + 1) for c in itertools.combinations(optional, n)]
+    return tuple(Variant(s, tuple(sorted(base + list(s)))) for s in subsets)
+
+
+def rollup_name(derivation: Derivation, dimensions: tuple[str, ...], width: int | None) -> str:
     parts = [f"derived_{derivation.staging.datasource}", "_".join(dimensions) or "total", width_name(width)]
     if derivation.fixed_filter:
         parts.append("f" + hashlib.sha256(derivation.fixed_filter.encode()).hexdigest()[:6])
@@ -93,10 +131,10 @@ def plan(derivations: dict[str, Derivation]) -> tuple[dict[str, tuple[str, ...]]
     served: dict[str, tuple[str, ...]] = {}
     for endpoint in sorted(derivations):
         derivation = derivations[endpoint]
-        dimensions = tuple(sorted(derivation.dimensions))
         names = []
-        for width in widths(derivation):
-            name = _name(derivation, dimensions, width)
+        for width, variant in itertools.product(widths(derivation), variants(derivation)):
+            dimensions = variant.dimensions
+            name = rollup_name(derivation, dimensions, width)
             known = rollups.get(name)
             measures = dict.fromkeys((known.measures if known else ()) + derivation.measures)
             rollups[name] = RollupPlan(name=name, datasource=derivation.staging.datasource,
