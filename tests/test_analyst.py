@@ -56,7 +56,7 @@ def test_the_analyst_reads_models_and_pseudonyms(analyst, built):
         assert conn.execute("select country, event_count from analytics.events_by_country").fetchall() == [("FR", 2)]
         rows = conn.execute("select product_id, total_quantity from analytics.top_products(\"limit\" => 5)").fetchall()
         assert rows == [("p1", 2)]  # EVENT is a purchase
-        assert conn.execute("select count(*) from analytics.rollup_events_daily_live").fetchone()[0] >= 1
+        assert conn.execute("select count(*) from analytics.derived_ecommerce_events__country__1d_live").fetchone()[0] >= 1
         masked = conn.execute("select user_key, session_key from analytics_analyst.events order by event_type").fetchall()
         # Data sources too, without the personal columns.
         assert conn.execute("select count(*), min(country) from raw.ecommerce_events").fetchone() == (2, "FR")
@@ -86,8 +86,8 @@ def test_the_analyst_cannot_read_personal_or_private_data(analyst, statement):
 
 @pytest.mark.parametrize("statement", [
     "insert into raw.ecommerce_events (event_time, event_type, product_id, country) values (now(), 'x', 'p', 'c')",
-    "delete from analytics.rollup_revenue_15m",
-    "update analytics.rollup_events_daily set events = 0",
+    "delete from analytics.rollup_purchases_daily_by_country",
+    "update analytics.derived_ecommerce_events__country__1d set events = 0",
     "create table analytics.mine (a int)",
     "create table public.mine (a int)",
     "create view analytics_analyst.mine as select 1",

@@ -114,7 +114,7 @@ def test_a_fourth_endpoint_is_one_model_and_its_yml(built, tmp_path, auth):
 
 def test_time_bin_follows_the_engine(built, engine):
     """time_bucket on TimescaleDB, date_bin on plain PostgreSQL, decided at run time."""
-    compiled = (built.target_dir / "run" / "cartpulse" / "models" / "rollups" / "rollup_events_daily.sql").read_text()
+    compiled = (built.target_dir / "run" / "cartpulse" / "models" / "rollups" / "rollup_purchases_daily_by_country.sql").read_text()
     if engine == "timescaledb":
         assert "time_bucket('1 day'::interval, event_time)" in compiled
     else:

@@ -35,10 +35,11 @@ def test_every_rollup_and_endpoint_has_unit_tests_that_dbt_test_runs(built):
     dbt_ok(built, "parse")
     manifest = _manifest(built)
     models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
-    wanted = {name for name, n in models.items() if n["fqn"][1] in ("rollups", "marts")}
+    # The generated rollups and answers (models/*/derived/) are CartPulse's, tested by test_derived.py.
+    wanted = {name for name, n in models.items() if n["fqn"][1] in ("rollups", "marts") and "derived" not in n["fqn"]}
     tests = list(manifest["unit_tests"].values())
     tested = {t["depends_on"]["nodes"][0].rpartition(".")[2] for t in tests}
-    assert wanted <= tested and len(wanted) == 15
+    assert wanted <= tested and len(wanted) == 4
     endpoints = endpoints_from_manifest(manifest)
     for t in tests:
         model = t["depends_on"]["nodes"][0].rpartition(".")[2]
@@ -58,13 +59,13 @@ def test_a_wrong_expectation_fails_the_unit_test(built, tmp_path):
     project = _copy(tmp_path)
     marts = project / "models" / "marts" / "_marts.yml"
     text = marts.read_text()
-    assert text.count("total_revenue: 21}") == 2
-    marts.write_text(text.replace('- {time_bin: "2024-05-01 10:30:00+00", total_revenue: 21}',
-                                  '- {time_bin: "2024-05-01 10:30:00+00", total_revenue: 22}'))
+    assert text.count("total_revenue: 3.5}") == 1
+    marts.write_text(text.replace('- {time_bin: "2024-05-01 10:00:00+00", total_revenue: 3.5}',
+                                  '- {time_bin: "2024-05-01 10:00:00+00", total_revenue: 4.5}'))
     settings = replace(built, project_dir=project, target_dir=tmp_path / "target")
     result = run_dbt(settings, built.database_url, "test", "--select", "test_type:unit", check=False, capture=True)
     assert result.returncode != 0
-    assert "FAIL 1 total_revenue::total_revenue_default_interval_and_quarter_hour_edges" in result.stdout
+    assert "FAIL 1 total_revenue::total_revenue_by_the_requested_interval" in result.stdout
     assert re.search(r"Done\. PASS=\d+ WARN=0 ERROR=1 ", result.stdout), result.stdout[-2000:]
 
 
@@ -75,10 +76,10 @@ BROKEN = {
         "{{ stage_events(source('raw', 'ecommerce_events')) }}",
         "select event_time, event_type, user_id, product_id, category, price, quantity::int as quantity,"
         " session_id, country, revenue from ({{ stage_events(source('raw', 'ecommerce_events')) }}) s"),
-    "models/rollups/rollup_revenue_15m.sql": (
-        "{{ revenue_measures() }}", "sum(sign * revenue) as revenue, {{ events_measure() }}"),
-    "models/marts/events_by_country.sql": (
-        "select * from final", "select country, event_count as events from final"),
+    "models/rollups/rollup_purchases_daily_by_country.sql": (
+        "{{ purchase_measures() }}",
+        "sum(sign * quantity)::bigint as quantity, sum(sign * revenue) as revenue, {{ events_measure() }}"),
+    "models/marts/events_by_country.sql": ("    country,\n", "    country as place,\n"),
 }
 
 
@@ -119,9 +120,10 @@ def test_the_declared_column_order_wins(contracts):
     order: a SQL function returns by position, so without the contract's reordering
     PostgreSQL would refuse the function, or swap two columns of one type silently."""
     path = contracts.project_dir / "models" / "marts" / "top_products.sql"
-    path.write_text(path.read_text().replace(
-        "select product_id, total_quantity, total_revenue::double precision as total_revenue\n",
-        "select total_revenue::double precision as total_revenue, total_quantity, product_id\n"))
+    written = "    product_id,\n    sum(quantity)::bigint as total_quantity,\n    sum(revenue) as total_revenue\n"
+    assert written in path.read_text()
+    path.write_text(path.read_text().replace(written, "    sum(revenue) as total_revenue,\n"
+                                             "    sum(quantity)::bigint as total_quantity,\n    product_id\n"))
     dbt_ok(contracts, "run", "--select", "top_products")
     with psycopg.connect(contracts.database_url) as conn:
         conn.execute("select cartpulse.ensure_partitions('raw.ecommerce_events', array[timestamptz '2026-10-01'])")
@@ -146,7 +148,7 @@ def test_a_unit_test_fixes_the_engine(built, engine, tmp_path):
     tests.write_text(tests.read_text().replace("overrides: &engine {macros: {cartpulse_engine: postgres}}",
                                                "overrides: &engine {macros: {cartpulse_engine: timescaledb}}"))
     settings = replace(built, project_dir=project, target_dir=tmp_path / "target")
-    result = run_dbt(settings, built.database_url, "test", "--select", "rollup_revenue_15m,test_type:unit",
+    result = run_dbt(settings, built.database_url, "test", "--select", "rollup_purchases_daily_by_country,test_type:unit",
                      check=False, capture=True)
     if engine == "timescaledb":
         assert result.returncode == 0, result.stdout[-3000:]

@@ -101,53 +101,6 @@ where {{ param('event_type') }} is null or event_type = {{ param('event_type') }
 }
 
 
-#: The seed's three endpoints as their plain SQL (a GROUP BY with the parameters they have),
-#: beside the built-in ones, which read the hand-written rollups.
-SEED_SQL = {
-    "top_products": """
-select product_id, sum(quantity)::bigint as total_quantity, sum(revenue) as total_revenue
-from {{ ref('stg_raw__ecommerce_events') }}
-where event_type = 'purchase'
-  and ({{ param('start_date') }} is null or event_time >= {{ param('start_date') }})
-  and ({{ param('end_date') }} is null or event_time < {{ param('end_date') }})
-  and ({{ param('category') }} is null or category = {{ param('category') }})
-  and ({{ param('country') }} is null or country = any({{ param('country') }}))
-group by product_id
-order by total_revenue desc, product_id collate "C"
-limit {{ param('limit') }}
-""",
-    "events_by_country": """
-select country, count(*)::bigint as event_count
-from {{ ref('stg_raw__ecommerce_events') }}
-where ({{ param('start_date') }} is null or event_time >= {{ param('start_date') }})
-  and ({{ param('end_date') }} is null or event_time < {{ param('end_date') }})
-  and ({{ param('event_type') }} is null or event_type = {{ param('event_type') }})
-  and ({{ param('country') }} is null or country = any({{ param('country') }}))
-group by country
-order by event_count desc, country collate "C"
-""",
-    "total_revenue": """
-select {{ time_bin(param('interval'), 'event_time') }} as time_bin, sum(revenue) as total_revenue
-from {{ ref('stg_raw__ecommerce_events') }}
-""" + PURCHASES_IN_RANGE + """
-group by 1
-order by 1
-""",
-}
-
-
-def seed_as_sql(marts: Path) -> None:
-    """``<seed endpoint>_sql``: its plain SQL, with the seed's own parameters and columns."""
-    declared = {m["name"]: m for m in yaml.safe_load((marts / "_marts.yml").read_text())["models"]}
-    models = []
-    for name, sql in SEED_SQL.items():
-        (marts / f"{name}_sql.sql").write_text(sql)
-        models.append({"name": f"{name}_sql", "description": f"{name} as its plain SQL.",
-                       "config": declared[name]["config"],
-                       "columns": [{"name": c["name"], "data_type": c["data_type"]} for c in declared[name]["columns"]]})
-    (marts / "_seed_sql.yml").write_text(yaml.safe_dump({"version": 2, "models": models}, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def derived(built, server_url, tmp_path_factory):
     """The project copy with the endpoints above and the README's, derived and built in a
@@ -159,7 +112,6 @@ def derived(built, server_url, tmp_path_factory):
         for name, (sql, yml) in ENDPOINTS.items():
             (marts / f"{name}.sql").write_text(sql)
             (marts / f"{name}.yml").write_text(yml)
-        seed_as_sql(marts)
         assert derive(settings, settings.database_url) == {}
         dbt_ok(settings, "run")
         yield settings
@@ -255,21 +207,19 @@ def assert_derived_equal_plain(settings, rng: random.Random) -> int:
 
 
 def test_the_readmes_endpoint_and_the_others_are_served_from_their_rollups(derived, client, auth):
-    for name in ("events_by_type", *ENDPOINTS):
+    for name in ("events_by_type", *ENDPOINTS, *SEED):
         said = client.get(f"/v0/pipes/{name}", headers=auth).get_json()["derivation"]
         assert said["derivable"] is True and said["answered_from"] == "derived", (name, said)
         assert said["rollups"] and all(r["name"].startswith("derived_ecommerce_events__") for r in said["rollups"])
-    # The seed's endpoints are not in the class (yet): served as written, saying why.
-    assert client.get("/v0/pipes/top_products", headers=auth).get_json()["derivation"]["answered_from"] == "sql"
     # The README's endpoint and revenue_by_bucket share no grain; top_categories' filter is its own.
-    generated = sorted(p.name for p in (Path(derived.project_dir) / "models" / "derived").glob("derived_*.sql"))
+    generated = sorted(p.name for p in (Path(derived.project_dir) / "models" / "rollups" / "derived").glob("derived_*.sql"))
     assert "derived_ecommerce_events__country_event_type__all.sql" in generated
 
 
 def test_derived_answers_equal_the_plain_sql_in_every_state(derived, client, auth):
     rng = random.Random(2024)
     post(client, auth, events(rng, 600))
-    dbt_ok(derived, "run", "--select", "path:models/derived")  # absorbed by dbt
+    dbt_ok(derived, "run", "--select", "rollups")  # absorbed by dbt
     post(client, auth, events(rng, 400))
     absorb(derived.database_url)  # absorbed by the absorber
     post(client, auth, events(rng, 300))  # pending
@@ -288,7 +238,7 @@ def test_derived_answers_equal_the_plain_sql_in_every_state(derived, client, aut
     # A replace of one country's events, then a full rebuild of every rollup.
     replace_rows(client, auth, events(rng, 80), condition="country = 'Spain'")
     assert assert_derived_equal_plain(derived, rng) > 10
-    dbt_ok(derived, "run", "--full-refresh", "--select", "path:models/derived")
+    dbt_ok(derived, "run", "--full-refresh", "--select", "rollups")
     assert assert_derived_equal_plain(derived, rng) > 10
 
 
@@ -323,6 +273,9 @@ def test_an_endpoint_changed_since_its_derivation_is_served_as_written(derived, 
         dbt_ok(derived, "run", "--select", "totals")
 
 
+SEED = ("top_products", "events_by_country", "total_revenue")
+
+
 def seed_calls(rng: random.Random) -> list[tuple[str, dict]]:
     out = []
     for _ in range(8):
@@ -340,22 +293,18 @@ def seed_calls(rng: random.Random) -> list[tuple[str, dict]]:
     return out
 
 
-def test_built_in_and_plain_sql_endpoints_agree(derived, client, auth):
-    """The seed's built-in endpoints (hand-written rollups and range unions) answer what
-    their plain SQL answers, derived (exactly: both sum revenue as numeric) and scanning."""
+def test_the_seed_endpoints_answer_what_their_sql_answers(derived, client, auth):
+    """The seed's three endpoints, plain SQL in models/marts/, are served from derived
+    rollups, and answer what the same SQL answers scanning the events."""
     rng = random.Random(99)
     post(client, auth, events(rng, 400))
     absorb(derived.database_url)
     post(client, auth, events(rng, 200))
-    for name in SEED_SQL:
-        said = client.get(f"/v0/pipes/{name}_sql", headers=auth).get_json()["derivation"]
-        assert said["answered_from"] == "derived", (name, said)
     compared = 0
     with psycopg.connect(derived.database_url) as conn:
         for endpoint, params in seed_calls(rng):
-            built_in = _call(conn, endpoint, params)
-            assert _call(conn, f"{endpoint}_sql__derived", params) == built_in, (endpoint, params)
-            assert _same(_call(conn, f"{endpoint}_sql", params), built_in, ordered=endpoint == "total_revenue"), \
-                (endpoint, params)
-            compared += bool(built_in)
+            scanning = _call(conn, endpoint, params)
+            assert _same(_call(conn, f"{endpoint}__derived", params), scanning,
+                         ordered=endpoint != "top_products"), (endpoint, params)
+            compared += bool(scanning)
     assert compared > 10

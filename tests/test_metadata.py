@@ -56,9 +56,11 @@ def test_a_pipe_is_described_as_tinybird_does(client, auth, app):
 
 
 def test_a_pipe_says_whether_its_sql_is_derivable_and_why_not(client, auth):
-    # The seed's endpoints read hand-written rollups through CTEs: served as written, saying why.
-    derivation = client.get("/v0/pipes/top_products", headers=auth).get_json()["derivation"]
-    assert derivation == {"derivable": False, "reason": "a WITH clause", "rollups": [], "answered_from": "sql"}
+    # The seed's endpoints are plain SQL: answered from the rollups derived from it.
+    derivation = client.get("/v0/pipes/events_by_country", headers=auth).get_json()["derivation"]
+    assert derivation["derivable"] is True and derivation["answered_from"] == "derived"
+    assert {r["name"] for r in derivation["rollups"]} >= {"derived_ecommerce_events__country__all",
+                                                         "derived_ecommerce_events__country_event_type__1d"}
 
 
 def test_the_listing_takes_tinybirds_attrs(client, auth):

@@ -136,11 +136,12 @@ def test_only_the_edges_chunks_are_scanned(app, client, auth, settings, engine, 
 
 
 def test_a_generic_plan_prunes_at_start_up(settings, engine, events):
-    """A prepared statement's generic plan (as behind a pooler that prepares) prunes too."""
+    """A prepared statement's generic plan (as behind a pooler that prepares) of the function reads call
+    (the derived answer) prunes too."""
     with psycopg.connect(settings.database_url) as conn:
         storage, edges = edge_storage(conn, engine)
     if engine == "citus":  # the session asks for generic plans; the twin is planned with its values
-        query = sql.SQL("select * from {}.events_by_country(start_date => %(s)s, end_date => %(e)s)").format(
+        query = sql.SQL("select * from {}.events_by_country__derived(start_date => %(s)s, end_date => %(e)s)").format(
             sql.Identifier(settings.dbt_schema))
         read = scanned_by_workers(settings.database_url, query, {"s": utc(START), "e": utc(END)}, storage, generic=True)
         assert read == edges
@@ -148,7 +149,7 @@ def test_a_generic_plan_prunes_at_start_up(settings, engine, events):
     with psycopg.connect(settings.database_url) as conn:
         conn.execute("set plan_cache_mode = force_generic_plan")
         conn.execute(sql.SQL("prepare by_country(timestamptz, timestamptz) as select * from"
-                             " {}.events_by_country(start_date => $1, end_date => $2)")
+                             " {}.events_by_country__derived(start_date => $1, end_date => $2)")
                      .format(sql.Identifier(settings.dbt_schema)))
         explain = sql.SQL("explain (analyze, costs off, timing off, format json) execute by_country({}, {})")
         plan = conn.execute(explain.format(sql.Literal(utc(START)), sql.Literal(utc(END)))).fetchone()[0][0]["Plan"]

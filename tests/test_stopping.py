@@ -60,14 +60,15 @@ def test_a_ctrl_c_while_dbt_starts_is_kept_for_after_popen():
 
 
 def dbt_child(parent: int) -> int | None:
-    """The pid of a `dbt` process whose parent is ``parent``, if one runs."""
+    """The pid of a `dbt run` whose parent is ``parent``, if one runs (not the `dbt compile`
+    of the derivation before it)."""
     for proc in Path("/proc").iterdir():
         try:
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and any(part.endswith(b"/dbt") for part in cmdline):
+        if ppid == parent and any(part.endswith(b"/dbt") for part in cmdline) and b"run" in cmdline:
             return int(proc.name)
     return None
 
@@ -93,7 +94,7 @@ def test_ctrl_c_during_the_start_up_dbt_run(server_tmp):
 
     def interrupted(times: int) -> str:
         with psycopg.connect(url) as holder:
-            holder.execute("lock table analytics.rollup_events_daily in access exclusive mode")
+            holder.execute("lock table analytics.rollup_purchases_daily_by_country in access exclusive mode")
             proc = subprocess.Popen([CARTPULSE, "run"], preexec_fn=as_from_a_terminal, env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, start_new_session=True)

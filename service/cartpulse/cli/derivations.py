@@ -37,17 +37,17 @@ def builds(argv: list[str]) -> bool:
     return argv[:1] in (["run"], ["build"])
 
 
-def derived_first(settings, url: str, argv: list[str]) -> list[str]:
+def derived_first(settings, url: str, argv: list[str], dbt=None) -> list[str]:
     """Before ``dbt <argv>`` builds models: derive (ops/derive.py), and when it selects
     models, select the derived ones too, so that ``--select my_endpoint`` builds the
     rollups and the answer it is served from. Returns the arguments to run."""
     if not builds(argv):
         return argv
-    from cartpulse.ops.derive import FOLDER, derive
+    from cartpulse.ops.derive import FOLDERS, derive
 
-    derive(settings, url)
+    derive(settings, url, dbt=dbt)
     if any(a in ("--select", "-s") or a.startswith("--select=") for a in argv):
-        return [*argv, "--select", f"path:{FOLDER}"]
+        return [*argv, "--select", *(f"path:{folder}" for folder in FOLDERS)]
     return argv
 
 

@@ -252,7 +252,7 @@ def cmd_run(settings: Settings, args) -> int:
     # Before `scheduler` imports prometheus_client: else each worker counts alone.
     settings = replace(settings, prometheus_multiproc_dir=multiproc.prepare(settings.prometheus_multiproc_dir))
     from cartpulse.cli import derivations
-    from cartpulse.cli.stopping import build_models
+    from cartpulse.cli.stopping import build_models, dbt_protected  # out of the terminal's Ctrl-C
     from cartpulse.ops import scheduler
 
     server = None if settings.database_url else embedded.for_settings(settings)
@@ -264,7 +264,7 @@ def cmd_run(settings: Settings, args) -> int:
     try:
         url = database_url(settings, start=True)
         token = init(settings, url)
-        build_models(settings, url, *derivations.derived_first(settings, url, ["run"])[1:])  # see stopping.py
+        build_models(settings, url, *derivations.derived_first(settings, url, ["run"], dbt_protected)[1:])
         derivations.report(settings)
         if settings.refresh_seconds > 0:
             refresher = scheduler.spawn(url)

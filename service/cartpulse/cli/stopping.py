@@ -22,6 +22,11 @@ from cartpulse.ops.dbt_runner import dbt_env, dbt_executable
 
 
 def build_models(settings, url: str, *args: str) -> None:
+    """``dbt run`` (see ``dbt_protected``)."""
+    dbt_protected(settings, url, "run", *args)
+
+
+def dbt_protected(settings, url: str, *args: str) -> None:
     """``dbt run`` as ``cartpulse run`` builds the models before serving; raise
     CalledProcessError when it fails.
 
@@ -32,7 +37,7 @@ def build_models(settings, url: str, *args: str) -> None:
     build finish (seconds; the models are left whole) before ``cartpulse run`` stops. A
     second Ctrl-C interrupts it: SIGINT, dbt's own way to cancel its queries.
     """
-    command = [dbt_executable(), "run", *args]
+    command = [dbt_executable(), *args]
     with _ctrl_c_deferred() as interrupted:  # a Ctrl-C inside Popen would lose dbt's handle
         proc = subprocess.Popen(command, cwd=settings.project_dir, env=dbt_env(settings, url), start_new_session=True)
     try:

@@ -3,9 +3,11 @@
 ``cartpulse build``, ``cartpulse dbt run|build`` and ``cartpulse run`` call ``derive``
 before dbt runs: it compiles the endpoints (dbt compile: the SQL their functions are
 built from), recognizes the derivable ones (project/derivation.py), plans their rollups
-(project/rollup_plans.py) and writes the models that build and answer from them into
-``models/derived/`` (project/derived_models.py), a folder of generated files that git
-ignores: the author writes only the endpoint. The plain types of the endpoint's
+(project/rollup_plans.py) and writes the models that build and answer from them
+(project/derived_models.py): the rollups into ``models/rollups/derived/``, the answers
+into ``models/marts/derived/``, so that each takes its folder's materialization and
+``--select rollups`` still selects every rollup. Both folders hold generated files only,
+which git ignores: the author writes only the endpoint. The plain types of the endpoint's
 aggregates and dimensions are asked of PostgreSQL itself (a ``where false`` query over
 the staging model's compiled SQL), so that each merge returns what the plain SQL would.
 
@@ -30,7 +32,9 @@ from cartpulse.project.endpoints import compiled_sql, endpoints_from_manifest
 from cartpulse.project.rollup_plans import plan
 
 log = logging.getLogger(__name__)
-FOLDER = Path("models") / "derived"
+#: Where the generated rollups and answers go (each beside the models of its kind).
+ROLLUPS, ANSWERS = Path("models") / "rollups" / "derived", Path("models") / "marts" / "derived"
+FOLDERS = (ROLLUPS, ANSWERS)
 YML = "_derived.yml"
 
 
@@ -71,19 +75,21 @@ def _write(folder: Path, files: dict[str, str]) -> list[str]:
     return changed
 
 
-def derive(settings, url: str) -> dict[str, str]:
+def derive(settings, url: str, dbt=None) -> dict[str, str]:
     """Compile, recognize and write the derived models; return, per derivable endpoint
-    that could not be derived after all, why (its types could not be described)."""
+    that could not be derived after all, why (its types could not be described). ``dbt``
+    runs dbt (``cartpulse run`` passes its Ctrl-C-proof runner, cli/stopping.py)."""
     args = ["compile", "--quiet", "--select", "+config.materialized:endpoint"]
-    if (settings.project_dir / FOLDER).is_dir():
-        args += ["--exclude", f"path:{FOLDER}"]
-    run_dbt(settings, url, *args)
+    for folder in FOLDERS:
+        if (settings.project_dir / folder).is_dir():
+            args += ["--exclude", f"path:{folder}"]
+    (dbt or run_dbt)(settings, url, *args)
     target = settings.target_dir
     manifest = json.loads((target / "manifest.json").read_text())
     nodes = {n["name"]: n for n in manifest["nodes"].values() if n.get("resource_type") == "model"}
     endpoints = {name: e for name, e in endpoints_from_manifest(manifest, target).items() if e.derivation is not None}
-    files: dict[str, str] = {}
-    yml: list[dict] = []
+    files: dict[Path, dict[str, str]] = {ROLLUPS: {}, ANSWERS: {}}
+    yml: dict[Path, list[dict]] = {ROLLUPS: [], ANSWERS: []}
     failed: dict[str, str] = {}
     types: dict[str, tuple[dict, dict]] = {}
     with psycopg.connect(url, autocommit=True) as conn:
@@ -99,21 +105,23 @@ def derive(settings, url: str) -> dict[str, str]:
         users = sorted(n for n, names in served.items() if rollup.name in names)
         column_types = {k: v for n in users for k, v in types[n][0].items()}
         time_column = derivations[users[0]].staging.time_column
-        files[f"{rollup.name}.sql"] = derived_models.rollup_model(rollup, time_column)
-        yml.append(derived_models.rollup_yml(rollup, time_column, column_types, users))
+        files[ROLLUPS][f"{rollup.name}.sql"] = derived_models.rollup_model(rollup, time_column)
+        yml[ROLLUPS].append(derived_models.rollup_yml(rollup, time_column, column_types, users))
     for name, derivation in derivations.items():
         node, sql = nodes[name], compiled_sql(nodes[name], target)
         answer = f"{name}__derived"
-        files[f"{answer}.sql"] = derived_models.answer_model(sql, derivation, rollups,
-                                                             [p.name for p in endpoints[name].params], types[name][1])
-        yml.append({"name": answer, "description": f"The answer of {name} from its derived rollups.",
+        files[ANSWERS][f"{answer}.sql"] = derived_models.answer_model(
+            sql, derivation, rollups, [p.name for p in endpoints[name].params], types[name][1])
+        yml[ANSWERS].append({"name": answer, "description": f"The answer of {name} from its derived rollups.",
                     "config": {"meta": {"endpoint": {"params": node["config"]["meta"]["endpoint"].get("params") or {}},
                                         "derived_of": name, "sql_sha": derived_models.sql_sha(sql)}},
                     "columns": [{"name": c["name"], "data_type": c["data_type"]} for c in node["columns"].values()]})
-    if files:
-        files[YML] = "# " + derived_models.HEADER.lstrip("- ") + "\n" + yaml.safe_dump(
-            {"version": 2, "models": yml}, sort_keys=False, allow_unicode=True)
-    changed = _write(settings.project_dir / FOLDER, files)
+    changed = []
+    for folder in FOLDERS:
+        if files[folder]:
+            files[folder][YML] = "# " + derived_models.HEADER.lstrip("- ") + "\n" + yaml.safe_dump(
+                {"version": 2, "models": yml[folder]}, sort_keys=False, allow_unicode=True)
+        changed += _write(settings.project_dir / folder, files[folder])
     if changed:
         log.info("derived models written: %s", ", ".join(sorted(changed)))
     return failed

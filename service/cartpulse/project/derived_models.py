@@ -84,7 +84,7 @@ def rollup_model(plan: RollupPlan, time_column: str) -> str:
     where = f"\nwhere {plan.fixed_filter}" if plan.fixed_filter else ""
     group = ", ".join((["1"] if plan.width is not None else []) + list(plan.dimensions))
     group_by = f"\ngroup by {group}" if group else ""
-    return (f"{HEADER}\n{{{{ config(materialized='rollup', grain={grain!r}) }}}}\n"
+    return (f"{HEADER}\n{{{{ config(grain={grain!r}) }}}}\n"
             f"select\n    " + ",\n    ".join(selected) + f"\nfrom {{{{ rollup_input() }}}}{where}{group_by}\n")
 
 
@@ -246,5 +246,5 @@ def answer_model(sql: str, derivation: Derivation, rollups: dict[str, RollupPlan
     tree.set("from_" if "from_" in tree.args else "from", exp.From(this=exp.to_table("pieces")))
     tree = tree.transform(lambda n: _merge(n, types) if isinstance(n, AGGREGATES) else n)
     pieces = _Pieces(derivation, rollups, positions).text()
-    return (f"{HEADER}\n{{{{ config(materialized='endpoint') }}}}\n"
+    return (f"{HEADER}\n"
             f"with pieces as ({pieces}\n)\n\n{tree.sql(**SQL_OPTIONS, pretty=True)}\n")
