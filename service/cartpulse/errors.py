@@ -76,6 +76,18 @@ def worker_unreachable(err: BaseException) -> bool:
     return isinstance(err, psycopg.errors.InternalError_) and str(err).startswith(_CITUS_UNREACHABLE)
 
 
+#: How PostgreSQL words a connection refused for want of a slot (FATAL 53300 at connect,
+#: which libpq reports as text only).
+_FULL = ("too many clients already", "remaining connection slots are reserved")
+
+
+def _why(err: BaseException) -> str:
+    """What the operator can act on, when the error says it: the server at ``max_connections``."""
+    if isinstance(err, sqlalchemy.exc.TimeoutError):
+        return " (every connection of this process's pool is busy)"
+    return " (PostgreSQL is at max_connections)" if any(text in str(err) for text in _FULL) else ""
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):
@@ -87,8 +99,8 @@ def init_app(app: Flask) -> None:
         if not database_unavailable(err):
             raise err
         log.warning("database unavailable, answering 503: %s", first_line(err))
-        return error_response(503, "database unavailable: retry after Retry-After seconds (a batch with the same Idempotency-Key)",
-                              {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+        return error_response(503, f"database unavailable{_why(err)}: retry after Retry-After seconds"
+                              " (a batch with the same Idempotency-Key)", {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):
