@@ -7,7 +7,6 @@ from __future__ import annotations
 import secrets
 
 import psycopg
-
 from cartpulse.access import jwt
 from cartpulse.access.ratelimit import LEASE_SECONDS, RateLimiter
 from cartpulse.storage.db import Database

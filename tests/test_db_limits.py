@@ -4,7 +4,6 @@ acknowledged that is not stored, and the service recovers as soon as connections
 from __future__ import annotations
 
 import psycopg
-
 from support import EVENT, POST, app_with, count, ndjson, truncate_events
 
 
