@@ -6,7 +6,9 @@ so that a client never has to parse an HTML error page.
 A database that cannot be reached (down, restarting, refusing connections, the pool
 exhausted) is a 503 with ``Retry-After``, not a 500: nothing was acknowledged, the client
 retries (with its ``Idempotency-Key`` for a batch), and the service recovers by itself —
-the pool pre-pings and reconnects as soon as the database answers again.
+the pool pre-pings and reconnects as soon as the database answers again. A database out
+of disk space (SQLSTATE 53100: its transaction rolled back whole) is a 507 with
+``Retry-After``, and stores again once space is freed, with no restart.
 """
 
 from __future__ import annotations
@@ -96,6 +98,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(psycopg.Error)
     @app.errorhandler(sqlalchemy.exc.SQLAlchemyError)
     def _database_error(err: Exception):
+        if isinstance(getattr(err, "orig", err), psycopg.errors.DiskFull):
+            log.error("the database is out of disk space, answering 507: %s", first_line(err))
+            return error_response(507, "the database is out of disk space: nothing of this request was stored;"
+                                  " retry after Retry-After seconds (a batch with the same Idempotency-Key)",
+                                  {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
         if not database_unavailable(err):
             raise err
         log.warning("database unavailable, answering 503: %s", first_line(err))
