@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test compat serve bench bench-capacity faults loadtest clean help browser vendor screenshot docs
+.PHONY: run test compat serve bench bench-capacity faults loadtest loadtest-limits clean help browser vendor screenshot docs
 
 help:
 	@echo "make run    - install, start the embedded PostgreSQL, build the models, serve on 127.0.0.1:\$$PORT (8000)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-capacity - only the capacity figures (CPU per event/read, bytes per event, replica reads)"
 	@echo "make faults - the fault tests alone (kill the API, crash PostgreSQL during ingest)"
 	@echo "make loadtest - 16 clients for 60 s against cartpulse serve; writes bench/loadtest.md"
+	@echo "make loadtest-limits - the same clients beside 2,000 connections, then PostgreSQL at max_connections; writes bench/limits.md"
 	@echo "make docs  - generate the dbt docs site and serve it on 127.0.0.1:\$$DOCS_PORT (8080)"
 	@echo "make vendor - refresh the dashboard's Chart.js from npm (service/vendor/package.json) into static/vendor/"
 	@echo "make screenshot - write docs/dashboard.png (the dashboard on a week of generated events)"
@@ -69,6 +70,9 @@ faults: $(STAMP)
 
 loadtest: $(STAMP)
 	$(BIN)/python bench/loadtest.py
+
+loadtest-limits: $(STAMP)
+	LIMITS=1 $(BIN)/python bench/loadtest.py
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own browser
 # here). Installed when missing and running as root; elsewhere those tests are skipped.

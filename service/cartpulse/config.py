@@ -161,6 +161,9 @@ class Settings:
     head_timeout: float = setting("HTTP_HEAD_TIMEOUT", 10.0, number(0.1))
     body_timeout: float = setting("HTTP_BODY_TIMEOUT", 30.0, number(0.1))
     keepalive: float = setting("HTTP_KEEPALIVE", 5.0, number(0.1))
+    #: Open connections one worker keeps (fewer when the open-files limit, raised to its
+    #: hard limit at start, leaves less room): past it a new one is answered 503 and closed.
+    max_connections: int = setting("HTTP_MAX_CONNECTIONS", 2000, integer(1))
     #: Largest request body, after gzip decompression (413 above).
     max_body_bytes: int = setting("MAX_BODY_BYTES", 100 * 1024 * 1024, integer(1))
     #: Most rows (NDJSON lines) in one ``POST /v0/events`` (413 above, nothing stored):

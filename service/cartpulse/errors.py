@@ -6,7 +6,9 @@ so that a client never has to parse an HTML error page.
 A database that cannot be reached (down, restarting, refusing connections, the pool
 exhausted) is a 503 with ``Retry-After``, not a 500: nothing was acknowledged, the client
 retries (with its ``Idempotency-Key`` for a batch), and the service recovers by itself —
-the pool pre-pings and reconnects as soon as the database answers again.
+the pool pre-pings and reconnects as soon as the database answers again. A database out
+of disk space (SQLSTATE 53100: its transaction rolled back whole) is a 507 with
+``Retry-After``, and stores again once space is freed, with no restart.
 """
 
 from __future__ import annotations
@@ -76,6 +78,18 @@ def worker_unreachable(err: BaseException) -> bool:
     return isinstance(err, psycopg.errors.InternalError_) and str(err).startswith(_CITUS_UNREACHABLE)
 
 
+#: How PostgreSQL words a connection refused for want of a slot (FATAL 53300 at connect,
+#: which libpq reports as text only).
+_FULL = ("too many clients already", "remaining connection slots are reserved")
+
+
+def _why(err: BaseException) -> str:
+    """What the operator can act on, when the error says it: the server at ``max_connections``."""
+    if isinstance(err, sqlalchemy.exc.TimeoutError):
+        return " (every connection of this process's pool is busy)"
+    return " (PostgreSQL is at max_connections)" if any(text in str(err) for text in _FULL) else ""
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):
@@ -84,11 +98,16 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(psycopg.Error)
     @app.errorhandler(sqlalchemy.exc.SQLAlchemyError)
     def _database_error(err: Exception):
+        if isinstance(getattr(err, "orig", err), psycopg.errors.DiskFull):
+            log.error("the database is out of disk space, answering 507: %s", first_line(err))
+            return error_response(507, "the database is out of disk space: nothing of this request was stored;"
+                                  " retry after Retry-After seconds (a batch with the same Idempotency-Key)",
+                                  {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
         if not database_unavailable(err):
             raise err
         log.warning("database unavailable, answering 503: %s", first_line(err))
-        return error_response(503, "database unavailable: retry after Retry-After seconds (a batch with the same Idempotency-Key)",
-                              {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+        return error_response(503, f"database unavailable{_why(err)}: retry after Retry-After seconds"
+                              " (a batch with the same Idempotency-Key)", {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):

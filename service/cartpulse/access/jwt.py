@@ -100,7 +100,13 @@ def fixed_values(fixed: dict) -> dict[str, str]:
 
 
 def verify(token: str, secret: str, now: float | None = None) -> Claims:
-    """Check signature, algorithm and expiry; return the claims or raise InvalidToken."""
+    """Check signature, algorithm and expiry; return the claims or raise InvalidToken.
+
+    ``exp`` is a timestamp, the issuer's wall clock: it is compared with the wall clock
+    (``now``, else ``time.time()``) at every check, never with a monotonic clock nor a
+    cached verdict, and with no leeway. So a clock set back makes a token live as much
+    longer, and one set forward ends it sooner; what a monotonic clock would measure (a
+    duration since start) is not what the issuer wrote."""
     if len(token) > MAX_LENGTH or not token.isascii() or not looks_like_jwt(token):
         raise InvalidToken("malformed")
     header_b64, payload_b64, signature_b64 = token.split(".")

@@ -62,7 +62,7 @@ def lease_size(rate: float, burst: int) -> int:
 class _Lease:
     left: int          # requests taken from the bucket and not spent yet
     level: float       # what the bucket held after they were taken
-    taken_at: float    # time.monotonic()
+    taken_at: float    # RateLimiter.clock(): time.monotonic()
 
 
 class RateLimiter:
@@ -72,8 +72,10 @@ class RateLimiter:
     did not grant, so the limit holds across processes as before; the price is that a
     lease left unspent for ``LEASE_SECONDS`` is dropped (fewer requests allowed, never more)."""
 
-    def __init__(self, db, rate: float, burst: int):
-        self.db, self.rate, self.burst = db, rate, burst
+    def __init__(self, db, rate: float, burst: int, clock=time.monotonic):
+        # A lease's age is a duration: a monotonic clock, which no time change moves
+        # (``clock`` is injected by the tests to make it jump).
+        self.db, self.rate, self.burst, self.clock = db, rate, burst, clock
         self.size = lease_size(rate, burst)
         self._leases: dict[bytes, _Lease] = {}
         self._lock = threading.Lock()
@@ -82,8 +84,8 @@ class RateLimiter:
         """A request from this worker's lease on ``bucket``, if it holds a fresh one."""
         with self._lock:
             lease = self._leases.get(bucket)
-            if lease is None or lease.left < 1 or time.monotonic() - lease.taken_at > LEASE_SECONDS:
-                return None
+            if lease is None or lease.left < 1 or not 0 <= self.clock() - lease.taken_at <= LEASE_SECONDS:
+                return None  # a clock that went back cannot make a lease last longer: it is dropped
             lease.left -= 1
             return Quota(allowed=True, limit=self.burst, remaining=lease.level + lease.left, rate=self.rate)
 
@@ -98,7 +100,7 @@ class RateLimiter:
         granted = int(granted)
         if granted > 1:
             with self._lock:
-                self._leases[bucket] = _Lease(granted - 1, level, time.monotonic())
+                self._leases[bucket] = _Lease(granted - 1, level, self.clock())
         return Quota(allowed=granted >= 1, limit=self.burst, remaining=level + max(0, granted - 1), rate=self.rate)
 
     def check(self, bucket: bytes) -> Quota | None:

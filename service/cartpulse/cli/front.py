@@ -15,7 +15,7 @@ timer. A body cut off or mis-chunked never reaches the app at all: nothing is st
 the retry with the same Idempotency-Key is stored once.
 
 Errors the front answers itself (400 malformed request, 408 too slow, 413 too large, 414
-URL too long, 431 headers too large, 503 too many connections) use the API's one error
+URL too long, 431 headers too large, 503 too many connections: ``HTTP_MAX_CONNECTIONS``, cli/open_files.py) use the API's one error
 shape, ``{"error": "<message>"}``, like every other error.
 
 The response is written back by the loop; the app's thread waits while the client's socket
@@ -39,11 +39,10 @@ from gunicorn.workers import base
 
 from cartpulse.cli.http_connection import HttpConnection
 from cartpulse.cli.http_request import Limits
+from cartpulse.cli.open_files import connection_cap, raise_soft_limit
 
 #: Seconds between the worker's heartbeats to the master (its timeout is far longer).
 TICK = 1.0
-#: Open connections one worker keeps; past it a new one is answered 503 and closed.
-MAX_CONNECTIONS = 1000
 
 
 class FrontWorker(base.Worker):
@@ -53,6 +52,9 @@ class FrontWorker(base.Worker):
         super().__init__(*args, **kwargs)
         self.connections: set[HttpConnection] = set()
         self.limits = Limits.from_settings(self.app.settings)
+        raise_soft_limit()  # inherited from the master, which raised it already; a no-op then
+        #: Open connections kept (HTTP_MAX_CONNECTIONS, within the open-files limit); past it 503.
+        self.max_connections = connection_cap(self.app.settings.max_connections, self.cfg.threads)
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -86,9 +88,14 @@ class FrontWorker(base.Worker):
             self.executor.shutdown(wait=False, cancel_futures=True)
 
     def _connection(self) -> HttpConnection:
-        return HttpConnection(self.wsgi, self.executor, self.limits, self.connections,
-                              self.log, full=len(self.connections) >= MAX_CONNECTIONS,
-                              stopping=lambda: not self.alive)
+        """A protocol for an accepted socket, counted at once: asyncio accepts a whole
+        backlog before any ``connection_made`` runs, and counted there a burst of 2,000
+        connections all found the worker empty (the cap held none of them)."""
+        connection = HttpConnection(self.wsgi, self.executor, self.limits, self.connections,
+                                    self.log, full=len(self.connections) >= self.max_connections,
+                                    stopping=lambda: not self.alive)
+        self.connections.add(connection)  # connection_lost takes it out
+        return connection
 
     def _drain_wakeups(self) -> None:
         try:
@@ -109,7 +116,8 @@ class FrontWorker(base.Worker):
         """SIGTERM: idle connections close now; requests in progress get until the
         master's graceful timeout (it SIGKILLs the worker after that)."""
         for connection in list(self.connections):
-            connection.close_when_idle()
+            if hasattr(connection, "transport"):  # one accepted this instant is not made yet
+                connection.close_when_idle()
         while any(c.busy for c in self.connections):
             self.notify()
             await asyncio.sleep(0.05)

@@ -139,8 +139,10 @@ def serve(settings: Settings) -> None:
     from gunicorn.app.base import BaseApplication
 
     from cartpulse.cli.access_log import RedactingLogger
+    from cartpulse.cli.open_files import raise_soft_limit
     from cartpulse.ops import multiproc
 
+    raise_soft_limit()  # every connection is a file: the workers inherit the raised limit
     # Before any worker imports prometheus_client (metrics.py); the app reads the folder.
     settings = replace(settings, prometheus_multiproc_dir=multiproc.prepare(settings.prometheus_multiproc_dir))
     from cartpulse.app import create_app

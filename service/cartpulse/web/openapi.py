@@ -116,7 +116,7 @@ def components(row_schemas: dict) -> dict:
             "token": {"type": "apiKey", "in": "query", "name": "token", "description": "`?token=<token>`."},
         },
         "responses": {f"E{status}": {"description": text, "content": error_content(),
-                                     **({"headers": retry} if status in ("429", "503") else {})}
+                                     **({"headers": retry} if status in ("429", "503", "507") else {})}
                       for status, text in ERRORS.items()},
         "schemas": {
             "Error": {"type": "object", "required": ["error"], "additionalProperties": True,

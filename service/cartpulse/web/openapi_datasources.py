@@ -90,7 +90,7 @@ def events_path(datasources: dict[str, DataSource]) -> dict:
                               "content": error_content()},
                       "422": {"description": "This Idempotency-Key was used with a different body.",
                               "content": error_content()},
-                      **error_responses("400", "401", "403", "404", "429", "503")}}}}
+                      **error_responses("400", "401", "403", "404", "429", "503", "507")}}}}
 
 
 def import_path(datasources: dict[str, DataSource]) -> dict:

@@ -26,6 +26,7 @@ ERRORS = {
     "404": "Unknown pipe, data source, format or token name.",
     "429": "The token's rate limit is exhausted: retry after `Retry-After` seconds.",
     "503": "The database is unreachable or the models are not built yet: retry after `Retry-After` seconds.",
+    "507": "The database is out of disk space: nothing of the request was stored; retry after `Retry-After` seconds.",
 }
 
 

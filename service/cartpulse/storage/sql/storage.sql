@@ -53,7 +53,7 @@ $$;
 -- `burst` (a new bucket starts full); none when less than one is left. The row lock
 -- (`for update`) serializes the workers of every process. The clock is read once, before
 -- the lock; a call that waited for it may carry an earlier time than the bucket's, which
--- then counts as no time elapsed. Returns how many were granted and what is left.
+-- then counts as no time elapsed (as does a clock set back). Returns how many were granted and what is left.
 -- (access/ratelimit.py takes a few at once and spends them without asking again.)
 drop function if exists cartpulse.take_token(bytea, float8, float8);
 create or replace function cartpulse.take_tokens(p_bucket bytea, p_rate float8, p_burst float8, p_want float8,
@@ -70,7 +70,10 @@ begin
     granted := case when level >= 1 then least(p_want, floor(level)) else 0 end;
     tokens := level - granted;
     update cartpulse.rate_limits b
-    set tokens = take_tokens.tokens, allowed = granted > 0, updated_at = greatest(b.updated_at, at)
+    -- A server clock set back by more than a second (not a call that waited for the lock)
+    -- re-bases the bucket on the new time: no refill for the jump, and none withheld after it.
+    set tokens = take_tokens.tokens, allowed = granted > 0,
+        updated_at = case when at < b.updated_at - interval '1 second' then at else greatest(b.updated_at, at) end
     where b.bucket = p_bucket;
 end $$;
 
