@@ -319,3 +319,39 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         _shutdown(src, socket.SHUT_RDWR)
         _shutdown(dst, socket.SHUT_RDWR)
+
+
+def copy_project(folder: Path) -> Path:
+    """A copy of the dbt project (no service, tests or state) in ``folder``/project."""
+    from cartpulse.config import PROJECT_DIR
+
+    project = folder / "project"
+    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns(
+        ".venv", ".cartpulse", "target", "logs", ".git", "service", "tests", "bench", "*.pyc"))
+    return project
+
+
+@contextmanager
+def built_copy(built, server_url: str, project: Path, folder: Path, prefix: str):
+    """``project`` built (storage, admin token, ``dbt run``) in a database of its own,
+    dropped afterwards; yields its settings."""
+    import secrets
+    from dataclasses import replace
+
+    from cartpulse.access.auth import ensure_admin_token
+    from cartpulse.storage.schema import create_storage
+    from psycopg.conninfo import make_conninfo
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    settings = replace(built, database_url=make_conninfo(server_url, dbname=name), project_dir=project,
+                       target_dir=folder / "target")
+    try:
+        create_storage(settings.database_url, settings)
+        ensure_admin_token(settings.database_url, settings.state_dir, settings.admin_token)
+        dbt_ok(settings, "run")
+        yield settings
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')

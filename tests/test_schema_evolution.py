@@ -11,20 +11,11 @@ default for rows without it; every endpoint stays exact throughout.
 
 from __future__ import annotations
 
-import secrets
-import shutil
-from dataclasses import replace
-
 import psycopg
 import pytest
 import yaml
-from psycopg.conninfo import make_conninfo
+from support import EVENT, built_copy, copy_project, dbt_ok, ndjson
 from test_absorb import absorb, assert_exact
-
-from cartpulse.access.auth import ensure_admin_token
-from cartpulse.config import PROJECT_DIR
-from cartpulse.storage.schema import create_storage
-from support import EVENT, dbt_ok, ndjson
 
 POST = "/v0/events?name=ecommerce_events"
 ALTER = "/v0/datasources/ecommerce_events/alter"
@@ -34,22 +25,8 @@ ALTER = "/v0/datasources/ecommerce_events/alter"
 def evolving(built, server_url, tmp_path_factory):
     """The project copy built in a database of its own; its settings."""
     folder = tmp_path_factory.mktemp("evolve")
-    project = folder / "project"
-    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns(
-        ".venv", ".cartpulse", "target", "logs", ".git", "service", "tests", "bench", "*.pyc"))
-    name = f"cartpulse_evolve_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    settings = replace(built, database_url=make_conninfo(server_url, dbname=name), project_dir=project,
-                       target_dir=folder / "target")
-    try:
-        create_storage(settings.database_url, settings)
-        ensure_admin_token(settings.database_url, settings.state_dir, settings.admin_token)
-        dbt_ok(settings, "run")
+    with built_copy(built, server_url, copy_project(folder), folder, "cartpulse_evolve") as settings:
         yield settings
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def _declare(project, column: dict, staged: dict) -> None:

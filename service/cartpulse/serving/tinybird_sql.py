@@ -41,6 +41,11 @@ def postgres(sql: str, cast: dict[str, str], placeholder=None) -> str:
         out = out.replace("%", "%%")
         placeholder = "%({})s".format
 
+    return substitute(out, cast, placeholder)
+
+
+def substitute(pg: str, cast: dict[str, str], placeholder) -> str:
+    """Each marker of generated PostgreSQL → ``placeholder(marker)`` cast to its type."""
     def typed(marker: str) -> str:
         return f"CAST({placeholder(marker)} AS {types.PARAM_TYPES[cast[marker]].sql})"
 
@@ -49,7 +54,7 @@ def postgres(sql: str, cast: dict[str, str], placeholder=None) -> str:
             return ("<> ALL" if m.group(1) else "= ANY") + f"({typed(m.group(3))})"
         return typed(m.group(3))
 
-    return _MARKER.sub(replaced, out)
+    return _MARKER.sub(replaced, pg)
 
 
 def bound(rendered: Rendered) -> tuple[str, dict]:
