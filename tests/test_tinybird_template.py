@@ -128,6 +128,13 @@ def test_sql_and_split_to_array_and_date_differences(events):
         assert render(t, {"a": "2024-05-01 00:00:00", "b": end}, tt.params(t), COLUMNS).sql == "yes"
 
 
+def test_date_diff_options_are_refused_not_ignored():
+    tree = tt.parse("%{% if day_diff(DateTime(a), DateTime(b), '%Y%m%d') > 1 %}x{% end %}")
+    with pytest.raises(tt.TemplateError) as err:
+        render(tree, {"a": "2024-05-01 00:00:00", "b": "2024-05-03 00:00:00"}, tt.params(tree), COLUMNS)
+    assert err.value.construct == "day_diff"
+
+
 @pytest.mark.parametrize("template, construct", [
     ("%{{ sql_unescape(String(x), '%') }}", "sql_unescape"),
     ("%{{ enum_with_default(x, 'a') }}", "enum_with_default"),

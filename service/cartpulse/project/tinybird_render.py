@@ -190,6 +190,9 @@ def _call(node, scope, given, declared, columns):
         text = args[0] if args[0] not in (None, "") else (args[1] if len(args) > 1 else "")
         return [part.strip() for part in str(text).split(",") if part.strip() != ""]
     if name == "day_diff" or name in _UNITS:
+        if len(node.args) != 2 or node.keywords:
+            raise TemplateError(f"{name} takes two dates here (date_format, backup_date_format, none_if_error"
+                                " are not supported)", name)
         first, second = (_as_time(v, name) for v in args[:2])
         seconds = abs((second - first).total_seconds())
         return int(seconds // _UNITS.get(name, 86400))
