@@ -79,36 +79,6 @@ def app_with(settings, **overrides):
         gc.collect()  # anything of it left open warns here, in this test, not in a later one
 
 
-@contextmanager
-def project_database(built, server_url: str, folder: Path, prefix: str):
-    """A copy of the dbt project in ``folder`` with a database of its own, its storage and
-    the session's admin token in it: its settings, for a test that changes the project.
-    The database is dropped afterwards."""
-    from dataclasses import replace
-
-    from psycopg.conninfo import make_conninfo
-
-    from cartpulse.access.auth import ensure_admin_token
-    from cartpulse.config import PROJECT_DIR
-    from cartpulse.storage.schema import create_storage
-
-    project = folder / "project"
-    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns(
-        ".venv", ".cartpulse", "target", "logs", ".git", "service", "tests", "bench", "derived", "*.pyc"))
-    name = f"{prefix}_{os.urandom(4).hex()}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    settings = replace(built, database_url=make_conninfo(server_url, dbname=name), project_dir=project,
-                       target_dir=folder / "target")
-    try:
-        create_storage(settings.database_url, settings)
-        ensure_admin_token(settings.database_url, settings.state_dir, settings.admin_token)
-        yield settings
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
-
-
 def datasources(raw_schema: str = "raw", project_dir: Path | None = None):
     """The data sources the project declares (default: this repository's, in ``raw``)."""
     from cartpulse.config import PROJECT_DIR
@@ -349,3 +319,51 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         _shutdown(src, socket.SHUT_RDWR)
         _shutdown(dst, socket.SHUT_RDWR)
+
+
+def copy_project(folder: Path) -> Path:
+    """A copy of the dbt project (no service, tests, state or generated models) in ``folder``/project."""
+    from cartpulse.config import PROJECT_DIR
+
+    project = folder / "project"
+    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns(
+        ".venv", ".cartpulse", "target", "logs", ".git", "service", "tests", "bench", "derived", "*.pyc"))
+    return project
+
+
+@contextmanager
+def project_database(built, server_url: str, project: Path, folder: Path, prefix: str):
+    """``project`` with a database of its own, its storage and the session's admin token
+    in it, dropped afterwards; yields its settings (nothing built yet)."""
+    import secrets
+    from dataclasses import replace
+
+    from psycopg.conninfo import make_conninfo
+
+    from cartpulse.access.auth import ensure_admin_token
+    from cartpulse.storage.schema import create_storage
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    settings = replace(built, database_url=make_conninfo(server_url, dbname=name), project_dir=project,
+                       target_dir=folder / "target")
+    try:
+        create_storage(settings.database_url, settings)
+        ensure_admin_token(settings.database_url, settings.state_dir, settings.admin_token)
+        yield settings
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@contextmanager
+def built_copy(built, server_url: str, project: Path, folder: Path, prefix: str):
+    """``project`` derived and built as `cartpulse build` does, in a database of its own
+    (``project_database``); yields its settings."""
+    from cartpulse.ops.derive import derive
+
+    with project_database(built, server_url, project, folder, prefix) as settings:
+        derive(settings, settings.database_url)
+        dbt_ok(settings, "run")
+        yield settings

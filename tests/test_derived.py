@@ -31,7 +31,7 @@ from test_replace import replace as replace_rows
 from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.config import PROJECT_DIR
 from cartpulse.ops.derive import derive
-from support import dbt_ok, project_database
+from support import copy_project, dbt_ok, project_database
 
 START = datetime(2026, 9, 1, tzinfo=timezone.utc)
 SPAN = timedelta(days=3)
@@ -105,7 +105,8 @@ where {{ param('event_type') }} is null or event_type = {{ param('event_type') }
 def derived(built, server_url, tmp_path_factory):
     """The project copy with the endpoints above and the README's, derived and built in a
     database of its own; its settings."""
-    with project_database(built, server_url, tmp_path_factory.mktemp("derived"), "cartpulse_derived") as settings:
+    folder = tmp_path_factory.mktemp("derived")
+    with project_database(built, server_url, copy_project(folder), folder, "cartpulse_derived") as settings:
         marts = settings.project_dir / "models" / "marts"
         for path in ("models/marts/events_by_type.sql", "models/marts/events_by_type.yml"):
             (settings.project_dir / path).write_text(readme_file(path))

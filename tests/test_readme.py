@@ -53,7 +53,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 SHELLS = ("sh", "bash", "shell")
 MARKER = re.compile(r"<!--\s*readme-test:\s*(?P<kind>skip|output of|file)\s*(?P<arg>.*?)\s*-->")
 #: What the scratch checkout copies of this one: the dbt project, which the README adds a model to.
-PROJECT = ("dbt_project.yml", "models", "macros", "seeds", "data-tests", "profiles")
+PROJECT = ("dbt_project.yml", "models", "macros", "seeds", "data-tests", "profiles", "tests/fixtures/tinybird")
 #: JSON keys whose values change from run to run (timings): any number will do.
 VARYING = {"elapsed"}
 README_PORT = "127.0.0.1:8000"

@@ -14,9 +14,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 import yaml
+from support import EVENT, built_copy, copy_project, dbt_ok, ndjson
 from test_absorb import absorb, assert_exact
-
-from support import EVENT, dbt_ok, ndjson, project_database
 
 POST = "/v0/events?name=ecommerce_events"
 ALTER = "/v0/datasources/ecommerce_events/alter"
@@ -25,8 +24,8 @@ ALTER = "/v0/datasources/ecommerce_events/alter"
 @pytest.fixture(scope="module")
 def evolving(built, server_url, tmp_path_factory):
     """The project copy built in a database of its own; its settings."""
-    with project_database(built, server_url, tmp_path_factory.mktemp("evolve"), "cartpulse_evolve") as settings:
-        dbt_ok(settings, "run")
+    folder = tmp_path_factory.mktemp("evolve")
+    with built_copy(built, server_url, copy_project(folder), folder, "cartpulse_evolve") as settings:
         yield settings
 
 

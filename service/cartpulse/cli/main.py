@@ -365,10 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     token_sub.add_parser("list", help="names and scopes (no secrets: only hashes are stored)")
     token_sub.add_parser("refresh", help="a new secret for a token; prints it").add_argument("name")
     token_sub.add_parser("delete", help="delete a token").add_argument("name")
-    from cartpulse.cli import analyst, data_commands
+    from cartpulse.cli import analyst, data_commands, tinybird_import
 
     analyst.add_parser(sub)
     data_commands.add_parsers(sub)
+    tinybird_import.add_parser(sub)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in passthrough:
         args = argparse.Namespace(command=argv[0], rest=argv[1:])
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     handlers = {"db": cmd_db, "replica": cmd_replica, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
                 "psql": cmd_psql, "env": cmd_env, "serve": cmd_serve, "run": cmd_run, "token": cmd_token,
-                "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate,
+                "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate, "tinybird": tinybird_import.cmd_tinybird,
                 "analyst": lambda settings, args: analyst.cmd_analyst(database_url(settings, start=True), args),
                 "delete": lambda settings, args: data_commands.run(settings, database_url(settings, start=True), args),
                 "truncate": lambda settings, args: data_commands.run(settings, database_url(settings, start=True), args),

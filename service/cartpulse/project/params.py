@@ -3,8 +3,10 @@
 Each endpoint's yml declares its parameters (``config.meta.endpoint.params``): a
 ``type`` (DateTime, Int, Float, String, or an array of one such as ``Array(String)``:
 the vocabulary of project/types.py, which also parses the value) and optional
-``default``, ``min``, ``max``, ``enum``, ``max_length`` and ``after`` (this DateTime
-must be later than that one). A request's values are parsed here and then *bound* to the
+``default``, ``min``, ``max``, ``enum``, ``max_length``, ``after`` (this DateTime
+must be later than that one) and ``required`` (a request without it is a 400 naming it:
+Tinybird's ``required=True``; ``required_message`` replaces the message, as an
+imported pipe's ``error()`` does). A request's values are parsed here and then *bound* to the
 endpoint's SQL function by name; a bad value is a 400 that names the parameter.
 Parameters a request does not give take the function's default. An empty value counts
 as not given.
@@ -39,6 +41,8 @@ class Param:
     enum: tuple | None = None
     max_length: int | None = None
     after: str | None = None
+    required: bool = False
+    required_message: str | None = None
 
     @property
     def kind(self) -> Type:
@@ -60,7 +64,8 @@ class Param:
         return cls(name=name, type=spec["type"], default=spec.get("default"),
                    description=spec.get("description", ""), min=spec.get("min"), max=spec.get("max"),
                    enum=tuple(str(v) for v in enum) if enum else None,
-                   max_length=spec.get("max_length"), after=spec.get("after"))
+                   max_length=spec.get("max_length"), after=spec.get("after"),
+                   required=bool(spec.get("required", False)), required_message=spec.get("required_message"))
 
     def parse(self, raw: str):
         """The request's text → the value bound to SQL, or ApiError(400) naming the parameter."""
@@ -135,6 +140,9 @@ def parse_request(params: tuple[Param, ...], args, fixed: dict | None = None) ->
                                 f" (only Array parameters take several)", parameter=param.name)
         raws = [raw for raw in raws if raw != ""]
         if not raws:
+            if param.required:
+                raise ApiError(400, param.required_message or f"missing required parameter '{param.name}'",
+                               parameter=param.name)
             continue
         values[param.name] = param.parse_values(raws) if param.is_array else param.parse(raws[0])
     for param in params:

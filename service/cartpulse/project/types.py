@@ -231,13 +231,26 @@ def _array(name: str, element: Type) -> Type:
 ARRAYS = {t.name: t for t in (_array(n, e) for n, e in (
     ("String", STRING), ("Int", INT), ("Int32", INT32), ("Int64", INT), ("Float", FLOAT), ("Float64", FLOAT),
     ("DateTime", DATETIME), ("Date", DATE)))}
-#: The types a parameter may declare.
-PARAM_TYPES = {**DECLARED, **ARRAYS}
+
+
+def _boolean_text(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise BadValue(f"expected a Boolean (true, false, 1 or 0), got {raw[:40]!r}")
+    return text in ("true", "1")
+
+
+#: Tinybird's ``Boolean(x)`` template parameter (parameters only: no column holds one).
+BOOLEAN = Type("Boolean", "boolean", "UInt8", {"type": "boolean"}, ("bool",), from_text=_boolean_text,
+               param_schema={"type": "boolean"})
+#: The types a parameter may declare: a column's, Date and Boolean (Tinybird's template
+#: parameters have both), and the arrays.
+PARAM_TYPES = {**DECLARED, "Date": DATE, "Boolean": BOOLEAN, **ARRAYS}
 
 #: Every type an answer may hold: the declared ones and other common PostgreSQL types.
 RESULT_TYPES = (
     *DECLARED.values(),
-    Type("Boolean", "boolean", "UInt8", {"type": "boolean"}, ("bool",)),
+    BOOLEAN,
     Type("Int16", "smallint", "Int16", {"type": "integer"}, ("int2",)),
     INT32,
     Type("Float32", "real", "Float32", {"type": "number"}, ("float4",)),

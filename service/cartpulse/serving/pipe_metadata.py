@@ -8,8 +8,8 @@ A CartPulse pipe is one dbt model, so it has one node: the model, its SQL as wri
 listing as before. Ids are not stored anywhere: each is derived from the pipe's name
 (``t_`` and 32 hex digits, Tinybird's spelling), so it is the same on every server and
 after every ``dbt run``. Types in ``nodes`` are Tinybird's names (``Int`` is ``Int64``,
-a ``double precision`` column ``Float64``); every parameter is optional (``required``:
-false), since each has a default, null at least.
+a ``double precision`` column ``Float64``); a parameter is optional (``required``:
+false, its default null at least) unless its yml says ``required: true``.
 
 Only pipes the token may read are listed; a pipe it may not read is a 403, as reading
 it would be. ``url`` is under PUBLIC_URL when set, else a path: never built from the
@@ -50,7 +50,7 @@ def _tinybird_type(data_type: str | None) -> str:
 
 def _params(endpoint) -> list[dict]:
     return [{"name": p.name, "type": p.tinybird_type, "default": p.default, "description": p.description,
-             "required": False} for p in endpoint.params]
+             "required": p.required} for p in endpoint.params]
 
 
 def describe(endpoint, public_url: str | None) -> dict:

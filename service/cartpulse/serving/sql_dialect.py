@@ -137,6 +137,17 @@ def compile_sql(text: str, tables: Tables) -> Compiled:
     _name_columns(tree)
     refs: set[Ref] = set()
     _resolve(tree, frozenset(), tables, refs)
+    rewrite(tree)
+    try:
+        sql = tree.sql(dialect="postgres", identify=True, comments=False, unsupported_level=ErrorLevel.RAISE)
+    except (SqlglotError, ValueError) as err:
+        raise ApiError(400, f"cannot be written for PostgreSQL: {_first(err)}") from None
+    return Compiled(sql=sql, format=fmt, refs=refs)
+
+
+def rewrite(tree: exp.Expression) -> None:
+    """Check every node of a parsed ClickHouse query and rewrite it, in place, as
+    PostgreSQL (also what an imported Tinybird node goes through: cli/tinybird_import.py)."""
     for node in reversed(list(tree.walk())):
         _check(node)
         new = _rewrite(node)
@@ -144,11 +155,6 @@ def compile_sql(text: str, tables: Tables) -> Compiled:
             node.replace(new)
     for node in tree.walk():
         _check_function(node)
-    try:
-        sql = tree.sql(dialect="postgres", identify=True, comments=False, unsupported_level=ErrorLevel.RAISE)
-    except (SqlglotError, ValueError) as err:
-        raise ApiError(400, f"cannot be written for PostgreSQL: {_first(err)}") from None
-    return Compiled(sql=sql, format=fmt, refs=refs)
 
 
 def _first(err: Exception) -> str:
