@@ -14,8 +14,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 import yaml
-from support import EVENT, built_copy, copy_project, dbt_ok, ndjson
 from test_absorb import absorb, assert_exact
+
+from support import EVENT, built_copy, copy_project, dbt_ok, ndjson
 
 POST = "/v0/events?name=ecommerce_events"
 ALTER = "/v0/datasources/ecommerce_events/alter"

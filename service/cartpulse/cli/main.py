@@ -102,12 +102,9 @@ def cmd_init(settings: Settings, args) -> int:
     return 0
 
 
-def cmd_build(settings: Settings, args) -> int:
-    return cmd_dbt(settings, args, "run")
-
-
 def cmd_dbt(settings: Settings, args, *command: str) -> int:
-    """dbt in the project, deriving first and reporting after a build (cli/derivations.py)."""
+    """dbt in the project, deriving first and reporting after a build (cli/derivations.py);
+    ``cartpulse build`` is ``cmd_dbt`` with ``run``."""
     from cartpulse.cli.derivations import dbt_deriving
 
     return dbt_deriving(settings, database_url(settings), [*command, *args.rest])
@@ -375,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command=argv[0], rest=argv[1:])
     else:
         args = parser.parse_args(argv)
-    handlers = {"db": cmd_db, "replica": cmd_replica, "init": cmd_init, "build": cmd_build, "dbt": cmd_dbt,
+    handlers = {"db": cmd_db, "replica": cmd_replica, "init": cmd_init, "build": lambda s, a: cmd_dbt(s, a, "run"), "dbt": cmd_dbt,
                 "psql": cmd_psql, "env": cmd_env, "serve": cmd_serve, "run": cmd_run, "token": cmd_token,
                 "scheduler": cmd_scheduler, "import": cmd_import, "generate": cmd_generate, "tinybird": tinybird_import.cmd_tinybird,
                 "analyst": lambda settings, args: analyst.cmd_analyst(database_url(settings, start=True), args),
