@@ -50,6 +50,7 @@ import psycopg
 from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.config import PROJECT_DIR, Settings
 from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.ops.derive import derive
 from cartpulse.storage.embedded import EmbeddedPostgres
 from cartpulse.storage.schema import create_storage
 
@@ -294,6 +295,7 @@ def prepare(work: Path, url: str | None = None) -> tuple[EmbeddedPostgres | None
                                  admin_token=token)
     engine = create_storage(url, settings)
     ensure_admin_token(url, settings.state_dir, token)
+    derive(settings, url)  # the endpoints' rollups and answers, as `cartpulse build` writes them
     run_dbt(settings, url, "run", "--quiet", capture=True)
     return server, url, token, settings, engine
 

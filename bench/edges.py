@@ -35,6 +35,7 @@ from bench import COLUMNS, SPAN, START, WEEK, prepare
 from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.config import PROJECT_DIR
 from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.ops.derive import derive
 
 EVENTS = int(os.environ.get("EVENTS", 1_000_000))
 RUNS = int(os.environ.get("RUNS", 300))
@@ -72,8 +73,9 @@ def windows(seed: int = 12):
 
 
 def call_sql(pipe: str, params: dict) -> str:
+    """The call the service makes: the endpoint's derived answer (docs/realtime.md)."""
     args = ", ".join(f"{name} => %({name})s" for name in params)
-    return f"select * from analytics.{pipe}({args})"
+    return f"select * from analytics.{pipe}__derived({args})"
 
 
 def measure(conn, pipe: str, draws, prepare: bool = False) -> tuple[float, float, float]:
@@ -136,6 +138,7 @@ def sizes(url: str) -> None:
 
 
 def build(settings, url: str, label: str) -> None:
+    derive(settings, url)
     run_dbt(settings, url, "run", "--full-refresh", "--quiet", capture=True)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("vacuum analyze")

@@ -50,6 +50,7 @@ import psycopg
 from cartpulse.access.auth import ensure_admin_token
 from cartpulse.config import Settings
 from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.ops.derive import derive
 from cartpulse.storage.embedded import EmbeddedPostgres
 from cartpulse.storage.schema import create_storage
 
@@ -255,6 +256,7 @@ def main() -> int:
         engine = create_storage(url, settings)
         ensure_admin_token(url, settings.state_dir, admin)
         print(f"building the models ({engine})…", flush=True)
+        derive(settings, url)
         run_dbt(replace(settings), url, "run", "--quiet")
         with psycopg.connect(url) as conn:
             stored_before = conn.execute("select count(*) from raw.ecommerce_events").fetchone()[0]
