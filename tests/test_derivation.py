@@ -31,8 +31,11 @@ def params(*names: str) -> dict:
     return {name: Param.declared(name, PARAMS[name]) for name in names}
 
 
+OTHER = StagingModel("stg_web__page_views", "page_views", "viewed_at", ("viewed_at", "page"))
+
+
 def derive(sql: str, *names: str):
-    return recognize(sql, params(*names), {STAGING.name: STAGING})
+    return recognize(sql, params(*names), {STAGING.name: STAGING, OTHER.name: OTHER})
 
 
 def test_the_readmes_example_is_derivable_from_one_all_time_rollup():
@@ -144,6 +147,8 @@ def test_parameters_elsewhere_than_where_are_post_aggregation():
     (f"select country, count(*) from {FROM} where event_time >= $1 and event_time >= $1 group by 1", ("start_date",),
      "two start bounds on event_time"),
     (f"select country, count(*) from {FROM} group by 1 union all select 'x', 1", (), "a UNION statement"),
+    ("select page, count(*) from stg_web__page_views group by 1", (),
+     "FROM stg_web__page_views: derived rollups read only stg_raw__ecommerce_events so far"),
 ])
 def test_each_construct_outside_the_class_is_named(sql, names, says):
     with pytest.raises(Refused) as refusal:

@@ -47,6 +47,10 @@ __all__ = ["Bucket", "Derivation", "Measure", "ParamFilter", "Refused", "Staging
 _VOLATILE = {"now", "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime",
              "clock_timestamp", "statement_timestamp", "transaction_timestamp", "random", "timeofday",
              "currenttimestamp", "currentdate", "currenttime", "rand"}
+#: The one staging model the rollup machinery reads (``rollup_input()`` and the ``rollup``
+#: materialization name it, with its pending twin): rollups of another data source would
+#: be built from these events, so endpoints over another are served as written.
+ROLLUP_INPUT = "stg_raw__ecommerce_events"
 #: How SQL is written back (messages, the rollups' filter): functions as PostgreSQL spells them.
 SQL_OPTIONS = {"dialect": "postgres", "normalize_functions": "lower"}
 AGGREGATES = (exp.Sum, exp.Count, exp.Avg, exp.Min, exp.Max)
@@ -119,6 +123,9 @@ class _Recognizer:
         model = self.staging_models.get(table.name)
         if model is None:
             raise Refused(f"FROM {table.name}, which is not a data source's staging model")
+        if model.name != ROLLUP_INPUT:
+            raise Refused(f"FROM {table.name}: derived rollups read only {ROLLUP_INPUT} so far"
+                          " (rollup_input(), macros/realtime/rollup.sql)")
         if table.alias:
             self.alias = table.alias
         return model
