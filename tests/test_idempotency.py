@@ -77,7 +77,7 @@ def test_key_commits_with_the_rows_or_not_at_all(client, auth, settings, monkeyp
 
     monkeypatch.setattr(idempotency, "claim", claim_then_fail)
     failed = post(client, auth, "atomic")
-    assert failed.status_code == 503 and failed.headers["Retry-After"]  # the client will retry
+    assert failed.status_code == 507 and failed.headers["Retry-After"]  # the client will retry
     monkeypatch.setattr(idempotency, "claim", real)
     with psycopg.connect(settings.database_url) as conn:
         assert conn.execute("select count(*) from cartpulse.idempotency_keys").fetchone()[0] == 0

@@ -25,6 +25,7 @@ from cartpulse.access.auth import ensure_admin_token
 from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.config import Settings, split_urls
 from cartpulse.ops.dbt_runner import run_dbt
+from cartpulse.ops.derive import derive
 from cartpulse.storage.embedded import EmbeddedPostgres
 from cartpulse.storage.schema import create_storage
 from cartpulse.storage.wal import LSN_HEADER, format_lsn, parse_lsn
@@ -60,6 +61,7 @@ def cluster(tmp_path_factory):
                                      replica_check_seconds=0.2, replica_wait_ms=100)
         create_storage(url, settings)
         token = ensure_admin_token(url, state, settings.admin_token)
+        derive(settings, url)  # as `cartpulse build` does: the endpoints read their derived rollups
         run_dbt(settings, url, "run", "--quiet")
         replica.follow(primary, over_tcp=True)  # streaming over loopback TCP, like a remote replica
         replica.start()
@@ -361,7 +363,9 @@ def test_a_replica_stuck_behind_a_replayed_lock_is_routed_around(fresh, cluster,
     query waits for it at most LOCK_TIMEOUT_MS, then the read goes to the next target."""
     client, auth, router, settings = fresh
     with psycopg.connect(settings.database_url) as holder:
-        holder.execute("lock table raw.ecommerce_events_pending in access exclusive mode")
+        # Every table a read of events_by_country may plan against: its rollups' pending rows,
+        # and the events (its range edges, or the whole answer were it served scanning).
+        holder.execute("lock table raw.ecommerce_events, raw.ecommerce_events_pending in access exclusive mode")
         after_lock = holder.execute("select pg_current_wal_insert_lsn()").fetchone()[0]
         holder.execute("select pg_switch_wal()")  # ship the lock record now (WAL is sent once flushed)
         with psycopg.connect(cluster[3].url, autocommit=True) as standby:

@@ -78,7 +78,7 @@ class Gunzip(io.RawIOBase):
         self.raw, self.limit, self.what, self.setting = raw, limit, what, setting
         self.inflater = zlib.decompressobj(wbits=31)
         self.pending = b""      # compressed bytes read but not yet given to the inflater
-        self.consumed = 0       # compressed bytes read from raw
+        self.consumed = 0       # compressed bytes read from raw (pending included)
         self.produced = 0       # decompressed bytes given out
 
     def readable(self) -> bool:
@@ -118,7 +118,10 @@ class Gunzip(io.RawIOBase):
         self.produced += n
         if self.limit is not None and self.produced > self.limit:
             raise BodyError(413, f"decompressed {self.what} over the limit of {self.limit} bytes ({self.setting}); nothing was stored")
-        if self.produced > RATIO_GRACE_BYTES and self.produced > MAX_RATIO * max(self.consumed, 1):
+        # Judged on the compressed bytes the inflater has taken, not those read ahead: a bomb
+        # read in one 64 KiB gulp would otherwise inflate to 400 times the gulp first.
+        inflated_from = self.consumed - len(self.pending)
+        if self.produced > RATIO_GRACE_BYTES and self.produced > MAX_RATIO * max(inflated_from, 1):
             raise BodyError(413, f"{self.what} expands more than {MAX_RATIO}:1 when decompressed (a gzip bomb?);"
                                  " nothing was stored")
 
