@@ -11,7 +11,11 @@
     a SQL function <model>(<params>) returning the columns: the service calls it with
       the request's parameters bound by name (absent ones take their default). It is a
       single STABLE SELECT, so PostgreSQL inlines it and plans with the values (on
-      Citus, a PL/pgSQL RETURN QUERY of the same SELECT: docs/citus.md);
+      Citus, a PL/pgSQL RETURN QUERY of the same SELECT: docs/citus.md). A derived
+      answer (meta.derived_of, ops/derive.py) calls such a twin too, planned once per
+      connection (a generic plan): its pieces are switched by tests on the parameters
+      alone, which the executor decides before reading anything, while planning the
+      union of every piece anew cost more than running it (docs/realtime.md);
     a view <model> = <model>() with every default, for analysts' SQL.
 -#}
 
@@ -81,20 +85,22 @@
   {%- set ddl -%}
     drop view if exists {{ target }};
     drop function if exists {{ target }};
-    {% if cartpulse_engine() == 'citus' -%}
+    {%- set generic = config.get('meta', {}).get('derived_of') is not none and cartpulse_engine() != 'citus' -%}
+    {% if cartpulse_engine() == 'citus' or generic -%}
     {#- Citus plans no parameterized SQL function over a distributed table; PL/pgSQL's
         RETURN QUERY it does (docs/citus.md). The SQL function keeps the named
         parameters and calls a PL/pgSQL twin whose parameters are positional only (its
         output columns are variables: a named parameter of the same name would clash).
         The twin is always planned with its call's values: Citus cannot make a generic
         plan of a parameterized query over a distributed table, so a session set to
-        plan_cache_mode = force_generic_plan (a pooler's, say) would fail every call. -#}
-    {%- set twin = adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier ~ '__citus') -%}
+        plan_cache_mode = force_generic_plan (a pooler's, say) would fail every call.
+        A derived answer's twin elsewhere is the opposite: always the generic plan. -#}
+    {%- set twin = adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier ~ ('__generic' if generic else '__citus')) -%}
     drop function if exists {{ twin }};
     create function {{ twin }}({% for name, spec in endpoint_params().items() %}{{ endpoint_sql_type(spec.get('type')) }}{{ ", " if not loop.last }}{% endfor %})
     returns table ({{ columns | join(', ') }})
     language plpgsql stable parallel safe
-    set plan_cache_mode = force_custom_plan
+    set plan_cache_mode = {{ 'force_generic_plan' if generic else 'force_custom_plan' }}
     as $endpoint$
     #variable_conflict use_column
     begin

@@ -2,12 +2,12 @@
 
 An endpoint answers the whole days of a range from a rollup, the whole hours of its
 partial days from an hourly one, and its partial hours at either end from the events
-table (macros/ranges.sql). Its SQL function is inlined into
-the service's query, so the plan sees the request's values: chunk exclusion, or
-partition pruning, must leave only the chunks/partitions holding those edges. The
-plans are taken exactly as the service runs the query (pipes.endpoint_query, values
-bound, no server-side prepare), and once more as a generic plan of a prepared
-statement, which prunes at executor start-up.
+table (macros/ranges.sql). A derived answer's function calls a PL/pgSQL twin planned
+once per connection, generically (macros/endpoint.sql): chunk exclusion, or partition
+pruning, at executor start-up must leave only the chunks/partitions holding those edges.
+The plans are taken exactly as the service runs the query (pipes.endpoint_query, values
+bound), the twin's as auto_explain logs it, ANALYZEd, on its first call and on a later
+one that reuses its cached plan; and once more under a prepared statement's generic plan.
 
 On Citus the endpoint runs a PL/pgSQL twin (docs/citus.md), and each worker plans its
 shards' part: the plans checked are the workers' own, as auto_explain logs the twin's
@@ -16,6 +16,7 @@ statement with every task's remote plan.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 
@@ -103,6 +104,36 @@ def scanned_by_workers(url: str, query, values: dict, storage: set[str], generic
     return {name for text in logs for name in REMOTE_SCAN.findall(text)} & storage
 
 
+def scanned_by_twin(url: str, query, values: dict, storage: set[str], prepare: str | None = None) -> set[str]:
+    """The chunks/partitions of the events table each call of the endpoint scanned (ran
+    at least once), read from the nested plans auto_explain logs with ANALYZE: the
+    derived answer's twin is a PL/pgSQL function, whose plans EXPLAIN does not show. Two
+    calls: the second runs the plan the first cached. ``prepare`` first makes ``query`` a
+    prepared statement of that name under a generic plan."""
+    logs: list[str] = []
+    found: list[set[str]] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.add_notice_handler(lambda notice: logs.append(notice.message_primary or ""))
+        conn.execute("load 'auto_explain'")
+        for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                        "auto_explain.log_analyze = on", "auto_explain.log_timing = off",
+                        "auto_explain.log_format = json", "client_min_messages = log"):
+            conn.execute(f"set {setting}")
+        if prepare:
+            conn.execute("set plan_cache_mode = force_generic_plan")
+            conn.execute(query)
+            query = sql.SQL("execute {}({}, {})").format(sql.Identifier(prepare), sql.Literal(values["start_date"]),
+                                                         sql.Literal(values["end_date"]))
+        for _ in range(2):
+            logs.clear()
+            conn.execute(query.as_string(conn), values if not prepare else None).fetchall()
+            plans = [json.loads(text[text.index("{"):]) for text in logs if "{" in text]
+            assert plans, "auto_explain logged no plan"
+            found.append(set().union(*(scanned(p["Plan"], storage) for p in plans)))
+    assert found[0] == found[1], "the cached plan read other partitions than the first"
+    return found[0]
+
+
 def scanned(plan: dict, storage: set[str]) -> set[str]:
     """The chunks/partitions of the events table a JSON plan scanned (ran at least once)."""
     found = set()
@@ -120,12 +151,10 @@ def test_only_the_edges_chunks_are_scanned(app, client, auth, settings, engine, 
     values = {"start_date": utc(START), "end_date": utc(END), **params}
     with app.extensions["cartpulse"].db.psycopg() as conn:
         storage, edges = edge_storage(conn, engine)
-        if engine == "citus":
-            read = scanned_by_workers(settings.database_url, endpoint_query(endpoint, values), values, storage)
-        else:
-            query = endpoint_query(endpoint, values).as_string(conn)
-            read = scanned(conn.execute("explain (analyze, costs off, timing off, format json) " + query,
-                                        values).fetchone()[0][0]["Plan"], storage)
+    if engine == "citus":
+        read = scanned_by_workers(settings.database_url, endpoint_query(endpoint, values), values, storage)
+    else:
+        read = scanned_by_twin(settings.database_url, endpoint_query(endpoint, values), values, storage)
     assert len(edges) == (2 if engine == TIMESCALEDB else 1) and len(storage) >= 4
     assert read == edges
     # And the answer is right: the edges were read, not skipped.
@@ -146,11 +175,8 @@ def test_a_generic_plan_prunes_at_start_up(settings, engine, events):
         read = scanned_by_workers(settings.database_url, query, {"s": utc(START), "e": utc(END)}, storage, generic=True)
         assert read == edges
         return
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute("set plan_cache_mode = force_generic_plan")
-        conn.execute(sql.SQL("prepare by_country(timestamptz, timestamptz) as select * from"
-                             " {}.events_by_country__derived(start_date => $1, end_date => $2)")
-                     .format(sql.Identifier(settings.dbt_schema)))
-        explain = sql.SQL("explain (analyze, costs off, timing off, format json) execute by_country({}, {})")
-        plan = conn.execute(explain.format(sql.Literal(utc(START)), sql.Literal(utc(END)))).fetchone()[0][0]["Plan"]
-    assert scanned(plan, storage) == edges
+    prepare = sql.SQL("prepare by_country(timestamptz, timestamptz) as select * from"
+                      " {}.events_by_country__derived(start_date => $1, end_date => $2)").format(
+        sql.Identifier(settings.dbt_schema))
+    values = {"start_date": utc(START), "end_date": utc(END)}
+    assert scanned_by_twin(settings.database_url, prepare, values, storage, prepare="by_country") == edges
