@@ -114,3 +114,11 @@ def test_pipelined_posts_are_answered_in_order_and_stored(server, settings):
     assert [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)] == [202, 202, 202], answer
     assert [json.loads(line)["successful_rows"] for line in re.findall(rb"\r\n\r\n(\{[^\r]*\})", answer)] == [1, 1, 1]
     assert count(settings.database_url) == 3
+
+
+def test_a_chunk_size_of_20_hex_digits_is_answered_at_once(server):
+    """Issue #26: main waited for the rest of the chunk (HTTP_BODY_TIMEOUT, 30 s here) with
+    nothing behind the size; now the 17th digit is enough. The socket's timeout (60 s)
+    only bounds a failure."""
+    status, error = json_error(exchange(server, head(server, TE) + b"f" * 20))
+    assert status == 400 and "16 hex digits" in error
