@@ -245,10 +245,14 @@ class RequestFramer:
         self.scanned = upto - 1 if upto and data[upto - 1] == 13 else upto
 
     def _length(self) -> bytes:
+        return self._counted("done")
+
+    def _counted(self, then: str) -> bytes:
+        """Up to ``remaining`` bytes of body or chunk data, then the state ``then``."""
         piece = self._take(self.remaining)
         self.remaining -= len(piece)
         if not self.remaining:
-            self.state = "done"
+            self.state = then
         return piece
 
     def _size(self) -> bytes:
@@ -279,11 +283,7 @@ class RequestFramer:
         return self._take(end + 1)
 
     def _data(self) -> bytes:
-        piece = self._take(self.remaining)
-        self.remaining -= len(piece)
-        if not self.remaining:
-            self.state = "data_end"
-        return piece
+        return self._counted("data_end")
 
     def _data_end(self) -> bytes:
         if self.buffer[:2] not in (b"\r\n", b"\r", b""):
