@@ -2,8 +2,9 @@
 
 The loop's side (``HttpConnection``'s protocol methods) keeps the timers and parses: the
 bytes go first through ``RequestFramer`` (http_framing.py: RFC 9112's framing, strictly),
-which hands h11 one checked message at a time; the app's side (``_respond``, in a pool thread) calls the WSGI app and hands each
-piece of the answer back to the loop. h11 is only ever touched from the loop's thread.
+which hands h11 one checked message at a time. The app's side (``_respond``, in a pool
+thread) calls the WSGI app and hands each piece of the answer back to the loop. h11 is
+only ever touched from the loop's thread.
 """
 
 from __future__ import annotations
