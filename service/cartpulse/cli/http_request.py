@@ -30,7 +30,7 @@ class Limits:
     keepalive: float
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings) -> Limits:
         return cls(settings.max_body_bytes, settings.max_import_bytes,
                    settings.head_timeout, settings.body_timeout, settings.keepalive)
 
