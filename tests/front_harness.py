@@ -79,12 +79,22 @@ class EchoFront:
         ready.set()
         self.loop.run_forever()
 
+    async def _shut(self) -> None:
+        """Stop listening and close every connection, lingering ones included (a refusal
+        keeps reading for ``LINGER`` seconds): a transport left open warns when collected."""
+        self.server.close()
+        for connection in list(self.connections):
+            connection.transport.abort()
+        while self.connections:  # connection_lost takes each out, on a later turn of the loop
+            await asyncio.sleep(0.01)
+        await self.server.wait_closed()
+
     def _protocol(self) -> HttpConnection:
         return HttpConnection(echo_app, self.executor, self.limits, self.connections, self.log,
                               full=False, stopping=lambda: False)
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
+        asyncio.run_coroutine_threadsafe(self._shut(), self.loop).result(HANG)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(HANG)
         self.executor.shutdown(wait=True)
