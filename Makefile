@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test compat serve bench bench-capacity faults loadtest loadtest-limits clean help browser vendor screenshot docs
+.PHONY: run test compat serve bench bench-capacity faults fuzz loadtest loadtest-limits clean help browser vendor screenshot docs
 
 help:
 	@echo "make run    - install, start the embedded PostgreSQL, build the models, serve on 127.0.0.1:\$$PORT (8000)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench  - the benchmark at EVENTS events (default 10,000,000); writes bench/results.md (results-<EVENTS>.md otherwise)"
 	@echo "make bench-capacity - only the capacity figures (CPU per event/read, bytes per event, replica reads)"
 	@echo "make faults - the fault tests alone (kill the API, crash PostgreSQL during ingest)"
+	@echo "make fuzz   - the HTTP front's framing fuzzed longer (FUZZ_EXAMPLES, default 10,000); writes bench/fuzz.md"
 	@echo "make loadtest - 16 clients for 60 s against cartpulse serve; writes bench/loadtest.md"
 	@echo "make loadtest-limits - the same clients beside 2,000 connections, then PostgreSQL at max_connections; writes bench/limits.md"
 	@echo "make docs  - generate the dbt docs site and serve it on 127.0.0.1:\$$DOCS_PORT (8080)"
@@ -67,6 +68,11 @@ bench-capacity: $(STAMP)
 
 faults: $(STAMP)
 	$(BIN)/pytest -m faults
+
+# The HTTP front's differential test and fuzz (tests/test_http_differential.py), with
+# FUZZ_EXAMPLES examples (200 in `make test`); the figures go to bench/fuzz.md.
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py
 
 loadtest: $(STAMP)
 	$(BIN)/python bench/loadtest.py

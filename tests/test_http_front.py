@@ -12,41 +12,8 @@ import re
 import socket
 
 import pytest
-
-from support import EVENT, POST, ApiServer, count, ndjson, truncate_events
-
-
-def connect(server: ApiServer) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=60)
-
-
-def read_all(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    answer = b""
-    while chunk := sock.recv(65536):
-        answer += chunk
-    return answer
-
-
-def parse(answer: bytes) -> tuple[int, dict, bytes]:
-    """(status, headers, body) of the first answer in ``answer``."""
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, body
-
-
-def exchange(server: ApiServer, data: bytes) -> tuple[int, dict, bytes]:
-    """Send ``data``, keep our side open, and read until the server closes."""
-    with connect(server) as sock:
-        sock.sendall(data)
-        return parse(read_all(sock))
-
-
-def json_error(answer: tuple[int, dict, bytes]) -> tuple[int, str]:
-    status, headers, body = answer
-    assert headers["content-type"] == "application/json", headers
-    return status, json.loads(body)["error"]
+from raw_http import connect, exchange, json_error, parse, post_head, read_all
+from support import EVENT, ApiServer, count, ndjson, truncate_events
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +37,6 @@ def strict(built, admin_token, tmp_path_factory):
     server.stop()
 
 
-def post_head(server: ApiServer, length: int, extra: str = "") -> bytes:
-    return (f"POST {POST} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: Bearer {server.http.token}\r\n"
-            f"Content-Type: application/x-ndjson\r\nContent-Length: {length}\r\n{extra}\r\n").encode()
-
-
 def test_idle_and_slow_clients_hold_no_thread(patient, settings):
     truncate_events(settings.database_url)
     body = ndjson([{**EVENT, "user_id": "slow-clients"}])
@@ -83,7 +45,7 @@ def test_idle_and_slow_clients_hold_no_thread(patient, settings):
     half_bodies = [connect(patient) for _ in range(30)]
     try:
         for sock in half_heads:  # a head that stops mid-way (a slowloris between two bytes)
-            sock.sendall("GET /v0/pipes/top_products.json HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode())
+            sock.sendall(b"GET /v0/pipes/top_products.json HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         for sock in half_bodies:  # a complete head, then a body that stops half-way
             sock.sendall(post_head(patient, len(body)) + body[: len(body) // 2])
         # Two threads, 260 stalled clients: each answer below needs a thread of its own.

@@ -6,17 +6,20 @@ sockets sending their headers a byte a second (or a few hundred idle ones) held 
 thread of every worker, and ``/healthz`` stopped answering with them.
 
 Here each worker runs an asyncio loop that owns every socket. The loop reads a request
-whole, with h11 (a strict HTTP/1.1 parser): the head within ``HTTP_HEAD_TIMEOUT`` seconds and
-at most ``MAX_HEAD`` bytes, the body with no pause longer than ``HTTP_BODY_TIMEOUT`` and no
-larger than the route's limit (kept in memory up to ``SPOOL_BYTES``, then in a temporary
+whole, framed strictly by RFC 9112 (http_framing.py, which hands h11 one checked message
+at a time; a framing fault is refused and the connection closed): the head within
+``HTTP_HEAD_TIMEOUT`` seconds and at most ``MAX_HEAD`` bytes, the body with no pause longer
+than ``HTTP_BODY_TIMEOUT`` and no larger than the route's limit (kept in memory up to ``SPOOL_BYTES``, then in a temporary
 file). Only a complete request goes to the thread pool, which runs the WSGI app; so a thread
 is busy only for as long as the app works, and a client that stalls costs a socket and a
 timer. A body cut off or mis-chunked never reaches the app at all: nothing is stored, and
 the retry with the same Idempotency-Key is stored once.
 
 Errors the front answers itself (400 malformed request, 408 too slow, 413 too large, 414
-URL too long, 431 headers too large, 503 too many connections: ``HTTP_MAX_CONNECTIONS``, cli/open_files.py) use the API's one error
-shape, ``{"error": "<message>"}``, like every other error.
+URL too long, 431 headers too large, 501 a method or transfer coding not implemented, 505 an
+HTTP version not served, 503 too many connections: ``HTTP_MAX_CONNECTIONS``,
+cli/open_files.py) use the API's one error shape, ``{"error": "<message>"}``, like every
+other error.
 
 The response is written back by the loop; the app's thread waits while the client's socket
 buffer is full, at most ``SEND_TIMEOUT`` seconds, then the connection is dropped. gunicorn's

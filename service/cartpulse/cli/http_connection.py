@@ -1,8 +1,10 @@
 """One client connection of the HTTP front (``front.py``): read a request whole, then run it.
 
-The loop's side (``HttpConnection``'s protocol methods) parses with h11 and keeps the
-timers; the app's side (``_respond``, in a pool thread) calls the WSGI app and hands each
-piece of the answer back to the loop. h11 is only ever touched from the loop's thread.
+The loop's side (``HttpConnection``'s protocol methods) keeps the timers and parses: the
+bytes go first through ``RequestFramer`` (http_framing.py: RFC 9112's framing, strictly),
+which hands h11 one checked message at a time. The app's side (``_respond``, in a pool
+thread) calls the WSGI app and hands each piece of the answer back to the loop. h11 is
+only ever touched from the loop's thread.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from types import SimpleNamespace
 
 import h11
 
+from cartpulse.cli.http_framing import ChunkOverLimit, Refusal, RequestFramer, head_too_large
 from cartpulse.cli.http_request import Limits, content_length, environ_of, error_bytes, path_of
 from cartpulse.ingest.transport import cut_off
 
@@ -23,8 +26,7 @@ from cartpulse.ingest.transport import cut_off
 #: line alone at most ``MAX_LINE`` (414 over; Tinybird's clients POST past 8 KB of URL).
 MAX_HEAD = 64 * 1024
 MAX_LINE = 16 * 1024
-LINE_TOO_LONG = f"request line over {MAX_LINE} bytes: send a URL that long as a POST with a form body"
-HEAD_TOO_LARGE = f"request head (request line and headers) over {MAX_HEAD} bytes"
+HEAD_TOO_LARGE = head_too_large(MAX_HEAD).message
 #: The app's thread waits at most this long for a client to read the answer.
 SEND_TIMEOUT = 30.0
 #: Seconds the front keeps reading (and dropping) after an error answer, before it closes.
@@ -46,7 +48,8 @@ class HttpConnection(asyncio.Protocol):
         self.request: h11.Request | None = None
         self.body = None
         self.received = 0
-        self.line_bytes = 0  # bytes of the current head seen before its first newline
+        self.framer = RequestFramer(MAX_LINE, MAX_HEAD)
+        self.eof = False  # the client closed its side; h11 learns it once the framer holds nothing
         self.writable = True
         self.refused = False
         self.drained: asyncio.Future | None = None
@@ -72,26 +75,40 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # lingering after an error: what the client still sends is dropped
-        if self.h11.their_state is h11.IDLE and self.request is None:
+        if self.request is None and not self.busy:
             if self.timer_kind != "head":
                 self._arm(self.limits.head_timeout, self._head_timeout, "head")
-            if self.line_bytes >= 0:  # the request line's length, until its newline comes
-                newline = data.find(b"\n")
-                line = self.line_bytes + (newline if newline >= 0 else len(data))
-                self.line_bytes = -1 if newline >= 0 else line
-                if line > MAX_LINE:
-                    return self._refuse(414, LINE_TOO_LONG)
         elif self.request is not None and not self.busy:
             self._arm(self.limits.body_timeout, self._body_timeout, "body")
-        self.h11.receive_data(data)
-        self._advance()
+        self.framer.receive(data)
+        self._pump()
 
     def eof_received(self) -> bool:
         if self.refused:
             return False
-        self.h11.receive_data(b"")
-        self._advance()
+        self.eof = True
+        self._pump()
         return self.busy  # keep the socket open to send the answer of a request in progress
+
+    def _pump(self) -> None:
+        """Hand h11 what the framer lets through, a piece at a time, and act on its events.
+        The client's end reaches h11 only when the framer holds nothing more of it."""
+        while not self.busy and not self.refused and not self.transport.is_closing():
+            try:
+                piece = self.framer.next_piece()
+            except ChunkOverLimit:
+                return self._refuse(413, f"request body over the limit of {self.limit} bytes ({self.limit_setting})")
+            except Refusal as refusal:
+                return self._refuse(refusal.status, refusal.message)
+            if not piece:
+                break
+            self.h11.receive_data(piece)
+            self._advance()
+        if self.eof and not self.busy and not self.refused and not self.framer.done:
+            if self.framer.holding and self.request is None:
+                return self._refuse(400, "malformed HTTP request: the connection was closed in the middle of a request head")
+            self.h11.receive_data(b"")
+            self._advance()
 
     def pause_writing(self) -> None:
         self.writable = False
@@ -135,12 +152,8 @@ class HttpConnection(asyncio.Protocol):
 
     def _begin(self, request: h11.Request) -> None:
         self.request, self.received = request, 0
-        # h11 bounds only a head still incomplete; one that came whole in one read is measured here.
-        if len(request.target) > MAX_LINE:
-            return self._refuse(414, LINE_TOO_LONG)
-        if len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers) > MAX_HEAD:
-            return self._refuse(431, HEAD_TOO_LARGE)
         self.limit, self.limit_setting = self.limits.body(path_of(request))
+        self.framer.limit = self.limit
         declared = content_length(request)
         if declared is not None and declared > self.limit:
             return self._refuse(413, f"request body of {declared} bytes over the limit of {self.limit} bytes ({self.limit_setting})")
@@ -167,7 +180,7 @@ class HttpConnection(asyncio.Protocol):
     def _finish(self, keep_alive: bool) -> None:
         """The answer was sent: keep the connection for the next request, or close it."""
         self._discard_body()
-        self.request, self.busy, self.line_bytes = None, False, 0
+        self.request, self.busy = None, False
         if self.transport.is_closing():
             return
         if not keep_alive or self.h11.our_state is not h11.DONE or self.stopping():
@@ -178,9 +191,12 @@ class HttpConnection(asyncio.Protocol):
         except h11.LocalProtocolError:  # the client's side is not done (it closed, or sent garbage)
             self.transport.close()
             return
+        self.framer.next_message()
         self.transport.resume_reading()
         self._arm(self.limits.keepalive, self._idle_timeout)
-        self._advance()  # a pipelined request may already be buffered
+        if self.framer.holding:  # a pipelined request, already received: its head's timer
+            self._arm(self.limits.head_timeout, self._head_timeout, "head")
+        self._pump()
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer an error the front found itself, and close: the stream cannot be trusted."""

@@ -10,6 +10,7 @@ from urllib.parse import unquote_to_bytes
 
 import h11
 
+from cartpulse.cli.http_framing import origin_form
 from cartpulse.errors import error_body
 
 #: The Data Sources API takes bulk imports (MAX_IMPORT_BYTES); every other route MAX_BODY_BYTES.
@@ -29,7 +30,7 @@ class Limits:
     keepalive: float
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings) -> Limits:
         return cls(settings.max_body_bytes, settings.max_import_bytes,
                    settings.head_timeout, settings.body_timeout, settings.keepalive)
 
@@ -45,7 +46,7 @@ def error_bytes(message: str) -> bytes:
 
 
 def path_of(request: h11.Request) -> str:
-    return request.target.split(b"?", 1)[0].decode("latin-1")
+    return origin_form(request.target)[0].split(b"?", 1)[0].decode("latin-1")
 
 
 def content_length(request: h11.Request) -> int | None:
@@ -58,7 +59,8 @@ def content_length(request: h11.Request) -> int | None:
 def environ_of(request: h11.Request, body, length: int, transport) -> dict:
     """The WSGI environ (PEP 3333) of a request read whole: the body is plain bytes, so
     ``CONTENT_LENGTH`` is its length and any ``Transfer-Encoding`` is already undone."""
-    raw_path, _, query = request.target.partition(b"?")
+    target, authority = origin_form(request.target)  # absolute-form: its path, its authority the Host
+    raw_path, _, query = target.partition(b"?")
     peer = transport.get_extra_info("peername") or ("", 0)
     sock = transport.get_extra_info("sockname") or ("", 0)
     environ = {
@@ -83,4 +85,6 @@ def environ_of(request: h11.Request, body, length: int, transport) -> dict:
         key = key if key == "CONTENT_TYPE" else "HTTP_" + key
         text = value.decode("latin-1")
         environ[key] = f"{environ[key]},{text}" if key in environ else text
+    if authority is not None:
+        environ["HTTP_HOST"] = authority.decode("latin-1")  # RFC 9112 §3.2.2: the Host header is ignored
     return environ
