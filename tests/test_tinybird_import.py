@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,9 @@ from cartpulse.cli import tinybird_import
 from support import built_copy, copy_project, ndjson
 
 SEED = Path(__file__).parent / "fixtures" / "tinybird" / "seed"
-UTC = timezone.utc
+#: A materialized pipe (-State into an AggregatingMergeTree) and two endpoints over its
+#: target (-Merge), reading the project's own ecommerce_events.
+MATERIALIZED = SEED.parent / "materialized"
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
@@ -71,6 +73,7 @@ def imported(built, server_url, tmp_path_factory):
     project = copy_project(folder)
     lines: list[str] = []
     assert tinybird_import.run(project, SEED, prefix="tb_", out=lines.append) == 0, lines
+    assert tinybird_import.run(project, MATERIALIZED, out=lines.append) == 0, lines
     from cartpulse.app import create_app
 
     with built_copy(built, server_url, project, folder, "cartpulse_tb") as settings:
@@ -90,9 +93,34 @@ def _answer(client, auth, pipe, **params):
     assert r.status_code == 200, r.get_json()
     rows = r.get_json()["data"]
     for row in rows:
-        if "time_bin" in row:
-            row["time_bin"] = row["time_bin"][:19].replace("T", " ")
+        for key in ("time_bin", "bin"):
+            if key in row:
+                row[key] = row[key][:19].replace("T", " ")
     return rows
+
+
+def _bin(e) -> str:
+    t = datetime.strptime(e["event_time"], "%Y-%m-%d %H:%M:%S")
+    return t.replace(minute=t.minute - t.minute % 15, second=0).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def sales_over_time(country=None):
+    bins = defaultdict(lambda: [0, 0, 0.0])
+    for e in EVENTS:
+        if e["event_type"] == "purchase" and _in(e, country=country):
+            row = bins[_bin(e)]
+            row[0], row[1], row[2] = row[0] + 1, row[1] + e["quantity"], row[2] + e["price"] * e["quantity"]
+    return [{"bin": b, "purchases": n, "units": u, "revenue": r} for b, (n, u, r) in sorted(bins.items())]
+
+
+def product_sales(start=None, end=None, limit=10):
+    found = defaultdict(list)
+    for e in EVENTS:
+        if e["event_type"] == "purchase" and (start is None or _bin(e) >= start) and (end is None or _bin(e) < end):
+            found[e["product_id"]].append(e)
+    rows = [{"product_id": p, "purchases": len(es), "avg_price": sum(e["price"] for e in es) / len(es),
+             "top_price": max(e["price"] for e in es), "buyers": len({e["user_id"] for e in es})} for p, es in found.items()]
+    return sorted(rows, key=lambda r: (-r["purchases"], r["product_id"]))[:limit]
 
 
 CASES = [("top_products", top_products, {}), ("top_products", top_products, {"limit": 3, "category": "hats"}),
@@ -101,6 +129,9 @@ CASES = [("top_products", top_products, {}), ("top_products", top_products, {"li
          ("events_by_country", events_by_country, {"event_type": "purchase", "country": ["FR", "IT"]}),
          ("total_revenue", total_revenue, {}),
          ("total_revenue", total_revenue, {"start": "2026-03-02 00:00:00", "country": ["ES"]})]
+MATERIALIZED_CASES = [("sales_over_time", sales_over_time, {}), ("sales_over_time", sales_over_time, {"country": ["DE", "IT"]}),
+                      ("product_sales", product_sales, {}),
+                      ("product_sales", product_sales, {"start": "2026-03-01 10:07:00", "end": "2026-03-02 20:00:00", "limit": 4})]
 
 
 @pytest.mark.parametrize("pipe, python, given", CASES)
@@ -111,6 +142,30 @@ def test_imported_seed_answers_as_python_and_as_the_seed(imported, pipe, python,
     assert expected, "the generated events must give this case rows"
     assert _answer(client, auth, f"tb_{pipe}", **params) == expected
     assert _answer(client, auth, pipe, **params) == expected
+
+
+@pytest.mark.parametrize("pipe, python, given", MATERIALIZED_CASES)
+def test_endpoints_over_a_materialized_pipe_answer_as_python(imported, pipe, python, given):
+    _, client, auth, _ = imported
+    params = {{"start": "start_date", "end": "end_date"}.get(k, k): v for k, v in given.items()}
+    expected = python(**given)
+    assert expected, "the generated events must give this case rows"
+    answered = _answer(client, auth, pipe, **params)
+    for row in answered + expected:
+        if "avg_price" in row:
+            row["avg_price"] = round(row["avg_price"], 9)
+    assert answered == expected
+
+
+def test_an_endpoint_over_a_materialized_pipe_is_derived(imported):
+    _, client, auth, lines = imported
+    assert "made: materializations/sales_by_bin.pipe: materialized pipe into sales_by_bin_mv: an endpoint reading " \
+           "sales_by_bin_mv aggregates ecommerce_events itself (-State/-Merge as plain aggregates)" in lines
+    said = client.get("/v0/pipes/sales_over_time", headers=auth).get_json()["derivation"]
+    assert said["derivable"] is True and said["answered_from"] == "derived", said
+    # A range on the target's bucket column (not on event_time) and count(distinct): exact, scanning.
+    said = client.get("/v0/pipes/product_sales", headers=auth).get_json()["derivation"]
+    assert said["derivable"] is False, said
 
 
 def test_imported_parameters_are_declared_and_checked(imported):
@@ -153,7 +208,7 @@ def test_clashes_and_refusals_are_one_line_each(tmp_path):
     assert tinybird_import.run(project, bad, prefix="x_", out=lines.append) == 1
     refused = sorted(line for line in lines if line.startswith("refused"))
     assert refused[0].startswith("refused: datasources/ecommerce_events.datasource: -: ENGINE_TTL: not supported")
-    assert "refused: endpoints/mat.pipe: node m: TYPE materialized: materialized pipes are not imported yet" in refused
+    assert "refused: endpoints/mat.pipe: node m: DATASOURCE: a materialized node names its target" in refused
     assert any(line.startswith("refused: endpoints/shape.pipe: node e: columns:") for line in refused), refused
 
 
@@ -165,3 +220,34 @@ def test_the_command_dry_run_writes_nothing(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "would write models/tinybird/tb_top_products.sql" in out.stdout
     assert not (project / "models" / "tinybird").exists()
+
+
+def _materialized_variant(tmp_path, state: str, read: str) -> list[str]:
+    folder = tmp_path / "mv"
+    shutil.copytree(MATERIALIZED, folder)
+    mv = folder / "materializations" / "sales_by_bin.pipe"
+    mv.write_text(mv.read_text().replace("uniqExactState(user_id) AS buyers", state))
+    (folder / "endpoints" / "product_sales.pipe").unlink()
+    (folder / "endpoints" / "reader.pipe").write_text(f"NODE reader\nSQL >\n    {read}\n\nTYPE endpoint\n")
+    _, _, refused = tinybird_import.plan(folder, "", tinybird_import.project_sources(copy_project(tmp_path)))
+    return refused
+
+
+@pytest.mark.parametrize("state, read, says", [
+    ("uniqState(user_id) AS buyers", "SELECT 1 AS x FROM sales_by_bin_mv",
+     "refused: materializations/sales_by_bin.pipe: node sales_by_bin_state: uniqState: an estimate in ClickHouse"),
+    ("quantilesState(0.5)(price) AS buyers", "SELECT 1 AS x FROM sales_by_bin_mv",
+     "refused: materializations/sales_by_bin.pipe: node sales_by_bin_state: quantilesState: an estimate in ClickHouse"),
+    ("argMaxState(price, event_time) AS buyers", "SELECT 1 AS x FROM sales_by_bin_mv",
+     "refused: materializations/sales_by_bin.pipe: node sales_by_bin_state: argMaxState: no exact plain aggregate"),
+    ("uniqExactState(user_id) AS buyers", "SELECT product_id FROM sales_by_bin_mv",
+     "refused: endpoints/reader.pipe: node reader: sales_by_bin_mv: read without -Merge: its rows are partial aggregates"),
+    ("uniqExactState(user_id) AS buyers", "SELECT product_id, sumMerge(purchases) AS n FROM sales_by_bin_mv GROUP BY product_id",
+     ("refused: endpoints/reader.pipe: node reader: sumMerge(purchases): purchases is countState() in sales_by_bin_state: "
+      "read it as countMerge(purchases)")),
+    ("uniqExactState(user_id) AS buyers", "SELECT session_id, countMerge(purchases) AS n FROM sales_by_bin_mv GROUP BY 1",
+     "refused: endpoints/reader.pipe: node reader: session_id: not a column of sales_by_bin_mv"),
+])
+def test_materialized_constructs_without_an_exact_plain_form_are_refused_by_name(tmp_path, state, read, says):
+    refused = _materialized_variant(tmp_path, state, read)
+    assert any(line.startswith(says) for line in refused), refused

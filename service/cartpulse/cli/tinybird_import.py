@@ -22,6 +22,7 @@ import yaml
 
 from cartpulse.cli.tinybird_translate import Untranslatable, endpoint_sql
 from cartpulse.project.tinybird_datafiles import DatafileError, read, schema, unquote
+from cartpulse.project.tinybird_materialized import View, ViewError, view
 
 FOLDER = Path("models") / "tinybird"
 STATE = ".tinybird-import.json"
@@ -102,10 +103,12 @@ def datasource(df, prefix: str) -> tuple[str, dict, list[tuple[str, str]]]:
 
 _WHY = {"ENGINE_TTL": "TTL is CartPulse's RETENTION setting, one for every data source",
         "KAFKA_CONNECTION_NAME": "no Kafka connector", "IMPORT_SERVICE": "no connectors",
-        "ENGINE_VER": "ReplacingMergeTree is not", "TOKEN": "tokens are made with `cartpulse token create`", "ENGINE_SETTINGS": "ClickHouse settings"}
+        "ENGINE_VER": "ReplacingMergeTree is not", "TOKEN": "tokens are made with `cartpulse token create`", "ENGINE_SETTINGS": "ClickHouse settings",
+        "copy": "copy pipes are not imported yet (no scheduled copies)", "sink": "sink pipes are not imported (no exports)",
+        "materialized": "a materialized node is the only node of its pipe"}
 
 
-def pipe(df, prefix: str, sources: dict) -> tuple[str, str, dict]:
+def pipe(df, prefix: str, sources: dict, views: dict | None = None, staging: dict | None = None) -> tuple[str, str, dict]:
     """An endpoint .pipe → (model name, its SQL, its yml entry)."""
     if not df.nodes:
         raise Refused("-: NODE: a pipe without nodes")
@@ -115,7 +118,7 @@ def pipe(df, prefix: str, sources: dict) -> tuple[str, str, dict]:
             raise Refused(f"-: {key}: not supported in a pipe ({_WHY.get(key, 'no CartPulse equivalent')})")
     for node in df.nodes:
         if node.type in ("materialized", "copy", "sink"):
-            raise Refused(f"{node.name}: TYPE {node.type}: {node.type} pipes are not imported yet")
+            raise Refused(f"{node.name}: TYPE {node.type}: " + _WHY.get(node.type, f"{node.type} pipes are not imported yet"))
         for key in node.settings:
             if key not in ("SQL", "DESCRIPTION", "TYPE"):
                 raise Refused(f"{node.name}: {key}: not supported in a node")
@@ -123,7 +126,7 @@ def pipe(df, prefix: str, sources: dict) -> tuple[str, str, dict]:
     if endpoints != [df.nodes[-1].name]:
         raise Refused(f"{df.nodes[-1].name}: TYPE endpoint: the last node (and only it) must be the endpoint")
     try:
-        sql, params, columns = endpoint_sql(df.nodes, sources)
+        sql, params, columns = endpoint_sql(df.nodes, sources, views, staging)
     except Untranslatable as err:
         raise Refused(f"{err.node}: {err.construct}: {err.why}") from None
     name = prefix + df.name
@@ -134,20 +137,80 @@ def pipe(df, prefix: str, sources: dict) -> tuple[str, str, dict]:
     return name, sql, entry
 
 
-def plan(folder: Path, prefix: str) -> tuple[dict[Path, str], list[str], list[str]]:
-    """Every file to write (relative path → text), what each came from, and the refusals."""
+def materialized(df) -> tuple[str, View]:
+    """A materialized .pipe → (its target, the View endpoints over the target are rewritten with)."""
+    node = df.nodes[-1] if df.nodes else None
+    if node is None or node.type != "materialized":
+        raise Refused("-: TYPE materialized: the last node is the materialized one")
+    if len(df.nodes) > 1:
+        raise Refused(f"{df.nodes[0].name}: NODE: a materialized pipe of more than one node (write its SQL as one node)")
+    for key in node.settings:
+        if key not in ("SQL", "DESCRIPTION", "TYPE", "DATASOURCE"):
+            raise Refused(f"{node.name}: {key}: not supported in a materialized node")
+    target = unquote(node.settings.get("DATASOURCE", ""))
+    if not target:
+        raise Refused(f"{node.name}: DATASOURCE: a materialized node names its target")
+    try:
+        return target, view(node, target)
+    except ViewError as err:
+        raise Refused(str(err)) from None
+
+
+def _materialized(pipes: dict, sources: dict, refused: list, made: list, folder: Path) -> dict:
+    """The materialized pipes among ``pipes`` (removed from it), as target → View."""
+    views = {}
+    for path, df in list(pipes.items()):
+        if not any(n.type == "materialized" for n in df.nodes):
+            continue
+        del pipes[path]
+        try:
+            target, found = materialized(df)
+            if target in views:
+                raise Refused(f"{found.node}: DATASOURCE {target}: a second materialized pipe into it (one per target)")
+            if found.source not in sources:
+                raise Refused(f"{found.node}: FROM {found.source}: no data source of that name")
+        except Refused as err:
+            refused.append(f"refused: {path.relative_to(folder)}: node {err}")
+            views.update({unquote(n.settings.get("DATASOURCE", "")): None for n in df.nodes if n.type == "materialized"})
+            continue
+        views[target] = found
+        made.append(f"{path.relative_to(folder)}: materialized pipe into {target}: an endpoint reading {target} "
+                    f"aggregates {found.source} itself (-State/-Merge as plain aggregates)")
+    return views
+
+
+def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[Path, str], list[str], list[str]]:
+    """Every file to write (relative path → text), what each came from, and the refusals.
+
+    ``existing``: the project's own data sources, name → (staging model, {column: SQL
+    type}), which pipes may read besides the imported ones."""
     files: dict[Path, str] = {}
     made, refused = [], []
-    sources: dict[str, dict] = {}
+    existing = existing or {}
+    sources: dict[str, dict] = {name: columns for name, (_, columns) in existing.items()}
+    staging = {name: model for name, (model, _) in existing.items()}
+    pipes = {}
+    for path in sorted(folder.rglob("*.pipe")):
+        try:
+            pipes[path] = read(path)
+        except DatafileError as err:
+            refused.append(f"refused: {path.relative_to(folder)}: node {err}")
+    targets = {unquote(n.settings.get("DATASOURCE", "")) for df in pipes.values() for n in df.nodes if n.type == "materialized"}
     tables = []
     for path in sorted(folder.rglob("*.datasource")):
         try:
-            name, table, columns = datasource(read(path), prefix)
+            df = read(path)
+            if df.name in targets:
+                _target(df)
+                made.append(f"{path.relative_to(folder)}: the target of a materialized pipe, not stored (its readers are rewritten)")
+                continue
+            name, table, columns = datasource(df, prefix)
         except (Refused, DatafileError) as err:
             refused.append(f"refused: {path.relative_to(folder)}: {err}")
             continue
         tables.append(table)
         sources[name] = dict(columns)
+        staging.pop(name, None)
         body = ",\n    ".join(f'"{c}"' for c, _ in columns)
         files[FOLDER / f"stg_{name}.sql"] = (HEADER.format(src=path.name) + "{{ config(materialized='stable_view') }}\n"
                                              f"select\n    {body}\nfrom {{{{ source('tinybird', '{name}') }}}}\n")
@@ -159,15 +222,16 @@ def plan(folder: Path, prefix: str) -> tuple[dict[Path, str], list[str], list[st
         files[FOLDER / "_tinybird__sources.yml"] = _yml({"version": 2, "sources": [{
             "name": "tinybird", "schema": "{{ env_var('RAW_SCHEMA', 'raw') }}",
             "description": "Data sources imported from Tinybird datafiles.", "tables": tables}]})
-    renamed = {n[len(prefix):]: n for n in sources}
-    for path in sorted(folder.rglob("*.pipe")):
+    renamed = {n[len(prefix):]: n for n in sources if n.startswith(prefix) and n not in existing}
+    for df in pipes.values():
+        for node in df.nodes:
+            for old, new in renamed.items():
+                if old != new:
+                    node.settings["SQL"] = re.sub(rf"\b{old}\b", new, node.sql)
+    views = _materialized(pipes, sources, refused, made, folder)
+    for path, df in pipes.items():
         try:
-            df = read(path)
-            for node in df.nodes:
-                for old, new in renamed.items():
-                    if old != new:
-                        node.settings["SQL"] = re.sub(rf"\b{old}\b", new, node.sql)
-            name, sql, entry = pipe(df, prefix, sources)
+            name, sql, entry = pipe(df, prefix, sources, views, staging)
         except (Refused, DatafileError) as err:
             refused.append(f"refused: {path.relative_to(folder)}: node {err}")
             continue
@@ -176,6 +240,32 @@ def plan(folder: Path, prefix: str) -> tuple[dict[Path, str], list[str], list[st
         made.append(f"{path.relative_to(folder)}: endpoint {name} ({len(entry['config']['meta']['endpoint']['params'])}"
                     " parameters)")
     return files, made, refused
+
+
+def _target(df) -> None:
+    """A materialized pipe's target: its rows are not kept (its readers are rewritten), so
+    only its engine is checked, one whose merges the rewrite reproduces."""
+    engine = unquote(df.settings.get("ENGINE", "MergeTree"))
+    if engine not in ("AggregatingMergeTree", "SummingMergeTree", "MergeTree"):
+        raise Refused(f"-: ENGINE {engine}: a materialized pipe's target is read as its SELECT's plain aggregate; "
+                      f"{engine}'s merges would answer otherwise")
+
+
+def project_sources(project: Path) -> dict[str, tuple[str, dict[str, str]]]:
+    """The project's own data sources (outside models/tinybird/), name → (staging model,
+    {column: SQL type}), those whose staging model ``stg_<source>__<name>`` exists."""
+    found = {}
+    for path in sorted((project / "models").rglob("*.y*ml")):
+        if FOLDER in path.relative_to(project).parents:
+            continue
+        for source in (yaml.safe_load(path.read_text()) or {}).get("sources") or []:
+            for table in source.get("tables") or []:
+                model = f"stg_{source['name']}__{table['name']}"
+                if (table.get("config") or {}).get("meta", {}).get("datasource") and \
+                        any((project / "models").rglob(f"{model}.sql")):
+                    found[table["name"]] = (model, {c["name"]: _SQL.get(c.get("data_type", ""), "text")
+                                                    for c in table.get("columns") or []})
+    return found
 
 
 def _yml(data: dict) -> str:
@@ -197,7 +287,7 @@ def run(project: Path, folder: Path, dry_run: bool = False, replace: bool = Fals
     if not folder.is_dir():
         out(f"cartpulse tinybird import: {folder} is not a folder")
         return 2
-    files, made, refused = plan(folder, prefix)
+    files, made, refused = plan(folder, prefix, project_sources(project))
     state_path = project / FOLDER / STATE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     ours = [p for p in (project / "models").rglob("*") if FOLDER not in p.relative_to(project).parents]

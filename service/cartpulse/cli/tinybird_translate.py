@@ -22,6 +22,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
 from cartpulse.errors import ApiError
+from cartpulse.project.tinybird_materialized import ViewError, expand
 from cartpulse.project.tinybird_static import static
 from cartpulse.project.tinybird_template import TemplateError, is_template, parse
 from cartpulse.serving import sql_dialect
@@ -45,11 +46,15 @@ _CAST_TYPES = {exp.DataType.Type.BIGINT: "bigint", exp.DataType.Type.INT: "bigin
                exp.DataType.Type.DATETIME: "timestamptz", exp.DataType.Type.BOOLEAN: "boolean"}
 
 
-def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]]) -> tuple[str, dict, list[tuple[str, str]]]:
+def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]], views: dict | None = None,
+                 staging: dict[str, str] | None = None) -> tuple[str, dict, list[tuple[str, str]]]:
     """The pipe's nodes (the last is the endpoint) → (model SQL, params, output columns).
 
-    ``sources``: data source → {column: SQL type}. The SQL reads ``{{ ref('stg_<ds>') }}``
-    and ``{{ param('x') }}``."""
+    ``sources``: data source → {column: SQL type}; ``staging``: data source → its staging
+    model when not ``stg_<ds>``; ``views``: materialized pipes' targets → their View
+    (a read of one becomes a read of its source: project/tinybird_materialized.py). The
+    SQL reads ``{{ ref('<staging model>') }}`` and ``{{ param('x') }}``."""
+    staging = staging or {}
     params: dict = {}
     markers: dict[str, str] = {}
     ctes: list[tuple[str, exp.Expression]] = []
@@ -66,6 +71,10 @@ def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]]) -> tuple[str, 
             text = re.sub(r"__tbp_(\d+)", lambda m, offset=offset: f"__tbp_{int(m.group(1)) + offset}", st.sql)
             params.update(st.params)
         tree = _parse(node.name, text)
+        try:
+            tree = expand(node.name, tree, views or {})
+        except ViewError as err:
+            raise Untranslatable(err.node, err.construct, err.why) from None
         _tables(node.name, tree, known, {name for name, _ in ctes})
         try:
             sql_dialect.rewrite(tree)
@@ -85,7 +94,7 @@ def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]]) -> tuple[str, 
     cast = {m: params[n].type for m, n in markers.items()}
     sql = substitute(pg, cast, lambda marker: "{{ param('" + markers[marker] + "') }}")
     for ds in sources:
-        sql = re.sub(rf'"?__tbref_{ds}"?', "{{ ref('stg_" + ds + "') }}", sql)
+        sql = re.sub(rf'"?__tbref_{ds}"?', "{{ ref('" + staging.get(ds, f"stg_{ds}") + "') }}", sql)
     return sql, params, columns
 
 
