@@ -4,6 +4,7 @@ Python computes them on generated events and as CartPulse's own endpoints answer
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import subprocess
@@ -13,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cartpulse.cli import tinybird_import
+import yaml
+from cartpulse.cli import tinybird_import, tinybird_tests
 from support import built_copy, copy_project, ndjson
 
 SEED = Path(__file__).parent / "fixtures" / "tinybird" / "seed"
@@ -67,6 +69,26 @@ def total_revenue(start=None, end=None, country=None):
     return [{"time_bin": b, "total_revenue": r} for b, r in sorted(bins.items())]
 
 
+def _ndjson_rows(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def with_tests(folder: Path) -> Path:
+    """The seed's datafiles and a tests/top_products.yaml as `tb test create` writes one,
+    its expectations computed in Python from EVENTS: three that hold and one that must fail."""
+    copy = folder / "seed_with_tests"
+    shutil.copytree(SEED, copy)
+    (copy / "tests").mkdir()
+    tests = [{"name": "hats_top_3", "description": "Three best hats", "parameters": "category=hats&limit=3",
+              "expected_result": _ndjson_rows(top_products(limit=3, category="hats")), "expected_http_status": 200},
+             {"name": "two_countries", "parameters": "country=DE&country=US&start_date=2026-03-02 00:00:00",
+              "expected_result": _ndjson_rows(top_products(country=["DE", "US"], start="2026-03-02 00:00:00"))},
+             {"name": "bad_limit", "parameters": "limit=abc", "expected_result": "", "expected_http_status": 400},
+             {"name": "wrong_on_purpose", "parameters": "limit=2", "expected_result": _ndjson_rows(top_products(limit=3))}]
+    (copy / "tests" / "top_products.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    return copy
+
+
 @pytest.fixture(scope="module")
 def imported(built, server_url, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tinybird")
@@ -74,6 +96,7 @@ def imported(built, server_url, tmp_path_factory):
     lines: list[str] = []
     assert tinybird_import.run(project, SEED, prefix="tb_", out=lines.append) == 0, lines
     assert tinybird_import.run(project, MATERIALIZED, out=lines.append) == 0, lines
+    assert tinybird_import.run(project, with_tests(folder), prefix="tb_", out=lines.append) == 0, lines
     from cartpulse.app import create_app
 
     with built_copy(built, server_url, project, folder, "cartpulse_tb") as settings:
@@ -251,3 +274,32 @@ def _materialized_variant(tmp_path, state: str, read: str) -> list[str]:
 def test_materialized_constructs_without_an_exact_plain_form_are_refused_by_name(tmp_path, state, read, says):
     refused = _materialized_variant(tmp_path, state, read)
     assert any(line.startswith(says) for line in refused), refused
+
+
+def test_imported_tb_tests_run_and_can_fail(imported):
+    project, client, auth, lines = imported
+    assert "made: tests/top_products.yaml: 4 tests of tb_top_products (tinybird_tests/tb_top_products.yaml: " \
+           "cartpulse tinybird test)" in lines
+    said: list[str] = []
+    assert tinybird_tests.run(client, auth, project / tinybird_tests.TESTS, out=said.append) == 1
+    assert said[:3] == ["passed tb_top_products: hats_top_3", "passed tb_top_products: two_countries",
+                        "passed tb_top_products: bad_limit"]
+    assert said[3] == "FAILED tb_top_products: wrong_on_purpose: 2 rows, expected 3"
+    assert said[4] == "3 passed, 1 failed"
+
+
+@pytest.mark.parametrize("test, says", [
+    ({"name": "t", "parameters": "colour=red"}, "test t: parameter colour: the pipe tb_top_products declares no such parameter"),
+    ({"name": "t", "expected_result": "not json"}, "test t: expected_result: a line that is not JSON"),
+    ({"name": "t", "pipe": "x"}, "test t: pipe: not a field of a Tinybird test"),
+    ({"parameters": "limit=1"}, "test -: name: each test has one"),
+])
+def test_tb_tests_that_do_not_map_are_refused_by_name(tmp_path, test, says):
+    folder = tmp_path / "tb"
+    shutil.copytree(SEED, folder)
+    (folder / "tests").mkdir()
+    (folder / "tests" / "top_products.yaml").write_text(yaml.safe_dump([test]))
+    (folder / "tests" / "nowhere.yaml").write_text("[]")
+    _, _, refused = tinybird_import.plan(folder, "tb_")
+    assert refused[0] == "refused: tests/nowhere.yaml: -: tests of nowhere, a pipe this import did not make (refused, or none)"
+    assert len(refused) == 2 and refused[1].startswith(f"refused: tests/top_products.yaml: {says}"), refused

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from cartpulse.cli import tinybird_tests
 from cartpulse.cli.tinybird_translate import Untranslatable, endpoint_sql
 from cartpulse.project.tinybird_datafiles import DatafileError, read, schema, unquote
 from cartpulse.project.tinybird_materialized import View, ViewError, view
@@ -229,6 +230,7 @@ def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[
                 if old != new:
                     node.settings["SQL"] = re.sub(rf"\b{old}\b", new, node.sql)
     views = _materialized(pipes, sources, refused, made, folder)
+    imported = {}
     for path, df in pipes.items():
         try:
             name, sql, entry = pipe(df, prefix, sources, views, staging)
@@ -237,8 +239,10 @@ def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[
             continue
         files[FOLDER / f"{name}.sql"] = HEADER.format(src=path.name) + sql + "\n"
         files[FOLDER / f"{name}.yml"] = _yml({"version": 2, "models": [entry]})
-        made.append(f"{path.relative_to(folder)}: endpoint {name} ({len(entry['config']['meta']['endpoint']['params'])}"
-                    " parameters)")
+        params = entry["config"]["meta"]["endpoint"]["params"]
+        imported[df.name] = (name, params)
+        made.append(f"{path.relative_to(folder)}: endpoint {name} ({len(params)} parameters)")
+    tinybird_tests.plan(folder, imported, files, made, refused)
     return files, made, refused
 
 
@@ -334,7 +338,10 @@ def add_parser(sub) -> None:
     tb_import.add_argument("--dry-run", action="store_true", help="list what it would write, write nothing")
     tb_import.add_argument("--replace", action="store_true", help="overwrite files it did not write or that were edited")
     tb_import.add_argument("--prefix", default="", help="a prefix for every imported name (names the project has)")
+    tinybird_sub.add_parser("test", help=f"run the imported tb test files ({tinybird_tests.TESTS}/) against the database")
 
 
 def cmd_tinybird(settings, args) -> int:
+    if args.action == "test":
+        return tinybird_tests.cmd_test(settings, args)
     return run(settings.project_dir, Path(args.path), dry_run=args.dry_run, replace=args.replace, prefix=args.prefix)
