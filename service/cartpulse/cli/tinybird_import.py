@@ -104,7 +104,7 @@ def datasource(df, prefix: str) -> tuple[str, dict, list[tuple[str, str]]]:
 
 _WHY = {"ENGINE_TTL": "TTL is CartPulse's RETENTION setting, one for every data source",
         "KAFKA_CONNECTION_NAME": "no Kafka connector", "IMPORT_SERVICE": "no connectors",
-        "ENGINE_VER": "ReplacingMergeTree is not", "TOKEN": "tokens are made with `cartpulse token create`", "ENGINE_SETTINGS": "ClickHouse settings",
+        "ENGINE_VER": "ReplacingMergeTree is not", "ENGINE_SETTINGS": "ClickHouse settings",
         "copy": "copy pipes are not imported yet (no scheduled copies)", "sink": "sink pipes are not imported (no exports)",
         "materialized": "a materialized node is the only node of its pipe"}
 
@@ -146,8 +146,9 @@ def materialized(df) -> tuple[str, View]:
     if len(df.nodes) > 1:
         raise Refused(f"{df.nodes[0].name}: NODE: a materialized pipe of more than one node (write its SQL as one node)")
     for key in node.settings:
-        if key not in ("SQL", "DESCRIPTION", "TYPE", "DATASOURCE"):
+        if key not in ("SQL", "DESCRIPTION", "TYPE", "DATASOURCE") and not key.startswith("ENGINE"):
             raise Refused(f"{node.name}: {key}: not supported in a materialized node")
+    _target(node.settings, node.name)
     target = unquote(node.settings.get("DATASOURCE", ""))
     if not target:
         raise Refused(f"{node.name}: DATASOURCE: a materialized node names its target")
@@ -157,8 +158,9 @@ def materialized(df) -> tuple[str, View]:
         raise Refused(str(err)) from None
 
 
-def _materialized(pipes: dict, sources: dict, refused: list, made: list, folder: Path) -> dict:
-    """The materialized pipes among ``pipes`` (removed from it), as target → View."""
+def _materialized(pipes: dict, sources: dict, refused: list, made: list, folder: Path, unkept: set) -> dict:
+    """The materialized pipes among ``pipes`` (removed from it), as target → View (None
+    when refused); ``unkept``: targets whose datafile was refused."""
     views = {}
     for path, df in list(pipes.items()):
         if not any(n.type == "materialized" for n in df.nodes):
@@ -170,6 +172,8 @@ def _materialized(pipes: dict, sources: dict, refused: list, made: list, folder:
                 raise Refused(f"{found.node}: DATASOURCE {target}: a second materialized pipe into it (one per target)")
             if found.source not in sources:
                 raise Refused(f"{found.node}: FROM {found.source}: no data source of that name")
+            if target in unkept:
+                raise Refused(f"{found.node}: DATASOURCE {target}: its datafile was refused (above)")
         except Refused as err:
             refused.append(f"refused: {path.relative_to(folder)}: node {err}")
             views.update({unquote(n.settings.get("DATASOURCE", "")): None for n in df.nodes if n.type == "materialized"})
@@ -193,21 +197,22 @@ def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[
     pipes = {}
     for path in sorted(folder.rglob("*.pipe")):
         try:
-            pipes[path] = read(path)
+            pipes[path] = _tokens(read(path), path.relative_to(folder), made)
         except DatafileError as err:
             refused.append(f"refused: {path.relative_to(folder)}: node {err}")
     targets = {unquote(n.settings.get("DATASOURCE", "")) for df in pipes.values() for n in df.nodes if n.type == "materialized"}
-    tables = []
+    tables, unkept = [], set()
     for path in sorted(folder.rglob("*.datasource")):
         try:
-            df = read(path)
+            df = _tokens(read(path), path.relative_to(folder), made)
             if df.name in targets:
-                _target(df)
+                _target(df.settings)
                 made.append(f"{path.relative_to(folder)}: the target of a materialized pipe, not stored (its readers are rewritten)")
                 continue
             name, table, columns = datasource(df, prefix)
         except (Refused, DatafileError) as err:
             refused.append(f"refused: {path.relative_to(folder)}: {err}")
+            unkept.add(path.name.split(".")[0])
             continue
         tables.append(table)
         sources[name] = dict(columns)
@@ -229,7 +234,7 @@ def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[
             for old, new in renamed.items():
                 if old != new:
                     node.settings["SQL"] = re.sub(rf"\b{old}\b", new, node.sql)
-    views = _materialized(pipes, sources, refused, made, folder)
+    views = _materialized(pipes, sources, refused, made, folder, unkept)
     imported = {}
     for path, df in pipes.items():
         try:
@@ -246,13 +251,28 @@ def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[
     return files, made, refused
 
 
-def _target(df) -> None:
-    """A materialized pipe's target: its rows are not kept (its readers are rewritten), so
-    only its engine is checked, one whose merges the rewrite reproduces."""
-    engine = unquote(df.settings.get("ENGINE", "MergeTree"))
+def _tokens(df, rel: Path, made: list):
+    """``df`` without its TOKEN lines, each said: tokens are CartPulse's own
+    (``cartpulse token create``), not part of the dbt project."""
+    for token in df.settings.pop("TOKEN", "").splitlines():
+        made.append(f"{rel}: TOKEN {token.strip()} not imported: make it with `cartpulse token create` "
+                    f"(scope PIPES:READ:<pipe> or DATASOURCES:APPEND:<name>)")
+    if not any(n.type for n in df.nodes) and df.path.suffix == ".pipe" and df.nodes:
+        df.nodes[-1].settings["TYPE"] = "endpoint"  # older datafiles: the last node is the endpoint
+    return df
+
+
+def _target(settings: dict, where: str = "-") -> None:
+    """A materialized pipe's target (its datafile, or the ENGINE settings of the node):
+    its rows are not kept (its readers are rewritten), so only an engine whose merges the
+    rewrite reproduces is accepted, and no TTL."""
+    engine = unquote(settings.get("ENGINE", "MergeTree"))
     if engine not in ("AggregatingMergeTree", "SummingMergeTree", "MergeTree"):
-        raise Refused(f"-: ENGINE {engine}: a materialized pipe's target is read as its SELECT's plain aggregate; "
+        raise Refused(f"{where}: ENGINE {engine}: a materialized pipe's target is read as its SELECT's plain aggregate; "
                       f"{engine}'s merges would answer otherwise")
+    if "ENGINE_TTL" in settings:
+        raise Refused(f"{where}: ENGINE_TTL of a materialized pipe's target: ClickHouse drops its rows at some merge "
+                      "after the TTL, which no query over the source reproduces")
 
 
 def project_sources(project: Path) -> dict[str, tuple[str, dict[str, str]]]:
@@ -286,12 +306,28 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _keep_other_imports(project: Path, files: dict) -> None:
+    """The sources yml keeps the data sources of earlier imports of other folders (one
+    ``tinybird`` source holds them all); this import's replace theirs of the same name."""
+    rel = FOLDER / "_tinybird__sources.yml"
+    if rel not in files or not (project / rel).exists():
+        return
+    new = yaml.safe_load(files[rel])
+    names = {t["name"] for t in new["sources"][0]["tables"]}
+    old = (yaml.safe_load((project / rel).read_text()) or {}).get("sources") or [{}]
+    kept = [t for t in old[0].get("tables") or [] if t.get("name") not in names]
+    if kept:
+        new["sources"][0]["tables"] = kept + new["sources"][0]["tables"]
+        files[rel] = _yml(new)
+
+
 def run(project: Path, folder: Path, dry_run: bool = False, replace: bool = False, prefix: str = "", out=print) -> int:
     """Import ``folder`` into ``project``; 0 when everything was imported, 1 otherwise."""
     if not folder.is_dir():
         out(f"cartpulse tinybird import: {folder} is not a folder")
         return 2
     files, made, refused = plan(folder, prefix, project_sources(project))
+    _keep_other_imports(project, files)
     state_path = project / FOLDER / STATE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     ours = [p for p in (project / "models").rglob("*") if FOLDER not in p.relative_to(project).parents]

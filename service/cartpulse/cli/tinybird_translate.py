@@ -75,11 +75,13 @@ def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]], views: dict | 
             tree = expand(node.name, tree, views or {})
         except ViewError as err:
             raise Untranslatable(err.node, err.construct, err.why) from None
+        _inline_aliases(tree, known)
         _tables(node.name, tree, known, {name for name, _ in ctes})
         try:
             sql_dialect.rewrite(tree)
         except ApiError as err:
             raise Untranslatable(node.name, err.extra.get("construct") or "SQL", err.message) from None
+        _boolean_numbers(tree)
         known[node.name] = {name: _type(node.name, e, known, name) for name, e in _outputs(tree)}
         ctes.append((node.name, tree))
     last_name, last = ctes[-1]
@@ -96,6 +98,29 @@ def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]], views: dict | 
     for ds in sources:
         sql = re.sub(rf'"?__tbref_{ds}"?', "{{ ref('" + staging.get(ds, f"stg_{ds}") + "') }}", sql)
     return sql, params, columns
+
+
+def _inline_aliases(tree: exp.Select, known: dict) -> None:
+    """ClickHouse lets a select item use an earlier item's alias (``sum(x) AS total,
+    total / n``); PostgreSQL does not: each such name, when no table read has a column of
+    that name, is replaced by the aliased expression."""
+    reads = {t.name for t in tree.find_all(exp.Table)}
+    columns = {c for t in reads for c in known.get(t, {})}
+    aliases: dict[str, exp.Expression] = {}
+    for item in tree.expressions:
+        for column in list(item.find_all(exp.Column)):
+            if not column.table and column.name in aliases and column.name not in columns:
+                column.replace(exp.Paren(this=aliases[column.name].copy()))
+        if isinstance(item, exp.Alias):
+            aliases[item.alias] = item.this
+
+
+def _boolean_numbers(tree: exp.Expression) -> None:
+    """``WHERE 1 AND …``: ClickHouse reads a number as a condition, PostgreSQL does not."""
+    for clause in list(tree.find_all(exp.Where, exp.Having)):
+        for node in [clause.this, *(c for c in clause.this.find_all(exp.And, exp.Or) for c in (c.this, c.expression))]:
+            if isinstance(node, exp.Literal) and not node.is_string:
+                node.replace(exp.true() if float(node.this) else exp.false())
 
 
 def _parse(node: str, text: str) -> exp.Expression:
@@ -145,8 +170,14 @@ def _type(node: str, e: exp.Expression, known: dict, name: str) -> str:
         to = _CAST_TYPES.get(e.to.this)
         if to:
             return to
-    if isinstance(e, (exp.Count, exp.ApproxDistinct)) or (isinstance(e, exp.Sum) and isinstance(e.this, exp.If)):
+    if isinstance(e, (exp.Count, exp.ApproxDistinct, exp.RowNumber)) or (isinstance(e, exp.Sum) and isinstance(e.this, exp.If)):
         return "bigint"
+    if isinstance(e, (exp.Filter, exp.Window)):
+        return _type(node, e.this, known, name)
+    if isinstance(e, exp.Case) and e.args.get("ifs"):
+        return _type(node, e.args["ifs"][0].args["true"], known, name)
+    if isinstance(e, exp.If):
+        return _type(node, e.args["true"], known, name)
     if isinstance(e, (exp.Avg, exp.Div)):
         return "double precision"
     if isinstance(e, (exp.Sum, exp.Min, exp.Max, exp.Round, exp.Abs, exp.Coalesce, exp.Paren)):

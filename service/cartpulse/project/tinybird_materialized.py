@@ -92,8 +92,8 @@ def view(node, target: str) -> View:
     if len(trees) != 1 or not isinstance(trees[0], exp.Select):
         raise ViewError(node.name, "SQL", "a materialized node is one SELECT")
     tree = trees[0]
-    for key, construct in (("with", "WITH"), ("joins", "JOIN"), ("having", "HAVING"), ("order", "ORDER BY"),
-                           ("limit", "LIMIT"), ("distinct", "DISTINCT"), ("settings", "SETTINGS")):
+    tree.set("order", None)  # the order rows are inserted in: no bearing on the target's aggregates
+    for key, construct in (("with", "WITH"), ("joins", "JOIN"), ("having", "HAVING"), ("limit", "LIMIT"), ("distinct", "DISTINCT"), ("settings", "SETTINGS")):
         if tree.args.get(key):
             raise ViewError(node.name, construct, "a materialized node maps each inserted row; only WHERE and "
                             "GROUP BY are translated")
@@ -184,7 +184,9 @@ def _merge(node: str, column: exp.Column, expression: exp.Expression, found: Vie
     call = column.parent
     kind = _aggregate(call) if call is not None else None
     view_kind, base = _aggregate(expression)
-    if view_kind == "state" and kind == ("merge", base) and len(call.expressions) == 1:
+    # countMerge of a countIfState: the -If combinator's state is its aggregate's state.
+    if view_kind == "state" and kind in (("merge", base), ("merge", base.removesuffix("if"))) \
+            and len(call.expressions) == 1:
         plain = _plain(expression)
     elif view_kind == "plain" and kind is not None and kind[0] == "plain" and (kind[1], base) in _SIMPLE \
             and call.this is column:
