@@ -157,12 +157,18 @@ MATERIALIZED_CASES = [("sales_over_time", sales_over_time, {}), ("sales_over_tim
                       ("product_sales", product_sales, {"start": "2026-03-01 10:07:00", "end": "2026-03-02 20:00:00", "limit": 4})]
 
 
+def _case(python, given: dict) -> tuple[dict, list[dict]]:
+    """The request's parameters (Python's start/end are the pipes' start_date/end_date)
+    and the rows Python expects, which must not be none."""
+    expected = python(**given)
+    assert expected, "the generated events must give this case rows"
+    return {{"start": "start_date", "end": "end_date"}.get(k, k): v for k, v in given.items()}, expected
+
+
 @pytest.mark.parametrize("pipe, python, given", CASES)
 def test_imported_seed_answers_as_python_and_as_the_seed(imported, pipe, python, given):
     _, client, auth, _ = imported
-    params = {{"start": "start_date", "end": "end_date"}.get(k, k): v for k, v in given.items()}
-    expected = python(**given)
-    assert expected, "the generated events must give this case rows"
+    params, expected = _case(python, given)
     assert _answer(client, auth, f"tb_{pipe}", **params) == expected
     assert _answer(client, auth, pipe, **params) == expected
 
@@ -170,9 +176,7 @@ def test_imported_seed_answers_as_python_and_as_the_seed(imported, pipe, python,
 @pytest.mark.parametrize("pipe, python, given", MATERIALIZED_CASES)
 def test_endpoints_over_a_materialized_pipe_answer_as_python(imported, pipe, python, given):
     _, client, auth, _ = imported
-    params = {{"start": "start_date", "end": "end_date"}.get(k, k): v for k, v in given.items()}
-    expected = python(**given)
-    assert expected, "the generated events must give this case rows"
+    params, expected = _case(python, given)
     answered = _answer(client, auth, pipe, **params)
     for row in answered + expected:
         if "avg_price" in row:
@@ -303,3 +307,20 @@ def test_tb_tests_that_do_not_map_are_refused_by_name(tmp_path, test, says):
     _, _, refused = tinybird_import.plan(folder, "tb_")
     assert refused[0] == "refused: tests/nowhere.yaml: -: tests of nowhere, a pipe this import did not make (refused, or none)"
     assert len(refused) == 2 and refused[1].startswith(f"refused: tests/top_products.yaml: {says}"), refused
+
+
+def test_a_summing_target_read_with_sum_is_the_plain_aggregate(tmp_path):
+    folder = tmp_path / "summing"
+    (folder / "pipes").mkdir(parents=True)
+    (folder / "pipes" / "mv.pipe").write_text(
+        "NODE m\nSQL >\n    SELECT toDate(event_time) AS day, country, count() AS n, sum(quantity) AS units, max(price) AS top\n"
+        "    FROM ecommerce_events GROUP BY day, country ORDER BY day\n\nTYPE materialized\nDATASOURCE daily\n"
+        'ENGINE "SummingMergeTree"\n')
+    (folder / "pipes" / "daily_units.pipe").write_text(
+        "NODE e\nSQL >\n    SELECT day, sum(n) AS events, sum(units) AS units, max(top) AS top FROM daily GROUP BY day\n")
+    files, _, refused = tinybird_import.plan(folder, "", tinybird_import.project_sources(copy_project(tmp_path)))
+    assert not refused, refused
+    sql = files[tinybird_import.FOLDER / "daily_units.sql"]
+    assert "CAST(COUNT(*) AS BIGINT) AS events, CAST(SUM(quantity) AS BIGINT) AS units, CAST(MAX(price) AS DOUBLE PRECISION)" \
+           " AS top FROM {{ ref('stg_raw__ecommerce_events') }}" in sql, sql
+    assert "GROUP BY CAST(event_time AS DATE)" in sql, sql
