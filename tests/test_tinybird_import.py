@@ -280,7 +280,7 @@ def test_materialized_constructs_without_an_exact_plain_form_are_refused_by_name
     assert any(line.startswith(says) for line in refused), refused
 
 
-def test_imported_tb_tests_run_and_can_fail(imported):
+def test_imported_tb_tests_run_and_can_fail(imported, capsys):
     project, client, auth, lines = imported
     assert "made: tests/top_products.yaml: 4 tests of tb_top_products (tinybird_tests/tb_top_products.yaml: " \
            "cartpulse tinybird test)" in lines
@@ -290,6 +290,10 @@ def test_imported_tb_tests_run_and_can_fail(imported):
                         "passed tb_top_products: bad_limit"]
     assert said[3] == "FAILED tb_top_products: wrong_on_purpose: 2 rows, expected 3"
     assert said[4] == "3 passed, 1 failed"
+    # `cartpulse tinybird test`: the same, against the project's configured database.
+    capsys.readouterr()
+    assert tinybird_tests.cmd_test(client.application.extensions["cartpulse"].settings, None) == 1
+    assert capsys.readouterr().out.splitlines() == said
 
 
 @pytest.mark.parametrize("test, says", [
