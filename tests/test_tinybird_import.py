@@ -4,6 +4,7 @@ Python computes them on generated events and as CartPulse's own endpoints answer
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import shutil
@@ -86,6 +87,17 @@ def with_tests(folder: Path) -> Path:
              {"name": "bad_limit", "parameters": "limit=abc", "expected_result": "", "expected_http_status": 400},
              {"name": "wrong_on_purpose", "parameters": "limit=2", "expected_result": _ndjson_rows(top_products(limit=3))}]
     (copy / "tests" / "top_products.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    # A data source whose rows are only the project's fixtures, as `tb test` loads them.
+    (copy / "datasources" / "visits.datasource").write_text(
+        "SCHEMA >\n    `visit_time` DateTime `json:$.visit_time`,\n    `page` String `json:$.page`\n\nENGINE \"MergeTree\"\n")
+    (copy / "endpoints" / "visits_by_page.pipe").write_text(
+        "NODE endpoint\nSQL >\n    SELECT page, count() AS visits FROM visits GROUP BY page ORDER BY visits DESC, page\n\n"
+        "TYPE endpoint\n")
+    (copy / "fixtures").mkdir()
+    (copy / "fixtures" / "visits.ndjson").write_text("".join(
+        json.dumps({"visit_time": f"2026-03-01 10:0{i}:00", "page": page}) + "\n" for i, page in enumerate(["/a", "/b", "/a"])))
+    (copy / "tests" / "visits_by_page.yaml").write_text(yaml.safe_dump([{
+        "name": "pages", "parameters": "", "expected_result": '{"page": "/a", "visits": 2}\n{"page": "/b", "visits": 1}\n'}]))
     return copy
 
 
@@ -107,6 +119,7 @@ def imported(built, server_url, tmp_path_factory):
             r = client.post(f"/v0/events?name={source}", data=ndjson(EVENTS), headers=auth)
             assert r.status_code in (200, 202) and r.get_json()["successful_rows"] == len(EVENTS), r.get_json()
         yield project, client, auth, lines
+        app.extensions["cartpulse_stats"].flush()  # while its database exists (see conftest's app)
         app.extensions["cartpulse"].db.dispose()
 
 
@@ -284,16 +297,20 @@ def test_imported_tb_tests_run_and_can_fail(imported, capsys):
     project, client, auth, lines = imported
     assert "made: tests/top_products.yaml: 4 tests of tb_top_products (tinybird_tests/tb_top_products.yaml: " \
            "cartpulse tinybird test)" in lines
-    said: list[str] = []
-    assert tinybird_tests.run(client, auth, project / tinybird_tests.TESTS, out=said.append) == 1
-    assert said[:3] == ["passed tb_top_products: hats_top_3", "passed tb_top_products: two_countries",
-                        "passed tb_top_products: bad_limit"]
-    assert said[3] == "FAILED tb_top_products: wrong_on_purpose: 2 rows, expected 3"
-    assert said[4] == "3 passed, 1 failed"
-    # `cartpulse tinybird test`: the same, against the project's configured database.
+    assert "made: fixtures/visits.ndjson: fixture of tb_visits (tinybird_tests/fixtures/: cartpulse tinybird test --fixtures)" \
+           in lines
+    # `cartpulse tinybird test --fixtures`: the fixtures appended, then every test run.
     capsys.readouterr()
-    assert tinybird_tests.cmd_test(client.application.extensions["cartpulse"].settings, None) == 1
-    assert capsys.readouterr().out.splitlines() == said
+    settings = client.application.extensions["cartpulse"].settings
+    assert tinybird_tests.cmd_test(settings, argparse.Namespace(fixtures=True)) == 1
+    said = capsys.readouterr().out.splitlines()
+    assert said == ["loaded 3 rows into tb_visits from tinybird_tests/fixtures/tb_visits.ndjson",
+                    "passed tb_top_products: hats_top_3", "passed tb_top_products: two_countries",
+                    "passed tb_top_products: bad_limit", "FAILED tb_top_products: wrong_on_purpose: 2 rows, expected 3",
+                    "passed tb_visits_by_page: pages", "4 passed, 1 failed"]
+    again: list[str] = []
+    assert tinybird_tests.run(client, auth, project / tinybird_tests.TESTS, out=again.append) == 1
+    assert again == said[1:]
 
 
 @pytest.mark.parametrize("test, says", [

@@ -75,6 +75,7 @@ def imported(built, server_url, tmp_path_factory):
             r = client.post(f"/v0/events?name={source}", data=ndjson(rows), headers=auth)
             assert r.status_code in (200, 202) and r.get_json()["successful_rows"] == len(rows), r.get_json()
         yield client, auth, lines
+        app.extensions["cartpulse_stats"].flush()  # while its database exists (see conftest's app)
         app.extensions["cartpulse"].db.dispose()
 
 

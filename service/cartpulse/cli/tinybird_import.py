@@ -3,7 +3,9 @@
 Each ``.datasource`` becomes a data source (a source table under ``models/tinybird/``,
 declared as models/staging/__sources.yml declares one) and its staging model
 ``stg_<name>``; each endpoint pipe an endpoint model and its yml
-(cli/tinybird_translate.py). What it writes are ordinary files the user owns; it records
+(cli/tinybird_translate.py); a materialized pipe no file: endpoints over its target read
+its source (project/tinybird_materialized.py); ``tests/*.yaml`` and ``fixtures/`` go to
+``tinybird_tests/`` (cli/tinybird_tests.py). What it writes are ordinary files the user owns; it records
 their hashes in ``models/tinybird/.tinybird-import.json``, so that running it again
 changes only files it wrote and nobody edited since (an edited one is refused unless
 ``--replace``). A name the project already has elsewhere is refused (``--prefix`` gives
@@ -109,7 +111,8 @@ _WHY = {"ENGINE_TTL": "TTL is CartPulse's RETENTION setting, one for every data 
         "materialized": "a materialized node is the only node of its pipe"}
 
 
-def pipe(df, prefix: str, sources: dict, views: dict | None = None, staging: dict | None = None) -> tuple[str, str, dict]:
+def pipe(df, prefix: str, sources: dict, views: dict | None = None, staging: dict | None = None,
+         renamed: dict | None = None) -> tuple[str, str, dict]:
     """An endpoint .pipe → (model name, its SQL, its yml entry)."""
     if not df.nodes:
         raise Refused("-: NODE: a pipe without nodes")
@@ -127,7 +130,7 @@ def pipe(df, prefix: str, sources: dict, views: dict | None = None, staging: dic
     if endpoints != [df.nodes[-1].name]:
         raise Refused(f"{df.nodes[-1].name}: TYPE endpoint: the last node (and only it) must be the endpoint")
     try:
-        sql, params, columns = endpoint_sql(df.nodes, sources, views, staging)
+        sql, params, columns = endpoint_sql(df.nodes, sources, views, staging, renamed)
     except Untranslatable as err:
         raise Refused(f"{err.node}: {err.construct}: {err.why}") from None
     name = prefix + df.name
@@ -158,9 +161,10 @@ def materialized(df) -> tuple[str, View]:
         raise Refused(str(err)) from None
 
 
-def _materialized(pipes: dict, sources: dict, refused: list, made: list, folder: Path, unkept: set) -> dict:
+def _materialized(pipes: dict, sources: dict[str, str], refused: list, made: list, folder: Path, unkept: set) -> dict:
     """The materialized pipes among ``pipes`` (removed from it), as target → View (None
-    when refused); ``unkept``: targets whose datafile was refused."""
+    when refused); ``sources``: data source names as written → as imported; ``unkept``:
+    targets whose datafile was refused."""
     views = {}
     for path, df in list(pipes.items()):
         if not any(n.type == "materialized" for n in df.nodes):
@@ -180,7 +184,7 @@ def _materialized(pipes: dict, sources: dict, refused: list, made: list, folder:
             continue
         views[target] = found
         made.append(f"{path.relative_to(folder)}: materialized pipe into {target}: an endpoint reading {target} "
-                    f"aggregates {found.source} itself (-State/-Merge as plain aggregates)")
+                    f"aggregates {sources[found.source]} itself (-State/-Merge as plain aggregates)")
     return views
 
 
@@ -228,17 +232,13 @@ def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[
         files[FOLDER / "_tinybird__sources.yml"] = _yml({"version": 2, "sources": [{
             "name": "tinybird", "schema": "{{ env_var('RAW_SCHEMA', 'raw') }}",
             "description": "Data sources imported from Tinybird datafiles.", "tables": tables}]})
-    renamed = {n[len(prefix):]: n for n in sources if n.startswith(prefix) and n not in existing}
-    for df in pipes.values():
-        for node in df.nodes:
-            for old, new in renamed.items():
-                if old != new:
-                    node.settings["SQL"] = re.sub(rf"\b{old}\b", new, node.sql)
-    views = _materialized(pipes, sources, refused, made, folder, unkept)
+    renamed = {t["name"][len(prefix):]: t["name"] for t in tables}
+    views = _materialized(pipes, {name: renamed.get(name, name) for name in [*sources, *renamed]}, refused, made,
+                          folder, unkept)
     imported = {}
     for path, df in pipes.items():
         try:
-            name, sql, entry = pipe(df, prefix, sources, views, staging)
+            name, sql, entry = pipe(df, prefix, sources, views, staging, renamed)
         except (Refused, DatafileError) as err:
             refused.append(f"refused: {path.relative_to(folder)}: node {err}")
             continue
@@ -247,7 +247,7 @@ def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[
         params = entry["config"]["meta"]["endpoint"]["params"]
         imported[df.name] = (name, params)
         made.append(f"{path.relative_to(folder)}: endpoint {name} ({len(params)} parameters)")
-    tinybird_tests.plan(folder, imported, files, made, refused)
+    tinybird_tests.plan(folder, imported, renamed, files, made, refused)
     return files, made, refused
 
 
@@ -308,16 +308,18 @@ def _hash(text: str) -> str:
 
 def _keep_other_imports(project: Path, files: dict) -> None:
     """The sources yml keeps the data sources of earlier imports of other folders (one
-    ``tinybird`` source holds them all); this import's replace theirs of the same name."""
+    ``tinybird`` source holds them all), in their order; this import's replace theirs of
+    the same name and follow."""
     rel = FOLDER / "_tinybird__sources.yml"
     if rel not in files or not (project / rel).exists():
         return
     new = yaml.safe_load(files[rel])
-    names = {t["name"] for t in new["sources"][0]["tables"]}
-    old = (yaml.safe_load((project / rel).read_text()) or {}).get("sources") or [{}]
-    kept = [t for t in old[0].get("tables") or [] if t.get("name") not in names]
-    if kept:
-        new["sources"][0]["tables"] = kept + new["sources"][0]["tables"]
+    tables = {t["name"]: t for t in new["sources"][0]["tables"]}
+    old = [t for t in ((yaml.safe_load((project / rel).read_text()) or {}).get("sources") or [{}])[0].get("tables") or []
+           if t.get("name")]
+    merged = [tables.pop(t["name"], t) for t in old] + list(tables.values())
+    if len(merged) > len(new["sources"][0]["tables"]):
+        new["sources"][0]["tables"] = merged
         files[rel] = _yml(new)
 
 
@@ -374,7 +376,8 @@ def add_parser(sub) -> None:
     tb_import.add_argument("--dry-run", action="store_true", help="list what it would write, write nothing")
     tb_import.add_argument("--replace", action="store_true", help="overwrite files it did not write or that were edited")
     tb_import.add_argument("--prefix", default="", help="a prefix for every imported name (names the project has)")
-    tinybird_sub.add_parser("test", help=f"run the imported tb test files ({tinybird_tests.TESTS}/) against the database")
+    tb_test = tinybird_sub.add_parser("test", help=f"run the imported tb test files ({tinybird_tests.TESTS}/) against the database")
+    tb_test.add_argument("--fixtures", action="store_true", help="append the imported fixtures to their data sources first")
 
 
 def cmd_tinybird(settings, args) -> int:

@@ -8,8 +8,10 @@ with the parameters as a mapping and the rows parsed, so that what does not map 
 refused at import, by name; ``run`` calls each test's pipe through the app and compares
 status and rows (in order; numbers within 1e-9, relative; timestamps whatever their
 spelling): ``cartpulse tinybird test`` prints a line per test and exits 1 when one fails.
-Tinybird runs them on a fresh workspace holding the project's fixtures: run them on a
-database that holds the data their expectations were written for.
+Tinybird runs them on a fresh workspace holding the project's fixtures
+(``fixtures/<data source>.ndjson`` or ``.csv``): the import copies each into
+``tinybird_tests/fixtures/``, and ``cartpulse tinybird test --fixtures`` appends them to
+their data sources first, so run it on a database that holds nothing else.
 """
 
 from __future__ import annotations
@@ -74,9 +76,19 @@ def convert(path: Path, pipe: str, params: dict) -> dict:
     return {"pipe": pipe, "source": path.name, "tests": out}
 
 
-def plan(folder: Path, imported: dict[str, tuple[str, dict]], files: dict, made: list, refused: list) -> None:
-    """Each ``tests/<pipe>.yaml`` under ``folder`` as a data file in ``files``;
-    ``imported``: each imported pipe's file name → (its name, its declared parameters)."""
+def plan(folder: Path, imported: dict[str, tuple[str, dict]], sources: dict[str, str], files: dict, made: list,
+         refused: list) -> None:
+    """Each ``tests/<pipe>.yaml`` under ``folder`` as a data file in ``files``, and each
+    ``fixtures/<data source>.ndjson|.csv`` as a copy; ``imported``: each imported pipe's
+    file name → (its name, its declared parameters); ``sources``: data source file names
+    → imported names."""
+    for path in sorted(folder.glob("fixtures/*")):
+        rel, name = path.relative_to(folder), sources.get(path.stem)
+        if path.suffix not in (".ndjson", ".csv") or name is None:
+            refused.append(f"refused: {rel}: -: a fixture is <data source>.ndjson or .csv of a data source this import made")
+            continue
+        files[TESTS / "fixtures" / f"{name}{path.suffix}"] = path.read_text()
+        made.append(f"{rel}: fixture of {name} ({TESTS}/fixtures/: cartpulse tinybird test --fixtures)")
     for path in sorted(p for p in folder.rglob("*.y*ml") if "tests" in p.relative_to(folder).parts[:-1]):
         rel = path.relative_to(folder)
         pipe = imported.get(path.stem)
@@ -125,6 +137,19 @@ def _check(client, auth: dict, pipe: str, test: dict) -> str | None:
     return None
 
 
+def load_fixtures(client, auth: dict, folder: Path, out=print) -> bool:
+    """Append each fixture under ``folder``/fixtures to its data source; False when one failed."""
+    for path in sorted((folder / "fixtures").glob("*")):
+        r = client.post(f"/v0/datasources?name={path.stem}&mode=append&format={path.suffix[1:]}", data=path.read_bytes(),
+                        headers=auth)
+        body = r.get_json() or {}
+        if r.status_code not in (200, 202) or body.get("quarantined_rows"):
+            out(f"FAILED fixture {path.name}: {r.status_code} {json.dumps(body)[:200]}")
+            return False
+        out(f"loaded {body['successful_rows']} rows into {path.stem} from {TESTS}/fixtures/{path.name}")
+    return True
+
+
 def run(client, auth: dict, folder: Path, out=print) -> int:
     """Run every data file under ``folder`` (``tinybird_tests/``); 0 when all pass."""
     failed = total = 0
@@ -150,7 +175,11 @@ def cmd_test(settings, args) -> int:
     kept = Path(settings.state_dir) / "admin_token"
     token = settings.admin_token or (kept.read_text().strip() if kept.exists() else "")
     app = create_app(settings)
+    client, auth = app.test_client(), {"Authorization": f"Bearer {token}"}
     try:
-        return run(app.test_client(), {"Authorization": f"Bearer {token}"}, folder)
+        if getattr(args, "fixtures", False) and not load_fixtures(client, auth, folder):
+            return 1
+        return run(client, auth, folder)
     finally:
+        app.extensions["cartpulse_stats"].flush()
         app.extensions["cartpulse"].db.dispose()

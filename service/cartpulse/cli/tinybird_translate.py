@@ -47,11 +47,13 @@ _CAST_TYPES = {exp.DataType.Type.BIGINT: "bigint", exp.DataType.Type.INT: "bigin
 
 
 def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]], views: dict | None = None,
-                 staging: dict[str, str] | None = None) -> tuple[str, dict, list[tuple[str, str]]]:
+                 staging: dict[str, str] | None = None, renamed: dict[str, str] | None = None
+                 ) -> tuple[str, dict, list[tuple[str, str]]]:
     """The pipe's nodes (the last is the endpoint) → (model SQL, params, output columns).
 
     ``sources``: data source → {column: SQL type}; ``staging``: data source → its staging
-    model when not ``stg_<ds>``; ``views``: materialized pipes' targets → their View
+    model when not ``stg_<ds>``; ``renamed``: a data source's name in the datafiles → its
+    imported name (``--prefix``), for tables only; ``views``: materialized pipes' targets → their View
     (a read of one becomes a read of its source: project/tinybird_materialized.py). The
     SQL reads ``{{ ref('<staging model>') }}`` and ``{{ param('x') }}``."""
     staging = staging or {}
@@ -76,7 +78,7 @@ def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]], views: dict | 
         except ViewError as err:
             raise Untranslatable(err.node, err.construct, err.why) from None
         _inline_aliases(tree, known)
-        _tables(node.name, tree, known, {name for name, _ in ctes})
+        _tables(node.name, tree, known, {name for name, _ in ctes}, renamed or {})
         try:
             sql_dialect.rewrite(tree)
         except ApiError as err:
@@ -133,19 +135,20 @@ def _parse(node: str, text: str) -> exp.Expression:
     return trees[0]
 
 
-def _tables(node: str, tree: exp.Expression, known: dict, nodes: set[str]) -> None:
+def _tables(node: str, tree: exp.Expression, known: dict, nodes: set[str], renamed: dict[str, str]) -> None:
     local = {cte.alias for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
-        name = table.name
+        written = table.name
         if table.args.get("db") is not None or not isinstance(table.this, exp.Identifier):
             raise Untranslatable(node, table.sql("clickhouse")[:60], "only data sources and nodes of the pipe are read")
-        if name in local or name in nodes:
+        if written in local or written in nodes:
             continue
+        name = renamed.get(written, written)
         if name not in known:
-            raise Untranslatable(node, name, "no data source or earlier node of that name")
+            raise Untranslatable(node, written, "no data source or earlier node of that name")
         table.set("this", exp.to_identifier(f"__tbref_{name}"))
         if table.args.get("alias") is None:
-            table.set("alias", exp.TableAlias(this=exp.to_identifier(name)))
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(written)))
 
 
 def _outputs(tree: exp.Select) -> list[tuple[str, exp.Expression]]:
