@@ -287,6 +287,8 @@ def _materialized_variant(tmp_path, state: str, read: str) -> list[str]:
       "read it as countMerge(purchases)")),
     ("uniqExactState(user_id) AS buyers", "SELECT session_id, countMerge(purchases) AS n FROM sales_by_bin_mv GROUP BY 1",
      "refused: endpoints/reader.pipe: node reader: session_id: not a column of sales_by_bin_mv"),
+    ("uniqExactState(user_id) AS buyers", ("SELECT country, countMerge(purchases) AS n, count() AS rows FROM sales_by_bin_mv "
+                                           "GROUP BY country"), "refused: endpoints/reader.pipe: node reader: count(): over sales_by_bin_mv's rows, which are partial"),
 ])
 def test_materialized_constructs_without_an_exact_plain_form_are_refused_by_name(tmp_path, state, read, says):
     refused = _materialized_variant(tmp_path, state, read)
@@ -328,6 +330,17 @@ def test_tb_tests_that_do_not_map_are_refused_by_name(tmp_path, test, says):
     _, _, refused = tinybird_import.plan(folder, "tb_")
     assert refused[0] == "refused: tests/nowhere.yaml: -: tests of nowhere, a pipe this import did not make (refused, or none)"
     assert len(refused) == 2 and refused[1].startswith(f"refused: tests/top_products.yaml: {says}"), refused
+
+
+def test_a_targets_keys_alone_read_as_the_sources(tmp_path):
+    folder = tmp_path / "keys"
+    shutil.copytree(MATERIALIZED, folder)
+    (folder / "endpoints" / "countries.pipe").write_text(
+        "NODE e\nSQL >\n    SELECT country, max(bin) AS latest FROM sales_by_bin_mv GROUP BY country ORDER BY country\n")
+    files, _, refused = tinybird_import.plan(folder, "", tinybird_import.project_sources(copy_project(tmp_path)))
+    assert not refused, refused
+    assert "AS latest FROM {{ ref('stg_raw__ecommerce_events') }} AS ecommerce_events WHERE event_type = 'purchase' " \
+           "GROUP BY country ORDER BY country" in files[tinybird_import.FOLDER / "countries.sql"]
 
 
 def test_a_summing_target_read_with_sum_is_the_plain_aggregate(tmp_path):

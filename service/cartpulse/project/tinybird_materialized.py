@@ -14,8 +14,9 @@ endpoints"), and is served scanning, exact, otherwise.
 Only exact rewrites are made: a ``-State`` whose plain form answers differently
 (``uniqState``: an estimate in ClickHouse, ``count(distinct)`` here) or has no plain
 form (``quantilesState``, ``argMaxState``, ``groupArrayState``, …) is refused by name,
-as is reading the target without aggregating it (its rows are partial aggregates, one
-per insert, until ClickHouse merges them).
+as is reading the target's rows as if merged (``count()`` of them, its columns listed
+without GROUP BY: they are partial aggregates, one per insert, until ClickHouse merges
+them). Its keys alone (GROUP BY, DISTINCT, min, max) read the same as the source's.
 """
 
 from __future__ import annotations
@@ -153,6 +154,8 @@ def _expand_one(node: str, table: exp.Table, found: View) -> None:
         raise ViewError(node, table.name, "a subquery beside a read of a materialized pipe's target")
     alias = table.alias_or_name
     aliases = {e.alias_or_name for e in select.expressions}
+    if found.aggregating:
+        _partial_rows(node, select, found)
     merged = False
     for column in list(select.find_all(exp.Column)):
         if column.table not in ("", alias, table.name) or _MARKER.fullmatch(column.name):
@@ -171,12 +174,29 @@ def _expand_one(node: str, table: exp.Table, found: View) -> None:
             continue
         merged = True
         _merge(node, column, expression, found)
-    if found.aggregating and not merged:
+    if found.aggregating and not merged and not (select.args.get("group") or select.args.get("distinct")
+                                                  or select.find(exp.Min, exp.Max)):
         raise ViewError(node, found.target, "read without -Merge: its rows are partial aggregates until ClickHouse "
                         "merges them")
     table.replace(exp.to_table(found.source))
     if found.where is not None:
         select.where(found.where.copy(), append=True, copy=False)
+
+
+def _partial_rows(node: str, select: exp.Select, found: View) -> None:
+    """Refuse an aggregate that counts or sums the target's own rows (``count()``,
+    ``sum(key)``…): they are partial aggregates, one per insert, until ClickHouse merges
+    them. ``-Merge`` calls, ``min``/``max`` (the same over groups as over rows) and a
+    plain aggregate of a summed column are what reads them exactly."""
+    for call in select.find_all(exp.AggFunc):
+        kind = _aggregate(call)
+        if kind is None or kind[0] == "merge" or kind[1] in ("min", "max"):
+            continue
+        argument = call.this if isinstance(call.this, exp.Column) else None
+        summed = found.outputs.get(argument.name) if argument is not None else None
+        if summed is None or (_aggregate(summed) or ("",))[0] != "plain":
+            raise ViewError(node, call.sql("clickhouse")[:60], f"over {found.target}'s rows, which are partial "
+                            "aggregates until ClickHouse merges them: read its columns with -Merge")
 
 
 def _merge(node: str, column: exp.Column, expression: exp.Expression, found: View) -> None:
