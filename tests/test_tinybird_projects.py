@@ -196,4 +196,4 @@ def test_what_does_not_import_is_refused_one_line_each(imported):
         assert len(refused) == len(expected) and all(line.startswith(want) for line, want in zip(refused, expected)), refused
     assert "made: pipes/mat_player_stats.pipe: materialized pipe into mv_player_stats: an endpoint reading " \
            "mv_player_stats aggregates fla_events_api itself (-State/-Merge as plain aggregates)" in lines["fla_"]
-    assert any(line.startswith("made: datasources/logs.datasource: TOKEN app APPEND not imported") for line in lines["log_"])
+    assert any(line.startswith("note: datasources/logs.datasource: TOKEN app APPEND not imported") for line in lines["log_"])

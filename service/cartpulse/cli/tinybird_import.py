@@ -255,7 +255,7 @@ def _tokens(df, rel: Path, made: list):
     """``df`` without its TOKEN lines, each said: tokens are CartPulse's own
     (``cartpulse token create``), not part of the dbt project."""
     for token in df.settings.pop("TOKEN", "").splitlines():
-        made.append(f"{rel}: TOKEN {token.strip()} not imported: make it with `cartpulse token create` "
+        made.append(f"note: {rel}: TOKEN {token.strip()} not imported: make it with `cartpulse token create` "
                     f"(scope PIPES:READ:<pipe> or DATASOURCES:APPEND:<name>)")
     if not any(n.type for n in df.nodes) and df.path.suffix == ".pipe" and df.nodes:
         df.nodes[-1].settings["TYPE"] = "endpoint"  # older datafiles: the last node is the endpoint
@@ -359,7 +359,7 @@ def run(project: Path, folder: Path, dry_run: bool = False, replace: bool = Fals
             target.write_text(text)
             state[str(rel)] = _hash(text)
     for line in made:
-        out(f"made: {line}")
+        out(line if line.startswith("note: ") else f"made: {line}")
     for line in refused:
         out(line)
     if not dry_run and files:
