@@ -159,3 +159,15 @@ def test_shape_changing_templates_are_not_static():
                      "%SELECT 1 WHERE 1 {% if Int32(x, 1) > 2 %} AND b {% end %}"):
         with pytest.raises(NotStatic):
             static(tt.parse(template))
+
+
+def test_a_predicate_whose_else_is_an_error_is_static_and_requires_its_parameters():
+    """`{% if defined(a) and defined(b) %} AND … {% else %}{{ error() }}{% end %}` (as
+    Tinybird's starter kits write a required range): both required, with the message,
+    their defaults dropped, and the predicate applies always."""
+    out = static(tt.parse("%SELECT 1 FROM events WHERE 1 {% if defined(a) and defined(b) %} AND ts BETWEEN "
+                          "{{Date(a, '2020-01-01', required=True)}} AND {{Date(b, '2020-01-02')}} {% else %}"
+                          " {{ error('Must supply a & b') }} {% end %}"))
+    assert {n: (p.required, p.required_message, p.default) for n, p in out.params.items()} == {
+        "a": (True, "Must supply a & b", None), "b": (True, "Must supply a & b", None)}
+    assert " ".join(out.sql.split()) == "SELECT 1 FROM events WHERE 1 AND (ts BETWEEN __tbp_1 AND __tbp_2)"

@@ -3,7 +3,9 @@
 Each ``.datasource`` becomes a data source (a source table under ``models/tinybird/``,
 declared as models/staging/__sources.yml declares one) and its staging model
 ``stg_<name>``; each endpoint pipe an endpoint model and its yml
-(cli/tinybird_translate.py). What it writes are ordinary files the user owns; it records
+(cli/tinybird_translate.py); a materialized pipe no file: endpoints over its target read
+its source (project/tinybird_materialized.py); ``tests/*.yaml`` and ``fixtures/`` go to
+``tinybird_tests/`` (cli/tinybird_tests.py). What it writes are ordinary files the user owns; it records
 their hashes in ``models/tinybird/.tinybird-import.json``, so that running it again
 changes only files it wrote and nobody edited since (an edited one is refused unless
 ``--replace``). A name the project already has elsewhere is refused (``--prefix`` gives
@@ -20,8 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from cartpulse.cli import tinybird_tests
 from cartpulse.cli.tinybird_translate import Untranslatable, endpoint_sql
 from cartpulse.project.tinybird_datafiles import DatafileError, read, schema, unquote
+from cartpulse.project.tinybird_materialized import View, ViewError, view
 
 FOLDER = Path("models") / "tinybird"
 STATE = ".tinybird-import.json"
@@ -102,10 +106,13 @@ def datasource(df, prefix: str) -> tuple[str, dict, list[tuple[str, str]]]:
 
 _WHY = {"ENGINE_TTL": "TTL is CartPulse's RETENTION setting, one for every data source",
         "KAFKA_CONNECTION_NAME": "no Kafka connector", "IMPORT_SERVICE": "no connectors",
-        "ENGINE_VER": "ReplacingMergeTree is not", "TOKEN": "tokens are made with `cartpulse token create`", "ENGINE_SETTINGS": "ClickHouse settings"}
+        "ENGINE_VER": "ReplacingMergeTree is not", "ENGINE_SETTINGS": "ClickHouse settings",
+        "copy": "copy pipes are not imported yet (no scheduled copies)", "sink": "sink pipes are not imported (no exports)",
+        "materialized": "a materialized node is the only node of its pipe"}
 
 
-def pipe(df, prefix: str, sources: dict) -> tuple[str, str, dict]:
+def pipe(df, prefix: str, sources: dict, views: dict | None = None, staging: dict | None = None,
+         renamed: dict | None = None) -> tuple[str, str, dict]:
     """An endpoint .pipe → (model name, its SQL, its yml entry)."""
     if not df.nodes:
         raise Refused("-: NODE: a pipe without nodes")
@@ -115,7 +122,7 @@ def pipe(df, prefix: str, sources: dict) -> tuple[str, str, dict]:
             raise Refused(f"-: {key}: not supported in a pipe ({_WHY.get(key, 'no CartPulse equivalent')})")
     for node in df.nodes:
         if node.type in ("materialized", "copy", "sink"):
-            raise Refused(f"{node.name}: TYPE {node.type}: {node.type} pipes are not imported yet")
+            raise Refused(f"{node.name}: TYPE {node.type}: " + _WHY.get(node.type, f"{node.type} pipes are not imported yet"))
         for key in node.settings:
             if key not in ("SQL", "DESCRIPTION", "TYPE"):
                 raise Refused(f"{node.name}: {key}: not supported in a node")
@@ -123,7 +130,7 @@ def pipe(df, prefix: str, sources: dict) -> tuple[str, str, dict]:
     if endpoints != [df.nodes[-1].name]:
         raise Refused(f"{df.nodes[-1].name}: TYPE endpoint: the last node (and only it) must be the endpoint")
     try:
-        sql, params, columns = endpoint_sql(df.nodes, sources)
+        sql, params, columns = endpoint_sql(df.nodes, sources, views, staging, renamed)
     except Untranslatable as err:
         raise Refused(f"{err.node}: {err.construct}: {err.why}") from None
     name = prefix + df.name
@@ -134,20 +141,86 @@ def pipe(df, prefix: str, sources: dict) -> tuple[str, str, dict]:
     return name, sql, entry
 
 
-def plan(folder: Path, prefix: str) -> tuple[dict[Path, str], list[str], list[str]]:
-    """Every file to write (relative path → text), what each came from, and the refusals."""
+def materialized(df) -> tuple[str, View]:
+    """A materialized .pipe → (its target, the View endpoints over the target are rewritten with)."""
+    node = df.nodes[-1] if df.nodes else None
+    if node is None or node.type != "materialized":
+        raise Refused("-: TYPE materialized: the last node is the materialized one")
+    if len(df.nodes) > 1:
+        raise Refused(f"{df.nodes[0].name}: NODE: a materialized pipe of more than one node (write its SQL as one node)")
+    for key in node.settings:
+        if key not in ("SQL", "DESCRIPTION", "TYPE", "DATASOURCE") and not key.startswith("ENGINE"):
+            raise Refused(f"{node.name}: {key}: not supported in a materialized node")
+    _target(node.settings, node.name)
+    target = unquote(node.settings.get("DATASOURCE", ""))
+    if not target:
+        raise Refused(f"{node.name}: DATASOURCE: a materialized node names its target")
+    try:
+        return target, view(node, target)
+    except ViewError as err:
+        raise Refused(str(err)) from None
+
+
+def _materialized(pipes: dict, sources: dict[str, str], refused: list, made: list, folder: Path, unkept: set) -> dict:
+    """The materialized pipes among ``pipes`` (removed from it), as target → View (None
+    when refused); ``sources``: data source names as written → as imported; ``unkept``:
+    targets whose datafile was refused."""
+    views = {}
+    for path, df in list(pipes.items()):
+        if not any(n.type == "materialized" for n in df.nodes):
+            continue
+        del pipes[path]
+        try:
+            target, found = materialized(df)
+            if target in views:
+                raise Refused(f"{found.node}: DATASOURCE {target}: a second materialized pipe into it (one per target)")
+            if found.source not in sources:
+                raise Refused(f"{found.node}: FROM {found.source}: no data source of that name")
+            if target in unkept:
+                raise Refused(f"{found.node}: DATASOURCE {target}: its datafile was refused (above)")
+        except Refused as err:
+            refused.append(f"refused: {path.relative_to(folder)}: node {err}")
+            views.update({unquote(n.settings.get("DATASOURCE", "")): None for n in df.nodes if n.type == "materialized"})
+            continue
+        views[target] = found
+        made.append(f"{path.relative_to(folder)}: materialized pipe into {target}: an endpoint reading {target} "
+                    f"aggregates {sources[found.source]} itself (-State/-Merge as plain aggregates)")
+    return views
+
+
+def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[Path, str], list[str], list[str]]:
+    """Every file to write (relative path → text), what each came from, and the refusals.
+
+    ``existing``: the project's own data sources, name → (staging model, {column: SQL
+    type}), which pipes may read besides the imported ones."""
     files: dict[Path, str] = {}
     made, refused = [], []
-    sources: dict[str, dict] = {}
-    tables = []
+    existing = existing or {}
+    sources: dict[str, dict] = {name: columns for name, (_, columns) in existing.items()}
+    staging = {name: model for name, (model, _) in existing.items()}
+    pipes = {}
+    for path in sorted(folder.rglob("*.pipe")):
+        try:
+            pipes[path] = _tokens(read(path), path.relative_to(folder), made)
+        except DatafileError as err:
+            refused.append(f"refused: {path.relative_to(folder)}: node {err}")
+    targets = {unquote(n.settings.get("DATASOURCE", "")) for df in pipes.values() for n in df.nodes if n.type == "materialized"}
+    tables, unkept = [], set()
     for path in sorted(folder.rglob("*.datasource")):
         try:
-            name, table, columns = datasource(read(path), prefix)
+            df = _tokens(read(path), path.relative_to(folder), made)
+            if df.name in targets:
+                _target(df.settings)
+                made.append(f"{path.relative_to(folder)}: the target of a materialized pipe, not stored (its readers are rewritten)")
+                continue
+            name, table, columns = datasource(df, prefix)
         except (Refused, DatafileError) as err:
             refused.append(f"refused: {path.relative_to(folder)}: {err}")
+            unkept.add(path.name.split(".")[0])
             continue
         tables.append(table)
         sources[name] = dict(columns)
+        staging.pop(name, None)
         body = ",\n    ".join(f'"{c}"' for c, _ in columns)
         files[FOLDER / f"stg_{name}.sql"] = (HEADER.format(src=path.name) + "{{ config(materialized='stable_view') }}\n"
                                              f"select\n    {body}\nfrom {{{{ source('tinybird', '{name}') }}}}\n")
@@ -159,23 +232,64 @@ def plan(folder: Path, prefix: str) -> tuple[dict[Path, str], list[str], list[st
         files[FOLDER / "_tinybird__sources.yml"] = _yml({"version": 2, "sources": [{
             "name": "tinybird", "schema": "{{ env_var('RAW_SCHEMA', 'raw') }}",
             "description": "Data sources imported from Tinybird datafiles.", "tables": tables}]})
-    renamed = {n[len(prefix):]: n for n in sources}
-    for path in sorted(folder.rglob("*.pipe")):
+    renamed = {t["name"][len(prefix):]: t["name"] for t in tables}
+    views = _materialized(pipes, {name: renamed.get(name, name) for name in [*sources, *renamed]}, refused, made,
+                          folder, unkept)
+    imported = {}
+    for path, df in pipes.items():
         try:
-            df = read(path)
-            for node in df.nodes:
-                for old, new in renamed.items():
-                    if old != new:
-                        node.settings["SQL"] = re.sub(rf"\b{old}\b", new, node.sql)
-            name, sql, entry = pipe(df, prefix, sources)
+            name, sql, entry = pipe(df, prefix, sources, views, staging, renamed)
         except (Refused, DatafileError) as err:
             refused.append(f"refused: {path.relative_to(folder)}: node {err}")
             continue
         files[FOLDER / f"{name}.sql"] = HEADER.format(src=path.name) + sql + "\n"
         files[FOLDER / f"{name}.yml"] = _yml({"version": 2, "models": [entry]})
-        made.append(f"{path.relative_to(folder)}: endpoint {name} ({len(entry['config']['meta']['endpoint']['params'])}"
-                    " parameters)")
+        params = entry["config"]["meta"]["endpoint"]["params"]
+        imported[df.name] = (name, params)
+        made.append(f"{path.relative_to(folder)}: endpoint {name} ({len(params)} parameters)")
+    tinybird_tests.plan(folder, imported, renamed, files, made, refused)
     return files, made, refused
+
+
+def _tokens(df, rel: Path, made: list):
+    """``df`` without its TOKEN lines, each said: tokens are CartPulse's own
+    (``cartpulse token create``), not part of the dbt project."""
+    for token in df.settings.pop("TOKEN", "").splitlines():
+        made.append(f"note: {rel}: TOKEN {token.strip()} not imported: make it with `cartpulse token create` "
+                    f"(scope PIPES:READ:<pipe> or DATASOURCES:APPEND:<name>)")
+    if not any(n.type for n in df.nodes) and df.path.suffix == ".pipe" and df.nodes:
+        df.nodes[-1].settings["TYPE"] = "endpoint"  # older datafiles: the last node is the endpoint
+    return df
+
+
+def _target(settings: dict, where: str = "-") -> None:
+    """A materialized pipe's target (its datafile, or the ENGINE settings of the node):
+    its rows are not kept (its readers are rewritten), so only an engine whose merges the
+    rewrite reproduces is accepted, and no TTL."""
+    engine = unquote(settings.get("ENGINE", "MergeTree"))
+    if engine not in ("AggregatingMergeTree", "SummingMergeTree", "MergeTree"):
+        raise Refused(f"{where}: ENGINE {engine}: a materialized pipe's target is read as its SELECT's plain aggregate; "
+                      f"{engine}'s merges would answer otherwise")
+    if "ENGINE_TTL" in settings:
+        raise Refused(f"{where}: ENGINE_TTL of a materialized pipe's target: ClickHouse drops its rows at some merge "
+                      "after the TTL, which no query over the source reproduces")
+
+
+def project_sources(project: Path) -> dict[str, tuple[str, dict[str, str]]]:
+    """The project's own data sources (outside models/tinybird/), name → (staging model,
+    {column: SQL type}), those whose staging model ``stg_<source>__<name>`` exists."""
+    found = {}
+    for path in sorted((project / "models").rglob("*.y*ml")):
+        if FOLDER in path.relative_to(project).parents:
+            continue
+        for source in (yaml.safe_load(path.read_text()) or {}).get("sources") or []:
+            for table in source.get("tables") or []:
+                model = f"stg_{source['name']}__{table['name']}"
+                if (table.get("config") or {}).get("meta", {}).get("datasource") and \
+                        any((project / "models").rglob(f"{model}.sql")):
+                    found[table["name"]] = (model, {c["name"]: _SQL.get(c.get("data_type", ""), "text")
+                                                    for c in table.get("columns") or []})
+    return found
 
 
 def _yml(data: dict) -> str:
@@ -192,12 +306,30 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _keep_other_imports(project: Path, files: dict) -> None:
+    """The sources yml keeps the data sources of earlier imports of other folders (one
+    ``tinybird`` source holds them all), in their order; this import's replace theirs of
+    the same name and follow."""
+    rel = FOLDER / "_tinybird__sources.yml"
+    if rel not in files or not (project / rel).exists():
+        return
+    new = yaml.safe_load(files[rel])
+    tables = {t["name"]: t for t in new["sources"][0]["tables"]}
+    old = [t for t in ((yaml.safe_load((project / rel).read_text()) or {}).get("sources") or [{}])[0].get("tables") or []
+           if t.get("name")]
+    merged = [tables.pop(t["name"], t) for t in old] + list(tables.values())
+    if len(merged) > len(new["sources"][0]["tables"]):
+        new["sources"][0]["tables"] = merged
+        files[rel] = _yml(new)
+
+
 def run(project: Path, folder: Path, dry_run: bool = False, replace: bool = False, prefix: str = "", out=print) -> int:
     """Import ``folder`` into ``project``; 0 when everything was imported, 1 otherwise."""
     if not folder.is_dir():
         out(f"cartpulse tinybird import: {folder} is not a folder")
         return 2
-    files, made, refused = plan(folder, prefix)
+    files, made, refused = plan(folder, prefix, project_sources(project))
+    _keep_other_imports(project, files)
     state_path = project / FOLDER / STATE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     ours = [p for p in (project / "models").rglob("*") if FOLDER not in p.relative_to(project).parents]
@@ -227,7 +359,7 @@ def run(project: Path, folder: Path, dry_run: bool = False, replace: bool = Fals
             target.write_text(text)
             state[str(rel)] = _hash(text)
     for line in made:
-        out(f"made: {line}")
+        out(line if line.startswith("note: ") else f"made: {line}")
     for line in refused:
         out(line)
     if not dry_run and files:
@@ -244,7 +376,11 @@ def add_parser(sub) -> None:
     tb_import.add_argument("--dry-run", action="store_true", help="list what it would write, write nothing")
     tb_import.add_argument("--replace", action="store_true", help="overwrite files it did not write or that were edited")
     tb_import.add_argument("--prefix", default="", help="a prefix for every imported name (names the project has)")
+    tb_test = tinybird_sub.add_parser("test", help=f"run the imported tb test files ({tinybird_tests.TESTS}/) against the database")
+    tb_test.add_argument("--fixtures", action="store_true", help="append the imported fixtures to their data sources first")
 
 
 def cmd_tinybird(settings, args) -> int:
+    if args.action == "test":
+        return tinybird_tests.cmd_test(settings, args)
     return run(settings.project_dir, Path(args.path), dry_run=args.dry_run, replace=args.replace, prefix=args.prefix)

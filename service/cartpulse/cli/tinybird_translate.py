@@ -22,6 +22,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
 from cartpulse.errors import ApiError
+from cartpulse.project.tinybird_materialized import ViewError, expand
 from cartpulse.project.tinybird_static import static
 from cartpulse.project.tinybird_template import TemplateError, is_template, parse
 from cartpulse.serving import sql_dialect
@@ -45,11 +46,17 @@ _CAST_TYPES = {exp.DataType.Type.BIGINT: "bigint", exp.DataType.Type.INT: "bigin
                exp.DataType.Type.DATETIME: "timestamptz", exp.DataType.Type.BOOLEAN: "boolean"}
 
 
-def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]]) -> tuple[str, dict, list[tuple[str, str]]]:
+def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]], views: dict | None = None,
+                 staging: dict[str, str] | None = None, renamed: dict[str, str] | None = None
+                 ) -> tuple[str, dict, list[tuple[str, str]]]:
     """The pipe's nodes (the last is the endpoint) → (model SQL, params, output columns).
 
-    ``sources``: data source → {column: SQL type}. The SQL reads ``{{ ref('stg_<ds>') }}``
-    and ``{{ param('x') }}``."""
+    ``sources``: data source → {column: SQL type}; ``staging``: data source → its staging
+    model when not ``stg_<ds>``; ``renamed``: a data source's name in the datafiles → its
+    imported name (``--prefix``), for tables only; ``views``: materialized pipes' targets → their View
+    (a read of one becomes a read of its source: project/tinybird_materialized.py). The
+    SQL reads ``{{ ref('<staging model>') }}`` and ``{{ param('x') }}``."""
+    staging = staging or {}
     params: dict = {}
     markers: dict[str, str] = {}
     ctes: list[tuple[str, exp.Expression]] = []
@@ -66,11 +73,17 @@ def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]]) -> tuple[str, 
             text = re.sub(r"__tbp_(\d+)", lambda m, offset=offset: f"__tbp_{int(m.group(1)) + offset}", st.sql)
             params.update(st.params)
         tree = _parse(node.name, text)
-        _tables(node.name, tree, known, {name for name, _ in ctes})
+        try:
+            tree = expand(node.name, tree, views or {})
+        except ViewError as err:
+            raise Untranslatable(err.node, err.construct, err.why) from None
+        _inline_aliases(tree, known)
+        _tables(node.name, tree, known, {name for name, _ in ctes}, renamed or {})
         try:
             sql_dialect.rewrite(tree)
         except ApiError as err:
             raise Untranslatable(node.name, err.extra.get("construct") or "SQL", err.message) from None
+        _boolean_numbers(tree)
         known[node.name] = {name: _type(node.name, e, known, name) for name, e in _outputs(tree)}
         ctes.append((node.name, tree))
     last_name, last = ctes[-1]
@@ -85,8 +98,31 @@ def endpoint_sql(nodes: list, sources: dict[str, dict[str, str]]) -> tuple[str, 
     cast = {m: params[n].type for m, n in markers.items()}
     sql = substitute(pg, cast, lambda marker: "{{ param('" + markers[marker] + "') }}")
     for ds in sources:
-        sql = re.sub(rf'"?__tbref_{ds}"?', "{{ ref('stg_" + ds + "') }}", sql)
+        sql = re.sub(rf'"?__tbref_{ds}"?', "{{ ref('" + staging.get(ds, f"stg_{ds}") + "') }}", sql)
     return sql, params, columns
+
+
+def _inline_aliases(tree: exp.Select, known: dict) -> None:
+    """ClickHouse lets a select item use an earlier item's alias (``sum(x) AS total,
+    total / n``); PostgreSQL does not: each such name, when no table read has a column of
+    that name, is replaced by the aliased expression."""
+    reads = {t.name for t in tree.find_all(exp.Table)}
+    columns = {c for t in reads for c in known.get(t, {})}
+    aliases: dict[str, exp.Expression] = {}
+    for item in tree.expressions:
+        for column in list(item.find_all(exp.Column)):
+            if not column.table and column.name in aliases and column.name not in columns:
+                column.replace(exp.Paren(this=aliases[column.name].copy()))
+        if isinstance(item, exp.Alias):
+            aliases[item.alias] = item.this
+
+
+def _boolean_numbers(tree: exp.Expression) -> None:
+    """``WHERE 1 AND …``: ClickHouse reads a number as a condition, PostgreSQL does not."""
+    for clause in list(tree.find_all(exp.Where, exp.Having)):
+        for node in [clause.this, *(c for c in clause.this.find_all(exp.And, exp.Or) for c in (c.this, c.expression))]:
+            if isinstance(node, exp.Literal) and not node.is_string:
+                node.replace(exp.true() if float(node.this) else exp.false())
 
 
 def _parse(node: str, text: str) -> exp.Expression:
@@ -99,19 +135,20 @@ def _parse(node: str, text: str) -> exp.Expression:
     return trees[0]
 
 
-def _tables(node: str, tree: exp.Expression, known: dict, nodes: set[str]) -> None:
+def _tables(node: str, tree: exp.Expression, known: dict, nodes: set[str], renamed: dict[str, str]) -> None:
     local = {cte.alias for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
-        name = table.name
+        written = table.name
         if table.args.get("db") is not None or not isinstance(table.this, exp.Identifier):
             raise Untranslatable(node, table.sql("clickhouse")[:60], "only data sources and nodes of the pipe are read")
-        if name in local or name in nodes:
+        if written in local or written in nodes:
             continue
+        name = renamed.get(written, written)
         if name not in known:
-            raise Untranslatable(node, name, "no data source or earlier node of that name")
+            raise Untranslatable(node, written, "no data source or earlier node of that name")
         table.set("this", exp.to_identifier(f"__tbref_{name}"))
         if table.args.get("alias") is None:
-            table.set("alias", exp.TableAlias(this=exp.to_identifier(name)))
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(written)))
 
 
 def _outputs(tree: exp.Select) -> list[tuple[str, exp.Expression]]:
@@ -136,8 +173,14 @@ def _type(node: str, e: exp.Expression, known: dict, name: str) -> str:
         to = _CAST_TYPES.get(e.to.this)
         if to:
             return to
-    if isinstance(e, (exp.Count, exp.ApproxDistinct)) or (isinstance(e, exp.Sum) and isinstance(e.this, exp.If)):
+    if isinstance(e, (exp.Count, exp.ApproxDistinct, exp.RowNumber)) or (isinstance(e, exp.Sum) and isinstance(e.this, exp.If)):
         return "bigint"
+    if isinstance(e, (exp.Filter, exp.Window)):
+        return _type(node, e.this, known, name)
+    if isinstance(e, exp.Case) and e.args.get("ifs"):
+        return _type(node, e.args["ifs"][0].args["true"], known, name)
+    if isinstance(e, exp.If):
+        return _type(node, e.args["true"], known, name)
     if isinstance(e, (exp.Avg, exp.Div)):
         return "double precision"
     if isinstance(e, (exp.Sum, exp.Min, exp.Max, exp.Round, exp.Abs, exp.Coalesce, exp.Paren)):

@@ -9,7 +9,8 @@ dbt builds, PostgreSQL plans with the values inlined, and #24 can derive from.
 What is static: text; typed parameters; ``{% if defined(a) [and defined(b)…] %}`` around a
 fragment starting with ``AND`` or ``WHERE`` holding text and typed parameters only; and
 ``{% if not defined(a) %}{{ error('…') }}{% end %}`` (the parameter becomes required, with
-that message). Anything else changes the SQL's shape (``NotStatic`` says what), so it is
+that message), and ``{% if defined(a) [and …] %} AND … {% else %}{{ error('…') }}{% end %}``
+(each becomes required, and the fragment applies always). Anything else changes the SQL's shape (``NotStatic`` says what), so it is
 rendered per request (tinybird_template.render).
 
 A parameter read under ``defined()`` is declared without a default: Tinybird's
@@ -91,22 +92,38 @@ def _defined_names(node: ast.expr) -> list[str] | None:
     return names
 
 
+def _error(body: list) -> ast.Call | None:
+    """The ``error()``/``custom_error()`` call a branch holds and nothing else, or None."""
+    parts = [p for p in body if not (isinstance(p, str) and not p.strip())]
+    if len(parts) == 1 and isinstance(parts[0], Expr) and isinstance(parts[0].node, ast.Call) \
+            and parts[0].node.func.id in ("error", "custom_error") and parts[0].node.args:
+        return parts[0].node
+    return None
+
+
+def _require(names: list[str], error: ast.Call, out: Static) -> None:
+    """Each of ``names`` required, with the error's message (a default never applies)."""
+    message = _literal(error.args[0], "error's message")
+    for name in names:
+        if name not in out.params:
+            raise NotStatic(f"{name} is required by error() but typed nowhere", name)
+        out.params[name].required, out.params[name].default = True, None
+        out.params[name].required_message = message if isinstance(message, str) else None
+
+
 def _block(block: If, out: Static, guarded: set[str]) -> str:
     condition, body = block.branches[0]
-    if len(block.branches) != 1:
+    required = None
+    if len(block.branches) == 2 and block.branches[1][0] is None and _error(block.branches[1][1]) is not None \
+            and _defined_names(condition):
+        required = _error(block.branches[1][1])  # {% if defined(a) %} AND … {% else %}{{ error(…) }}{% end %}
+    elif len(block.branches) != 1:
         raise NotStatic("{% if %} with {% elif %}/{% else %} changes the SQL per request", "else")
     if (isinstance(condition, ast.UnaryOp) and isinstance(condition.op, ast.Not)
-            and _defined_names(condition.operand) and len(_defined_names(condition.operand)) == 1):
-        errors = [p for p in body if not (isinstance(p, str) and not p.strip())]
-        if len(errors) == 1 and isinstance(errors[0], Expr) and isinstance(errors[0].node, ast.Call) \
-                and errors[0].node.func.id in ("error", "custom_error") and errors[0].node.args:
-            name = _defined_names(condition.operand)[0]
-            if name not in out.params:
-                raise NotStatic(f"{name} is required by error() but typed nowhere", name)
-            out.params[name].required = True
-            message = _literal(errors[0].node.args[0], "error's message")
-            out.params[name].required_message = message if isinstance(message, str) else None
-            return ""
+            and _defined_names(condition.operand) and len(_defined_names(condition.operand)) == 1) \
+            and _error(body) is not None:
+        _require(_defined_names(condition.operand), _error(body), out)
+        return ""
     names = _defined_names(condition)
     if names is None:
         raise NotStatic(f"{{% if {ast.unparse(condition)[:60]} %}} changes the SQL per request",
@@ -119,6 +136,9 @@ def _block(block: If, out: Static, guarded: set[str]) -> str:
     if lead is None:
         raise NotStatic("{% if defined(…) %} around SQL that does not start with AND or WHERE changes its shape",
                         "if defined")
+    if required is not None:
+        _require(names, required, out)
+        return f" {lead.group(1)} ({text[lead.end():].strip()}) "
     guarded.update(names)
     absent = " OR ".join(f"{_marker(None, out, n)} IS NULL" for n in names)
     return f" {lead.group(1)} (({absent}) OR ({text[lead.end():].strip()})) "

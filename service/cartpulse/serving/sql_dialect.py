@@ -291,6 +291,9 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         return _STATISTICS[node.name.lower()](this=_args(node, 1)[0])
     if isinstance(node, exp.CombinedAggFunc):
         return _combined(node)
+    if isinstance(node, exp.Round) and isinstance(node.args.get("decimals"), exp.Literal) \
+            and node.args["decimals"].is_int and int(node.args["decimals"].this) >= 0:
+        return _round(node.this, int(node.args["decimals"].this))
     if isinstance(node, exp.Bracket):
         return _map_value(node)
     if isinstance(node, exp.DayOfWeekIso):
@@ -303,6 +306,8 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         return exp.Anonymous(this="date_bin", expressions=[
             _cast(exp.Literal.string(_BINS[name]), "INTERVAL"), value,
             _cast(exp.Literal.string("2000-01-01 00:00:00+00"), "TIMESTAMPTZ")])
+    if name == "todatetime":  # a DateTime has whole seconds: toDateTime of a DateTime64 truncates
+        return exp.TimestampTrunc(this=_cast(_args(node, 1)[0], "TIMESTAMPTZ"), unit=exp.var("SECOND"))
     if name in _CASTS:
         return _cast(_args(node, 1)[0], _CASTS[name])
     if name in _PARTS:
@@ -321,6 +326,15 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         ifs = [exp.If(this=args[i], true=args[i + 1]) for i in range(0, len(args) - 1, 2)]
         return exp.Case(ifs=ifs, default=args[-1])
     return node
+
+
+def _round(value: exp.Expression, digits: int) -> exp.Expression:
+    """``round(x, d)`` as ClickHouse rounds a float: x scaled by 10^d, rounded half to
+    even (PostgreSQL's round of a double precision), scaled back. PostgreSQL has no
+    round(double precision, int), and round(numeric, int) rounds half away from zero."""
+    scale = exp.Literal.number(10 ** digits)
+    scaled = exp.Mul(this=_cast(exp.Paren(this=value), "DOUBLE"), expression=scale)
+    return exp.Div(this=exp.Round(this=scaled), expression=scale.copy())
 
 
 def _map_value(node: exp.Bracket) -> exp.Expression:
