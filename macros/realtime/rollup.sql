@@ -53,6 +53,14 @@
   {{ relation.incorporate(path={"identifier": relation.identifier ~ "_live"}) }}
 {%- endmacro %}
 
+{#- A pending row the rollup `relation` has not absorbed yet: what its live rows add to
+    its table. A derived answer reads its table and these pending rows apart, summing
+    them once in its own GROUP BY (project/derived_models.py). -#}
+{% macro unabsorbed(relation) -%}
+  not pg_visible_in_snapshot(ingest_xid, (select s.absorbed from cartpulse.rollup_state s
+  where s.rollup = {{ dbt.string_literal(relation.render()) }}))
+{%- endmacro %}
+
 {% macro rollup_wrap(sql, input_sql) -%}
 with __rollup_input as (
 {{ input_sql }}
@@ -168,9 +176,8 @@ select * from (
     select * from {{ target }}{{ bounded }}
     union all
     select * from (
-    {{ contract_columns(rollup_wrap(sql, "select " ~ input_columns ~ ", sign from " ~ pending ~ " p"
-         ~ " where not pg_visible_in_snapshot(p.ingest_xid, (select s.absorbed from cartpulse.rollup_state s"
-         ~ " where s.rollup = " ~ dbt.string_literal(key) ~ "))")) }}
+    {{ contract_columns(rollup_wrap(sql, "select " ~ input_columns ~ ", sign from " ~ pending ~ " p where "
+         ~ unabsorbed(this))) }}
     ) as fresh{{ bounded }}
     ) as signed
     group by {{ grain | join(', ') }}

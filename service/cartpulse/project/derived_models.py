@@ -128,10 +128,25 @@ class _Pieces:
         return ([self.time] if self.d.bucket is not None else []) + list(dict.fromkeys(self.d.group_by + self.d.extrema))
 
     def rollup_piece(self, width, bounds: str | None, conditions: list[str]) -> str:
+        """A rollup's rows in ``bounds``: its live rows (merged by grain) where the endpoint
+        takes a min or max, or on Citus (docs/citus.md); elsewhere its table's rows and
+        its pending events as they are, which the endpoint's own GROUP BY sums once (the
+        answer then keeps only groups with events: ``answer_model``)."""
         rollup = self.by_width[width]
-        source = f"{{{{ live(ref('{rollup.name}'){', ' + bounds if bounds else ''}) }}}}"
-        where = list(conditions) + ([f"{{{{ within('{self.time}', {bounds}) }}}}"] if bounds else [])
-        return self._select(self.columns() + self.measures, source, where, set(rollup.dimensions))
+        within = [f"{{{{ within('{self.time}', {bounds}) }}}}"] if bounds else []
+        live = self._select(self.columns() + self.measures,
+                            f"{{{{ live(ref('{rollup.name}'){', ' + bounds if bounds else ''}) }}}}",
+                            list(conditions) + within, set(rollup.dimensions))
+        if self.d.extrema:
+            return live
+        table = self._select(self.columns() + self.measures, f"{{{{ ref('{rollup.name}') }}}}",
+                             list(conditions) + within, set(rollup.dimensions))
+        measures = [f"sign * {per_event(m)} as {m.column}" for m in self.d.measures]
+        where = list(conditions) + ([f"({self.d.fixed_filter})"] if self.d.fixed_filter else [])
+        where += [f"{{{{ unabsorbed(ref('{rollup.name}')) }}}}"] + within
+        pending = self._select(self.columns() + measures, f"{{{{ ref('{self.d.staging.name}_pending') }}}}", where)
+        return (f"    {{%- if cartpulse_engine() == 'citus' %}}\n{live}\n    {{%- else %}}\n{table}\n"
+                f"    union all\n{pending}\n    {{%- endif %}}")
 
     def event_piece(self, edge: str, width: int, conditions: list[str]) -> str:
         measures = [f"{per_event(m)} as {m.column}" for m in self.d.measures]
@@ -203,8 +218,8 @@ class _Pieces:
                              for w in rollup_plans.widths(self.d)}
             parts += self.variant_text(guard)
         out, first = [], True
-        for part in parts:  # `set` lines as they come; `union all` between the selects
-            if part.lstrip().startswith("{%"):
+        for part in parts:  # `set` lines as they come; `union all` between the pieces
+            if part.lstrip().startswith("{%- set"):
                 out.append("\n" + part)
             else:
                 out.append(("\n" if first else "\n    union all\n") + part)
@@ -245,6 +260,12 @@ def answer_model(sql: str, derivation: Derivation, rollups: dict[str, RollupPlan
     tree.set("where", None)
     tree.set("from_" if "from_" in tree.args else "from", exp.From(this=exp.to_table("pieces")))
     tree = tree.transform(lambda n: _merge(n, types) if isinstance(n, AGGREGATES) else n)
+    if tree.args.get("group") and not derivation.extrema:
+        # The pieces are not merged by grain (rollup_piece): a group whose events were all
+        # deleted, their retractions still pending, sums to no event and is no group.
+        having = tree.args.get("having")
+        kept = sqlglot.parse_one("sum(events) <> 0", read="postgres")
+        tree.set("having", exp.Having(this=exp.and_(having.this, kept) if having else kept))
     pieces = _Pieces(derivation, rollups, positions).text()
     return (f"{HEADER}\n"
             f"with pieces as ({pieces}\n)\n\n{tree.sql(**SQL_OPTIONS, pretty=True)}\n")
