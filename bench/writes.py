@@ -50,8 +50,8 @@ class Stream:
     def describe(self) -> str:
         if not self.posts:
             return "no POST measured"
-        return (f"{self.rate:.0f} POSTs/s, {self.events / self.seconds:,.0f} events/s achieved over {self.seconds:.0f} s"
-                f" (POST p50 {percentile(self.post_ms, 50):.1f} ms, p99 {percentile(self.post_ms, 99):.1f} ms)")
+        return (f"{self.rate:.0f} POSTs/s, {self.events / self.seconds:,.0f} events/s achieved over {self.seconds:.0f} s;"
+                f" POST p50 {percentile(self.post_ms, 50):.1f} ms, p99 {percentile(self.post_ms, 99):.1f} ms")
 
 
 def _body(gen: EventGenerator, size: int) -> bytes:
