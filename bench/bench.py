@@ -28,7 +28,8 @@ Environment: EVENTS, CLIENTS (ingest clients, 4), BATCH (events per POST, 5000),
 REQUESTS (rounds of the latency cells, 200), MINUTE_RATE (1000), MINUTE_SECONDS (60), BULK_EVENTS (1,000,000),
 BULK_IMPORT_ROWS (250,000), THROUGHPUT_SECONDS (20), ABSORBER_SECONDS (300), IDLE_RUNS (20),
 WEB_WORKERS/WEB_THREADS (the service's defaults, 2/4), WRITE_POSTS/WRITE_BATCH/WRITE_CONNECTIONS
-(the writes moment: 100, 10, 4), BENCH_OUT (the results file),
+(the writes moment: 100, 10, 4), WRITE_WARMUP (its seconds of writes before the first read, 3),
+BENCH_OUT (the results file),
 DATABASE_URL (else a fresh embedded server under .cartpulse/bench).
 """
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import reads
 from cartpulse.cli.event_generator import EventGenerator
 from refresh_cost import scheduler
@@ -41,6 +42,7 @@ class Stream:
     events: int = 0
     seconds: float = 0.0
     post_ms: list[float] = field(default_factory=list)
+    pending: int | None = None  # events pending (not yet absorbed) when the last read was answered
 
     @property
     def rate(self) -> float:
@@ -50,8 +52,9 @@ class Stream:
     def describe(self) -> str:
         if not self.posts:
             return "no POST measured"
+        pending = "" if self.pending is None else f"; {self.pending:,} events pending at the last read"
         return (f"{self.rate:.0f} POSTs/s, {self.events / self.seconds:,.0f} events/s achieved over {self.seconds:.0f} s;"
-                f" POST p50 {percentile(self.post_ms, 50):.1f} ms, p99 {percentile(self.post_ms, 99):.1f} ms")
+                f" POST p50 {percentile(self.post_ms, 50):.1f} ms, p99 {percentile(self.post_ms, 99):.1f} ms{pending}")
 
 
 def _body(gen: EventGenerator, size: int) -> bytes:
@@ -118,4 +121,12 @@ def under_writes(port: int, token: str, rounds: int, url: str, env: dict, log: P
     with scheduler(url, env, log), writing(port, token) as stream:
         time.sleep(WRITE_WARMUP)  # the writer connected and at its pace before the first read
         sent, query = reads.latency(port, token, rounds)
+        pending = pending_events(url)
+    stream.pending = pending  # set after the writer's own figures are copied in
     return sent, query, stream
+
+
+def pending_events(url: str) -> int:
+    """Events the absorber has not folded in yet: every uncached read aggregates them live."""
+    with psycopg.connect(url) as conn:
+        return conn.execute("select count(*) from raw.ecommerce_events_pending").fetchone()[0]
