@@ -55,9 +55,10 @@ test: $(STAMP) browser
 	  echo "CITUS_URL is not set: the Citus pass is skipped (README: Testing on Citus)."; \
 	fi
 
-# DuckDB is the in-process peer the benchmark compares with; only the benchmark needs it.
+# DuckDB and chDB (in-process ClickHouse, issue #24's peer) are what the benchmark compares with;
+# only the benchmark needs them.
 bench: $(STAMP)
-	$(BIN)/pip install --quiet 'duckdb>=1.1'
+	$(BIN)/pip install --quiet 'duckdb>=1.1' 'chdb>=4.4'
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/capacity.py
 

@@ -1,12 +1,16 @@
 """`make bench`: CartPulse at EVENTS events (default 10,000,000), measured in one run.
 
 Each figure is measured as a user meets it, on the same machine in the same run
-(issue #12's table):
+(issue #24's table, and issue #12's before it):
 
-1. latency at concurrency 1, every endpoint, no parameters and a 7-day range (p50, p99,
-   and the ratio to the seed's plain SQL over the raw table, measured at the same moment):
-   (a) after a refresh, (b) immediately after a bulk load of BULK_EVENTS more events
-   through the HTTP API (bulk imports of BULK_IMPORT_ROWS rows), no refresh in between;
+1. latency at concurrency 1, every endpoint (the seed's three, and the README's example
+   ``events_by_type``, added to the bench's copy of the project as the README shows it),
+   no parameters and a 7-day range (a country for the README's example, which has no
+   range), as sent and with ``Cache-Control: no-cache`` (p50, p99, and the ratio to the
+   plain SQL over the raw table, measured at the same moment): (a) after a refresh, (b)
+   immediately after a bulk load of BULK_EVENTS more events through the HTTP API (bulk
+   imports of BULK_IMPORT_ROWS rows), no refresh in between, (c) while 1,000 events/s
+   arrive as 100 POSTs/s of 10 events, the absorber running (writes.py);
 2. throughput at concurrency 8: the 6-query mix, and random 7-day windows (reads.py);
 3. refresh cost: a minute of events at MINUTE_RATE/s absorbed by one
    ``cartpulse.absorb()``; an absorption with nothing new (CPU seconds, service plus
@@ -14,6 +18,8 @@ Each figure is measured as a user meets it, on the same machine in the same run
    ABSORBER_SECONDS (CPU of its process tree and backends; refresh_cost.py);
 4. ingest over HTTP against a raw COPY of the same rows;
 5. the breakdown of one read from each answer's Server-Timing header;
+6. beside a peer: chDB (in-process ClickHouse) answering every cell from materialized
+   views over the same events (baselines.chdb_ms), against the uncached p50 over HTTP;
 and beside them: DuckDB on the same rows, freshness, `dbt run` after a backfill and with
 --full-refresh, peak memory. Writes bench/results.md (report.py), or
 bench/results-<EVENTS>.md when EVENTS is not the default.
@@ -21,7 +27,9 @@ bench/results-<EVENTS>.md when EVENTS is not the default.
 Environment: EVENTS, CLIENTS (ingest clients, 4), BATCH (events per POST, 5000),
 REQUESTS (rounds of the latency cells, 200), MINUTE_RATE (1000), MINUTE_SECONDS (60), BULK_EVENTS (1,000,000),
 BULK_IMPORT_ROWS (250,000), THROUGHPUT_SECONDS (20), ABSORBER_SECONDS (300), IDLE_RUNS (20),
-WEB_WORKERS/WEB_THREADS (the service's defaults, 2/4), BENCH_OUT (the results file),
+WEB_WORKERS/WEB_THREADS (the service's defaults, 2/4), WRITE_POSTS/WRITE_BATCH/WRITE_CONNECTIONS
+(the writes moment: 100, 10, 4), WRITE_WARMUP (its seconds of writes before the first read, 3),
+BENCH_OUT (the results file),
 DATABASE_URL (else a fresh embedded server under .cartpulse/bench).
 """
 
@@ -163,6 +171,13 @@ class Client:
             raise RuntimeError(f"bulk import answered {resp.status}: {data[:300]!r}")
         return json.loads(data)
 
+    def metadata(self, pipe: str) -> dict:
+        """``GET /v0/pipes/<pipe>``: the pipe's description, its ``derivation`` included."""
+        resp, data = self._send("GET", f"/v0/pipes/{pipe}")
+        if resp.status != 200:
+            raise RuntimeError(f"{pipe}'s metadata answered {resp.status}: {data[:300]!r}")
+        return json.loads(data)
+
     def get(self, pipe: str, params: dict, headers: dict | None = None) -> dict:
         query = ("?" + urlencode(params)) if params else ""
         resp, data = self._send("GET", f"/v0/pipes/{pipe}.json{query}", **(headers or {}))
@@ -249,10 +264,22 @@ NAIVE = {
 PG_BIN = "date_bin('15 minutes', event_time, timestamptz '2000-01-01')"
 DUCK_BIN = "time_bucket(interval '15 minutes', event_time, timestamptz '2000-01-01')"
 RANGE_SQL = "and event_time >= '2026-10-08 00:00:00+00' and event_time < '2026-10-15 00:00:00+00'"
+#: The README's example endpoint ("Adding an endpoint"), measured beside the seed's three
+#: (issue #24: every endpoint a user adds the README's way must be fast too). It declares
+#: no range parameter, only ``country``: its second cell filters on that instead.
+README_ENDPOINT = "events_by_type"
+README_NAIVE = {README_ENDPOINT: """select event_type, count(*)::bigint as event_count from raw.ecommerce_events
+        where true {range} group by event_type"""}
+COUNTRY = "France"
+#: Each cell's label → its request parameters and the filter its plain SQL adds.
+LABELS = {"no params": ({}, ""), "7-day range": (WEEK, RANGE_SQL),
+          f"country={COUNTRY}": ({"country": COUNTRY}, f"and country = '{COUNTRY}'")}
 
 
-def naive(engine: str, pipe: str, ranged: bool) -> str:
-    return NAIVE[pipe].format(range=RANGE_SQL if ranged else "", bin=DUCK_BIN if engine == "duckdb" else PG_BIN)
+def naive(engine: str, pipe: str, label: str) -> str:
+    """The plain SQL of ``pipe`` over the raw table, with the filter of the cell ``label``."""
+    sql = {**NAIVE, **README_NAIVE}[pipe]
+    return sql.format(range=LABELS[label][1], bin=DUCK_BIN if engine == "duckdb" else PG_BIN)
 
 
 def dbt_timed(settings: Settings, url: str, *args) -> tuple[float, float]:
@@ -278,8 +305,35 @@ def postmaster_of(url: str) -> int | None:
             return None
 
 
+def readme_files(readme: Path = PROJECT_DIR / "README.md") -> dict[str, str]:
+    """The files README's "Adding an endpoint" shows (``<!-- readme-test: file PATH -->``
+    before a fenced block), read from the README itself so the bench serves exactly what a
+    user following it writes (tests/test_readme.py builds the same blocks)."""
+    files, lines = {}, readme.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("<!-- readme-test: file "):
+            path = line.split("file ", 1)[1].removesuffix("-->").strip()
+            end = lines.index("```", i + 2)
+            files[path] = "\n".join(lines[i + 2:end]) + "\n"
+    return files
+
+
+def project_copy(work: Path) -> Path:
+    """The dbt project copied to ``work``/project with the README's example endpoint added
+    (a model file and its yml, nothing else), so the bench never writes into the checkout
+    and its derived models (ops/derive.py writes them beside the models) stay its own."""
+    project = work / "project"
+    shutil.rmtree(project, ignore_errors=True)
+    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns(
+        ".venv", ".cartpulse", "target", "logs", ".git", "service", "tests", "bench", "derived", "*.pyc"))
+    for path, text in readme_files().items():
+        (project / path).write_text(text)
+    return project
+
+
 def prepare(work: Path, url: str | None = None) -> tuple[EmbeddedPostgres | None, str, str, Settings, str]:
-    """A database with storage, an admin token and the models built: ``url`` when given
+    """A database with storage, an admin token and the models built, from a copy of the
+    project with the README's example endpoint (``project_copy``): ``url`` when given
     (capacity.py's fresh Citus database), else DATABASE_URL when set, else a new embedded
     server under ``work``. Returns (server or None, url, token, settings, engine)."""
     from cartpulse.access.auth import ensure_admin_token
@@ -292,7 +346,7 @@ def prepare(work: Path, url: str | None = None) -> tuple[EmbeddedPostgres | None
         url = server.start()
     token = "bench-" + secrets.token_hex(12)
     settings = Settings.from_env(database_url=url, state_dir=work / "state", target_dir=work / "target",
-                                 admin_token=token)
+                                 admin_token=token, project_dir=project_copy(work))
     engine = create_storage(url, settings)
     ensure_admin_token(url, settings.state_dir, token)
     derive(settings, url)  # the endpoints' rollups and answers, as `cartpulse build` writes them
@@ -306,6 +360,7 @@ def service_env(port: int, url: str, settings: Settings, token: str, **env) -> d
     client is ever throttled."""
     return {**os.environ, "DATABASE_URL": url, "PORT": str(port), "TB_ADMIN_TOKEN": token,
             "DBT_TARGET_PATH": str(settings.target_dir), "CARTPULSE_STATE_DIR": str(settings.state_dir),
+            "CARTPULSE_PROJECT_DIR": str(settings.project_dir),
             "WEB_WORKERS": WEB_WORKERS, "WEB_THREADS": WEB_THREADS,
             "RATE_LIMIT_RPS": os.environ.get("RATE_LIMIT_RPS", "1000000"),
             "RATE_LIMIT_BURST": os.environ.get("RATE_LIMIT_BURST", "1000000"), **env}
@@ -336,9 +391,10 @@ def out_path() -> Path:
 
 
 def naive_all(url: str) -> dict:
-    """The seed's plain SQL over the raw table, every endpoint and range (median ms)."""
-    return {(pipe, ranged): sql_median(url, naive("postgres", pipe, ranged)) * 1000
-            for pipe in NAIVE for ranged in (False, True)}
+    """The plain SQL over the raw table of every latency cell (median ms)."""
+    from reads import CELLS
+
+    return {(pipe, label): sql_median(url, naive("postgres", pipe, label)) * 1000 for pipe, label, _ in CELLS}
 
 
 def dead_rows(conn) -> dict[str, int]:
@@ -402,6 +458,7 @@ def main() -> int:
     import reads
     import refresh_cost
     import report
+    import writes
     from capacity import Meter
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -416,6 +473,8 @@ def main() -> int:
     run.engine, run.embedded = engine, server is not None
     port = 18000 + secrets.randbelow(1000)
     service = serve(WORK, port, url, settings, token)
+    run.derivation = {pipe: Client(port, token).metadata(pipe)["derivation"] for pipe in dict.fromkeys(
+        pipe for pipe, _, _ in reads.CELLS)}
     postmaster = postmaster_of(url)
     memory = MemoryWatch(service.pid, postmaster)
     memory.start()
@@ -447,6 +506,8 @@ def main() -> int:
         print(f"throughput: mix {run.mix.rate:.0f}/s (no cache {run.mix_query.rate:.0f}/s), random windows {run.windows.rate:.0f}/s", flush=True)
 
         run.duck, run.duck_version = baselines.duckdb_ms(files)
+        run.chdb, run.chdb_version, run.chdb_rate = baselines.chdb_ms(files, [(p, label) for p, label, _ in reads.CELLS])
+        print(f"chDB views: {run.chdb}", flush=True)
         run.fresh = freshness(Client(port, token))
 
         # -- 1b. immediately after a bulk load of BULK_EVENTS more, no refresh ------------
@@ -458,6 +519,12 @@ def main() -> int:
         run.naive["after a bulk load"] = naive_all(url)
         print(f"bulk load: {run.bulk[1] / run.bulk[0]:,.0f} events/s; latency after it done", flush=True)
 
+        # -- 1c. while the writes stream (100 POSTs/s of 10 events), the absorber running ---
+        env = service_env(port, url, settings, token)
+        run.latency[report.WRITES], run.latency[f"{report.WRITES}, no cache"], run.stream = writes.under_writes(
+            port, token, REQUESTS, url, env, WORK / "scheduler-writes.log")
+        print(f"latency while the writes stream done: {run.stream.describe()}", flush=True)
+
         # -- 3. refresh cost -------------------------------------------------------------
         client = Client(port, token)
         run.minute_events = refresh_cost.post_at_rate(client, MINUTE_RATE, MINUTE_SECONDS)
@@ -465,7 +532,6 @@ def main() -> int:
         run.idle_absorb, run.idle_runs = refresh_cost.idle_absorb_cpu(url, IDLE_RUNS), IDLE_RUNS
         run.idle_dbt = dbt_timed(settings, url, "run")
         print(f"absorb after a minute: {run.minute_absorb[0]:.3f}s; idle: {run.idle_absorb}", flush=True)
-        env = service_env(port, url, settings, token)
         run.window = refresh_cost.absorber_window(url, env, port, token, ABSORBER_SECONDS, MINUTE_RATE,
                                                   WORK / "scheduler.log", postmaster)
         print(f"absorber window: {run.window.total:.2f} CPU s over {run.window.seconds:.0f} s", flush=True)

@@ -1,6 +1,7 @@
 """Reads as users meet them, for `make bench` (bench.py runs these).
 
-* ``latency``: every endpoint, no parameters and a 7-day range, one request at a time
+* ``latency``: every endpoint (``CELLS``: the seed's three, no parameters and a 7-day
+  range, and the README's example, no parameters and a country), one request at a time
   (concurrency 1), each request twice: as a client sends it (a repeat may be answered by
   the worker's result cache, until the data changes) and with ``Cache-Control: no-cache``
   (the endpoint's SQL runs every time: what a request the cache has not seen costs). The cells are interleaved (one request of each, round after round), so
@@ -22,9 +23,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bench import NAIVE, SPAN, START, WEEK, Client, percentile
+from bench import COUNTRY, LABELS, NAIVE, README_ENDPOINT, SPAN, START, Client, percentile
 
-CELLS = [(pipe, label, params) for pipe in NAIVE for label, params in (("no params", {}), ("7-day range", WEEK))]
+#: The six cells of the seed's endpoints (the throughput mix stays these, as before), then
+#: the README's example endpoint, which has no range parameter: its second cell is a country.
+SEED_CELLS = [(pipe, label, LABELS[label][0]) for pipe in NAIVE for label in ("no params", "7-day range")]
+CELLS = SEED_CELLS + [(README_ENDPOINT, label, LABELS[label][0]) for label in ("no params", f"country={COUNTRY}")]
 NO_CACHE = {"Cache-Control": "no-cache"}
 #: Server-Timing phases, in the order a request meets them (``app`` is all of them and more).
 PHASES = ("auth", "ratelimit", "query", "statistics", "render", "app")
@@ -120,8 +124,8 @@ def _load(port: int, token: str, seconds: float, clients: int, next_request, hea
 
 
 def mix(port: int, token: str, seconds: float, clients: int = 8, headers: dict | None = None) -> Throughput:
-    """The 6-query mix (every endpoint, no parameters and the fixed 7-day range)."""
-    cycle = itertools.cycle([(pipe, params) for pipe, _, params in CELLS])
+    """The 6-query mix (every seed endpoint, no parameters and the fixed 7-day range)."""
+    cycle = itertools.cycle([(pipe, params) for pipe, _, params in SEED_CELLS])
     return _load(port, token, seconds, clients, lambda: next(cycle), headers)
 
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -173,14 +174,10 @@ def _process_cpu(pid: int) -> tuple[float, float]:
     return own.user + own.system, tree_cpu(pid) - own.user - own.system
 
 
-def absorber_window(url: str, env: dict, port: int, token: str, seconds: float, rate: int, log: Path,
-                    postmaster: int | None) -> Window:
-    """The scheduler as ``cartpulse run`` starts it, under ``rate`` events/s for ``seconds``.
-
-    Its backends are sampled (``BackendWatch``); the CPU of the PostgreSQL processes that
-    end during the window is also read from the postmaster's reaped-children times: it
-    holds what the sampling misses of dbt's short connections, and autovacuum's and
-    parallel workers' time besides, so the two bracket the scheduler's database CPU."""
+@contextmanager
+def scheduler(url: str, env: dict, log: Path):
+    """``cartpulse scheduler`` as ``cartpulse run`` starts it (``--skip-first``), yielding
+    (its process, the database's clock once its absorber is connected); stopped after."""
     sched = subprocess.Popen([str(Path(sys.executable).parent / "cartpulse"), "scheduler", "--skip-first"],
                              env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     try:
@@ -192,6 +189,21 @@ def absorber_window(url: str, env: dict, port: int, token: str, seconds: float, 
                     raise RuntimeError(f"cartpulse scheduler did not start its absorber: see {log}")
                 time.sleep(0.1)
             started_at = conn.execute("select now()").fetchone()[0]
+        yield sched, started_at
+    finally:
+        sched.terminate()
+        sched.wait(timeout=60)
+
+
+def absorber_window(url: str, env: dict, port: int, token: str, seconds: float, rate: int, log: Path,
+                    postmaster: int | None) -> Window:
+    """The scheduler as ``cartpulse run`` starts it, under ``rate`` events/s for ``seconds``.
+
+    Its backends are sampled (``BackendWatch``); the CPU of the PostgreSQL processes that
+    end during the window is also read from the postmaster's reaped-children times: it
+    holds what the sampling misses of dbt's short connections, and autovacuum's and
+    parallel workers' time besides, so the two bracket the scheduler's database CPU."""
+    with scheduler(url, env, log) as (sched, started_at):
         watch = BackendWatch(url)
         own0, children0 = _process_cpu(sched.pid)
         reaped0 = reaped_cpu(postmaster) if postmaster else 0.0
@@ -222,7 +234,4 @@ def absorber_window(url: str, env: dict, port: int, token: str, seconds: float, 
         with connect(url) as conn:
             refreshes = conn.execute("select count(*) from cartpulse.refresh_runs where started_at >= %s",
                                      [started_at]).fetchone()[0]
-    finally:
-        sched.terminate()
-        sched.wait(timeout=60)
     return Window(wall, posted, own1 - own0, children1 - children0, watch.cpu(), refreshes, reaped1 - reaped0, reads)
