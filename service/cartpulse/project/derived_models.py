@@ -134,25 +134,30 @@ class _Pieces:
         answer then keeps only groups with events: ``answer_model``)."""
         rollup = self.by_width[width]
         within = [f"{{{{ within('{self.time}', {bounds}) }}}}"] if bounds else []
-        live = self._select(self.columns() + self.measures,
-                            f"{{{{ live(ref('{rollup.name}'){', ' + bounds if bounds else ''}) }}}}",
-                            list(conditions) + within, set(rollup.dimensions))
+
+        def rows(source: str) -> str:
+            return self._select(self.columns() + self.measures, source, list(conditions) + within, set(rollup.dimensions))
+
+        live = rows(f"{{{{ live(ref('{rollup.name}'){', ' + bounds if bounds else ''}) }}}}")
         if self.d.extrema:
             return live
-        table = self._select(self.columns() + self.measures, f"{{{{ ref('{rollup.name}') }}}}",
-                             list(conditions) + within, set(rollup.dimensions))
-        measures = [f"sign * {per_event(m)} as {m.column}" for m in self.d.measures]
-        where = list(conditions) + ([f"({self.d.fixed_filter})"] if self.d.fixed_filter else [])
-        where += [f"{{{{ unabsorbed(ref('{rollup.name}')) }}}}"] + within
-        pending = self._select(self.columns() + measures, f"{{{{ ref('{self.d.staging.name}_pending') }}}}", where)
+        pending = self.events(f"{self.d.staging.name}_pending", conditions,
+                              [f"{{{{ unabsorbed(ref('{rollup.name}')) }}}}"] + within, weight="sign * ")
+        table = rows(f"{{{{ ref('{rollup.name}') }}}}")
         return (f"    {{%- if cartpulse_engine() == 'citus' %}}\n{live}\n    {{%- else %}}\n{table}\n"
                 f"    union all\n{pending}\n    {{%- endif %}}")
 
     def event_piece(self, edge: str, width: int, conditions: list[str]) -> str:
-        measures = [f"{per_event(m)} as {m.column}" for m in self.d.measures]
-        where = list(conditions) + ([f"({self.d.fixed_filter})"] if self.d.fixed_filter else [])
-        where.append(f"{{{{ {edge}(\"{interval(width)}\", s, e, '{self.time}') }}}}")
-        return self._select(self.columns() + measures, f"{{{{ ref('{self.d.staging.name}') }}}}", where)
+        return self.events(self.d.staging.name, conditions,
+                           [f"{{{{ {edge}(\"{interval(width)}\", s, e, '{self.time}') }}}}"])
+
+    def events(self, model: str, conditions: list[str], where: list[str], weight: str = "") -> str:
+        """A piece of events as they are, from the staging ``model`` (the events, or their
+        pending twin with ``weight`` its sign): each carries its measures' per-event values
+        and keeps the rollups' fixed filter."""
+        measures = [f"{weight}{per_event(m)} as {m.column}" for m in self.d.measures]
+        fixed = [f"({self.d.fixed_filter})"] if self.d.fixed_filter else []
+        return self._select(self.columns() + measures, f"{{{{ ref('{model}') }}}}", list(conditions) + fixed + where)
 
     def _select(self, columns: list[str], source: str, where: list[str], available: set | None = None) -> str:
         """A piece. A filter on a column its rollup does not keep is left out: the variant's
