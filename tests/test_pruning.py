@@ -80,27 +80,43 @@ def edge_storage(conn, engine) -> tuple[set[str], set[str]]:
 REMOTE_SCAN = re.compile(r"Scan on (\w+?)_\d+\b")
 
 
-def scanned_by_workers(url: str, query, values: dict, storage: set[str], generic: bool = False) -> set[str]:
-    """The partitions of the events table whose shards Citus's workers plan to scan for
-    the endpoint: the twin's statement is nested in the endpoint's function, so
-    auto_explain (loaded for this session) logs its plan, with every task's remote plan,
-    to the client. Plans, not runs: the workers' partitions left after pruning at plan
-    time and at executor start-up (auto_explain's ANALYZE fails on Citus's parameterized
-    tasks, "cache lookup failed for type 0")."""
+#: auto_explain logging every statement, nested ones (the endpoint's twin) included, to the client.
+AUTO_EXPLAIN = ["auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                "client_min_messages = log"]
+
+
+def explained_calls(url: str, query, values: dict | None, settings: list[str], calls: int,
+                    prepare=None) -> list[list[str]]:
+    """What auto_explain logged for each of ``calls`` runs of ``query`` in one session with
+    ``settings`` (after ``prepare``, a PREPARE statement, when given). Each statement is its
+    own transaction: a second auto_explained call in one transaction finds Citus's
+    connection to the coordinator aborted (an auto_explain and Citus interaction; the
+    service's own calls are unaffected)."""
     logs: list[str] = []
-    # Each statement its own transaction: a second auto_explained call in one transaction
-    # finds Citus's connection to the coordinator aborted (an auto_explain and Citus
-    # interaction; the service's own calls are unaffected).
+    runs = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.add_notice_handler(lambda notice: logs.append(notice.message_primary or ""))
         conn.execute("load 'auto_explain'")
-        settings = ["auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
-                    "citus.explain_all_tasks = on", "client_min_messages = log"]
-        for setting in settings + (["plan_cache_mode = force_generic_plan"] if generic else []):
+        for setting in AUTO_EXPLAIN + settings:
             conn.execute(f"set {setting}")
-        for _ in range(2 if generic else 1):  # the second call runs the twin's cached plan
+        if prepare is not None:
+            conn.execute(prepare)
+        for _ in range(calls):
             logs.clear()
             conn.execute(query.as_string(conn), values).fetchall()
+            runs.append(list(logs))
+    return runs
+
+
+def scanned_by_workers(url: str, query, values: dict, storage: set[str], generic: bool = False) -> set[str]:
+    """The partitions of the events table whose shards Citus's workers plan to scan for
+    the endpoint: the twin's statement is nested in the endpoint's function, so
+    auto_explain logs its plan, with every task's remote plan. Plans, not runs: the
+    workers' partitions left after pruning at plan time and at executor start-up
+    (auto_explain's ANALYZE fails on Citus's parameterized tasks, "cache lookup failed
+    for type 0"). ``generic``: the second call runs the twin's cached plan."""
+    settings = ["citus.explain_all_tasks = on"] + (["plan_cache_mode = force_generic_plan"] if generic else [])
+    logs = explained_calls(url, query, values, settings, 2 if generic else 1)[-1]
     return {name for text in logs for name in REMOTE_SCAN.findall(text)} & storage
 
 
@@ -110,26 +126,19 @@ def scanned_by_twin(url: str, query, values: dict, storage: set[str], prepare: s
     derived answer's twin is a PL/pgSQL function, whose plans EXPLAIN does not show. Two
     calls: the second runs the plan the first cached. ``prepare`` first makes ``query`` a
     prepared statement of that name under a generic plan."""
-    logs: list[str] = []
-    found: list[set[str]] = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.add_notice_handler(lambda notice: logs.append(notice.message_primary or ""))
-        conn.execute("load 'auto_explain'")
-        for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
-                        "auto_explain.log_analyze = on", "auto_explain.log_timing = off",
-                        "auto_explain.log_format = json", "client_min_messages = log"):
-            conn.execute(f"set {setting}")
-        if prepare:
-            conn.execute("set plan_cache_mode = force_generic_plan")
-            conn.execute(query)
-            query = sql.SQL("execute {}({}, {})").format(sql.Identifier(prepare), sql.Literal(values["start_date"]),
-                                                         sql.Literal(values["end_date"]))
-        for _ in range(2):
-            logs.clear()
-            conn.execute(query.as_string(conn), values if not prepare else None).fetchall()
-            plans = [json.loads(text[text.index("{"):]) for text in logs if "{" in text]
-            assert plans, "auto_explain logged no plan"
-            found.append(set().union(*(scanned(p["Plan"], storage) for p in plans)))
+    settings = ["auto_explain.log_analyze = on", "auto_explain.log_timing = off", "auto_explain.log_format = json"]
+    if prepare:
+        settings.append("plan_cache_mode = force_generic_plan")
+        execute = sql.SQL("execute {}({}, {})").format(
+            sql.Identifier(prepare), sql.Literal(values["start_date"]), sql.Literal(values["end_date"]))
+        runs = explained_calls(url, execute, None, settings, 2, prepare=query)
+    else:
+        runs = explained_calls(url, query, values, settings, 2)
+    found = []
+    for logs in runs:
+        plans = [json.loads(text[text.index("{"):]) for text in logs if "{" in text]
+        assert plans, "auto_explain logged no plan"
+        found.append(set().union(*(scanned(p["Plan"], storage) for p in plans)))
     assert found[0] == found[1], "the cached plan read other partitions than the first"
     return found[0]
 
