@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test compat serve bench bench-capacity faults fuzz loadtest loadtest-limits clean help browser vendor screenshot docs
+.PHONY: run test compat serve bench bench-capacity bench-tinybird faults fuzz loadtest loadtest-limits clean help browser vendor screenshot docs
 
 help:
 	@echo "make run    - install, start the embedded PostgreSQL, build the models, serve on 127.0.0.1:\$$PORT (8000)"
@@ -14,6 +14,7 @@ help:
 	@echo "make compat - only the tests that drive Tinybird's own clients (installed into .clients/ on first use)"
 	@echo "make serve  - the production server only (needs a running database)"
 	@echo "make bench  - the benchmark at EVENTS events (default 10,000,000); writes bench/results.md (results-<EVENTS>.md otherwise)"
+	@echo "make bench-tinybird - the README's Tinybird project imported, read at EVENTS (1,000,000) events; writes bench/tinybird.md"
 	@echo "make bench-capacity - only the capacity figures (CPU per event/read, bytes per event, replica reads)"
 	@echo "make faults - the fault tests alone (kill the API, crash PostgreSQL during ingest)"
 	@echo "make fuzz   - the HTTP front's framing fuzzed longer (FUZZ_EXAMPLES, default 10,000); writes bench/fuzz.md"
@@ -61,6 +62,11 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet 'duckdb>=1.1' 'chdb>=4.4'
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/capacity.py
+
+# The README's Tinybird project (the seed's datafiles) imported and read at 1M events,
+# derived, beside its SQL as written (bench/tinybird.md).
+bench-tinybird: $(STAMP)
+	$(BIN)/python bench/tinybird.py
 
 # The capacity figures alone (docs/scaling.md): CPU per event and per read, bytes per
 # event, reads through a streaming replica. DATABASE_URL=<TimescaleDB> adds compression.

@@ -144,6 +144,8 @@ class Client:
         self.headers = {"Authorization": f"Bearer {token}"}
         self.timing: str | None = None  # the last answer's Server-Timing header
         self.cache: str | None = None  # and its CartPulse-Cache header (hit, miss)
+        #: Where posts go: BENCH_DATASOURCE (tinybird.py's imported data source) or the seed's.
+        self.datasource = os.environ.get("BENCH_DATASOURCE", "ecommerce_events")
 
     def _send(self, method: str, path: str, body: bytes | None = None, **headers):
         """One request; reconnects once if the server closed the idle connection."""
@@ -158,14 +160,14 @@ class Client:
                     raise
 
     def post(self, body: bytes) -> dict:
-        resp, data = self._send("POST", "/v0/events?name=ecommerce_events", body)
+        resp, data = self._send("POST", f"/v0/events?name={self.datasource}", body)
         if resp.status not in (200, 202):
             raise RuntimeError(f"ingest answered {resp.status}: {data[:300]!r}")
         return json.loads(data)
 
     def bulk_import(self, body: bytes) -> dict:
         """A bulk import (``POST /v0/datasources``, mode=append) of an NDJSON body."""
-        resp, data = self._send("POST", "/v0/datasources?name=ecommerce_events&mode=append&format=ndjson", body,
+        resp, data = self._send("POST", f"/v0/datasources?name={self.datasource}&mode=append&format=ndjson", body,
                                 **{"Content-Type": "application/x-ndjson"})
         if resp.status != 200:
             raise RuntimeError(f"bulk import answered {resp.status}: {data[:300]!r}")
@@ -331,11 +333,13 @@ def project_copy(work: Path) -> Path:
     return project
 
 
-def prepare(work: Path, url: str | None = None) -> tuple[EmbeddedPostgres | None, str, str, Settings, str]:
+def prepare(work: Path, url: str | None = None, project: Path | None = None
+            ) -> tuple[EmbeddedPostgres | None, str, str, Settings, str]:
     """A database with storage, an admin token and the models built, from a copy of the
     project with the README's example endpoint (``project_copy``): ``url`` when given
     (capacity.py's fresh Citus database), else DATABASE_URL when set, else a new embedded
-    server under ``work``. Returns (server or None, url, token, settings, engine)."""
+    server under ``work``; ``project`` instead of that copy (tinybird.py's, with an
+    import). Returns (server or None, url, token, settings, engine)."""
     from cartpulse.access.auth import ensure_admin_token
 
     server = None
@@ -346,7 +350,7 @@ def prepare(work: Path, url: str | None = None) -> tuple[EmbeddedPostgres | None
         url = server.start()
     token = "bench-" + secrets.token_hex(12)
     settings = Settings.from_env(database_url=url, state_dir=work / "state", target_dir=work / "target",
-                                 admin_token=token, project_dir=project_copy(work))
+                                 admin_token=token, project_dir=project or project_copy(work))
     engine = create_storage(url, settings)
     ensure_admin_token(url, settings.state_dir, token)
     derive(settings, url)  # the endpoints' rollups and answers, as `cartpulse build` writes them

@@ -64,15 +64,17 @@ class Cell:
         return out
 
 
-def latency(port: int, token: str, rounds: int) -> tuple[dict[tuple[str, str], Cell], dict[tuple[str, str], Cell]]:
-    """``rounds`` requests of every cell, interleaved, from one keep-alive connection: the
-    cells as sent, and the same with ``Cache-Control: no-cache`` (each request right after
-    its twin)."""
+def latency(port: int, token: str, rounds: int, cells: list | None = None
+            ) -> tuple[dict[tuple[str, str], Cell], dict[tuple[str, str], Cell]]:
+    """``rounds`` requests of every cell (``cells``, else CELLS), interleaved, from one
+    keep-alive connection: the cells as sent, and the same with ``Cache-Control:
+    no-cache`` (each request right after its twin)."""
+    measured = cells or CELLS
     client = Client(port, token)
-    sent = {(pipe, label): Cell() for pipe, label, _ in CELLS}
-    query = {(pipe, label): Cell() for pipe, label, _ in CELLS}
+    sent = {(pipe, label): Cell() for pipe, label, _ in measured}
+    query = {(pipe, label): Cell() for pipe, label, _ in measured}
     for _ in range(rounds):
-        for pipe, label, params in CELLS:
+        for pipe, label, params in measured:
             for cells, headers in ((sent, None), (query, NO_CACHE)):
                 t0 = time.perf_counter()
                 client.get(pipe, params, headers)

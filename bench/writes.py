@@ -115,12 +115,12 @@ def writing(port: int, token: str):
         stream.__dict__.update(done.__dict__)
 
 
-def under_writes(port: int, token: str, rounds: int, url: str, env: dict, log: Path):
+def under_writes(port: int, token: str, rounds: int, url: str, env: dict, log: Path, cells: list | None = None):
     """(cells as sent, cells with no cache, the writer's ``Stream``): ``reads.latency``
-    while WRITE_POSTS POSTs/s of WRITE_BATCH events arrive and the absorber runs."""
+    (of ``cells``) while WRITE_POSTS POSTs/s of WRITE_BATCH events arrive and the absorber runs."""
     with scheduler(url, env, log), writing(port, token) as stream:
         time.sleep(WRITE_WARMUP)  # the writer connected and at its pace before the first read
-        sent, query = reads.latency(port, token, rounds)
+        sent, query = reads.latency(port, token, rounds, cells)
         pending = pending_events(url)
     stream.pending = pending  # set after the writer's own figures are copied in
     return sent, query, stream
@@ -129,4 +129,5 @@ def under_writes(port: int, token: str, rounds: int, url: str, env: dict, log: P
 def pending_events(url: str) -> int:
     """Events the absorber has not folded in yet: every uncached read aggregates them live."""
     with psycopg.connect(url) as conn:
-        return conn.execute("select count(*) from raw.ecommerce_events_pending").fetchone()[0]
+        table = os.environ.get("BENCH_DATASOURCE", "ecommerce_events") + "_pending"
+        return conn.execute(f'select count(*) from raw."{table}"').fetchone()[0]

@@ -101,6 +101,11 @@
     returns table ({{ columns | join(', ') }})
     language plpgsql stable parallel safe
     set plan_cache_mode = {{ 'force_generic_plan' if generic else 'force_custom_plan' }}
+    {%- if config.get('meta', {}).get('derived_of') is not none %}
+    {#- A derived answer sums rollup buckets on UTC midnights, so the endpoint's own
+        date_trunc must cut in UTC too: what the service's sessions use (docs/realtime.md). #}
+    set timezone = 'UTC'
+    {%- endif %}
     as $endpoint$
     #variable_conflict use_column
     begin

@@ -13,7 +13,7 @@ from cartpulse.project.rollup_plans import plan, widths
 
 STAGING = StagingModel("stg_raw__ecommerce_events", "ecommerce_events", "event_time",
                        ("event_time", "event_type", "user_id", "product_id", "category", "price", "quantity",
-                        "session_id", "country", "revenue"))
+                        "session_id", "country", "revenue"), pending="stg_raw__ecommerce_events_pending")
 FROM = '"cartpulse"."analytics"."stg_raw__ecommerce_events"'
 #: The README's example endpoint ("Adding an endpoint"), as dbt compiles it.
 README_EXAMPLE = f"""-- models/marts/events_by_type.sql
@@ -112,7 +112,17 @@ def test_parameters_elsewhere_than_where_are_post_aggregation():
     (f"select country, count(distinct user_id) from {FROM} group by 1", (), "count(DISTINCT user_id) (DISTINCT inside an aggregate)"),
     (f"select country, count(*) from {FROM} where price > $1 group by 1", ("min_price",),
      "WHERE price > $1 (a parameter bounds only event_time"),
-    (f"with x as (select * from {FROM}) select country, count(*) from x group by 1", (), "a WITH clause"),
+    (f"with x as (select country, price * 2 as price from {FROM}) select country, sum(price) from x group by 1", (),
+     "the WITH query x: the computed column price * 2 AS price"),
+    (f"with x as (select country, count(*) as n from {FROM} group by 1) select country, sum(n) from x group by 1", (),
+     "the WITH query x: GROUP BY"),
+    (f"with x as (select * from {FROM} where country = $1) select country, count(*) from x group by 1", ("country",),
+     "the WITH query x: a parameter in its WHERE"),
+    (f"with x as (select country from {FROM}) select country, sum(price) from x group by 1", (),
+     "the column price, which stg_raw__ecommerce_events does not have"),
+    (f"with recursive x as (select * from {FROM}) select country, count(*) from x group by 1", (), "WITH RECURSIVE"),
+    (f"select country, count(*) from {FROM} where event_time >= cast($1 as date) group by 1", ("start_date",),
+     "WHERE event_time >= CAST($1 AS DATE) (a parameter is used as"),
     (f"select a.country, count(*) from {FROM} a join other b on true group by 1", (), "a JOIN"),
     (f"select country, count(*) from {FROM} where event_time > now() - interval '1 day' group by 1", (),
      "now(), whose value changes from one call to the next"),
@@ -123,8 +133,8 @@ def test_parameters_elsewhere_than_where_are_post_aggregation():
     (f"select country, sum(price) from (select * from {FROM}) s group by 1", (), "FROM SUBQUERY"),
     (f"select country, sum(case when country = $1 then price end) from {FROM} group by 1", ("country",),
      "(a parameter inside an aggregate)"),
-    (f"select country, count(*) from {FROM} group by country, date_trunc('hour', event_time)", (),
-     "GROUP BY date_trunc('HOUR', event_time) (only columns and a time bucket of event_time)"),
+    (f"select country, count(*) from {FROM} group by country, extract(hour from event_time)", (),
+     "GROUP BY EXTRACT(HOUR FROM event_time) (only columns and a time bucket of event_time)"),
     (f"select date_bin($1::interval, event_time, timestamptz '2000-01-01') b, count(*) from {FROM} group by 1",
      ("width",), "the parameter width without an enum of widths"),
     (f"select date_bin('1 month', event_time, timestamptz '2000-01-01') b, count(*) from {FROM} group by 1", (),
@@ -148,7 +158,7 @@ def test_parameters_elsewhere_than_where_are_post_aggregation():
      "two start bounds on event_time"),
     (f"select country, count(*) from {FROM} group by 1 union all select 'x', 1", (), "a UNION statement"),
     ("select page, count(*) from stg_web__page_views group by 1", (),
-     "FROM stg_web__page_views: derived rollups read only stg_raw__ecommerce_events so far"),
+     "FROM stg_web__page_views, which has no pending twin stg_web__page_views_pending"),
 ])
 def test_each_construct_outside_the_class_is_named(sql, names, says):
     with pytest.raises(Refused) as refusal:
@@ -186,8 +196,11 @@ def test_the_catalog_recognizes_from_the_compiled_file_and_metadata_shows_it(tmp
                 "original_file_path": "models/marts/events_by_type.sql",
                 "config": {"meta": {"endpoint": {"params": {"country": {"type": "String"}}}}},
                 "depends_on": {"nodes": [f"model.cartpulse.{STAGING.name}"]}}
+    pending = {"resource_type": "model", "name": STAGING.pending, "schema": "analytics", "columns": {},
+               "depends_on": {"nodes": []}}
     manifest = {"sources": {"source.cartpulse.raw.ecommerce_events": source},
-                "nodes": {"model.cartpulse.stg": staging, "model.cartpulse.events_by_type": endpoint}}
+                "nodes": {"model.cartpulse.stg": staging, "model.cartpulse.pending": pending,
+                          "model.cartpulse.events_by_type": endpoint}}
     assert derivation(endpoints_from_manifest(manifest, tmp_path)["events_by_type"]) == {
         "derivable": False, "reason": "not compiled yet (run `cartpulse build`)", "rollups": [], "answered_from": "sql"}
     compiled = tmp_path / "compiled" / "cartpulse" / "models" / "marts" / "events_by_type.sql"
@@ -198,3 +211,57 @@ def test_the_catalog_recognizes_from_the_compiled_file_and_metadata_shows_it(tmp
     assert said["rollups"][1] == {"name": "derived_ecommerce_events__country_event_type__all",
                                   "data_source": "ecommerce_events", "dimensions": ["country", "event_type"],
                                   "time_grain": "all", "filter": None, "measures": ["events"]}
+
+
+#: The seed's top_products pipe as `cartpulse tinybird import` translates it: its
+#: intermediate node a WITH query, each parameter cast to its own type.
+IMPORTED_TOP_PRODUCTS = f"""WITH purchases AS (SELECT event_time, product_id, category, country, price, quantity
+FROM {FROM} AS ecommerce_events WHERE event_type = 'purchase')
+SELECT CAST(product_id AS TEXT) AS product_id, CAST(SUM(quantity) AS BIGINT) AS total_quantity,
+CAST(SUM(price * quantity) AS DOUBLE PRECISION) AS total_revenue FROM purchases WHERE 1 = 1
+AND ((CAST($1 AS timestamptz) IS NULL) OR (event_time >= CAST($1 AS timestamptz)))
+AND ((CAST($2 AS timestamptz) IS NULL) OR (event_time < CAST($2 AS timestamptz)))
+AND (((CAST($3 AS text[])) IS NULL) OR (country = ANY(CAST($3 AS text[]))))
+GROUP BY product_id ORDER BY total_revenue DESC NULLS LAST, product_id LIMIT CAST($4 AS bigint)"""
+
+
+def test_a_with_query_that_filters_columns_is_read_through_and_casts_to_a_parameters_type_are_no_change():
+    d = derive(IMPORTED_TOP_PRODUCTS, "start_date", "end_date", "countries", "limit")
+    assert d.staging == STAGING and d.group_by == ("product_id",)
+    assert d.range_params == ("start_date", "end_date") and d.range_optional == (True, True)
+    assert [(f.column, f.param, f.form, f.optional) for f in d.param_filters] == [("country", "countries", "any", True)]
+    # The WITH query's filter is the rollups' fixed filter, with the endpoint's own (1 = 1).
+    assert d.fixed_filter == "(event_type = 'purchase') and (1 = 1)"
+    assert d.post == ("ORDER BY", "LIMIT")
+
+
+def test_files_generated_in_an_older_form_are_removed_before_deriving(tmp_path):
+    """dbt parses every model, so a generated rollup calling a macro the way an older
+    CartPulse did (``rollup_input()`` without its staging model) would stop the compile
+    that derives its replacement; a user's own file in the folder is left alone."""
+    from cartpulse.ops.derive import _forget_other_forms
+    from cartpulse.project.derived_models import HEADER, MARK
+
+    old = tmp_path / "derived_ecommerce_events__total__all.sql"
+    old.write_text(f"-- {MARK} (docs/realtime.md, \"Derived endpoints\"): do not edit.\nselect 1 from {{{{ rollup_input() }}}}\n")
+    current = tmp_path / "derived_ecommerce_events__country__all.sql"
+    current.write_text(f"{HEADER}\nselect 1\n")
+    mine = tmp_path / "notes.sql"
+    mine.write_text("-- mine\nselect 1\n")
+    _forget_other_forms(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.sql"]
+    current.write_text(f"{HEADER}\nselect 1\n")
+    _forget_other_forms(tmp_path)
+    assert current.exists()
+
+
+@pytest.mark.parametrize("unit, width", [("hour", "1 hour"), ("DAY", "1 day"), ("minute", "1 minute")])
+def test_date_trunc_to_a_fixed_unit_is_a_time_bucket(unit, width):
+    d = derive(f"select date_trunc('{unit}', event_time) as t, count(*) from {FROM} group by 1")
+    assert d.bucket is not None and d.bucket.widths == (width,) and d.bucket.param is None
+
+
+def test_date_trunc_to_a_month_is_not_a_fixed_width():
+    with pytest.raises(Refused) as refusal:
+        derive(f"select date_trunc('month', event_time) as t, count(*) from {FROM} group by 1")
+    assert "date_trunc derives by second, minute, hour or day" in str(refusal.value)

@@ -4,7 +4,8 @@ A copy of the project gains endpoints written the README's way, a plain GROUP BY
 the staging model, covering the derivable class: the README's own example, a time bucket
 whose width is an enum parameter with an optional range and an Array parameter, a
 required range with HAVING, ORDER BY and a LIMIT parameter, min, max, avg and count of a
-column, and an aggregate with no GROUP BY. ``cartpulse``'s derivation writes their
+column, an aggregate with no GROUP BY, and hours by date_trunc; and the seed's Tinybird
+datafiles, imported. ``cartpulse``'s derivation writes their
 rollups and answers (ops/derive.py), dbt builds them, and for random parameters each
 derived answer (``<endpoint>__derived``, what the service calls) is compared with the
 endpoint's own function, its SQL over the raw events: with events absorbed by `dbt run`,
@@ -15,6 +16,7 @@ scan order; the rollups sum them as numeric), everything else exactly.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -28,11 +30,16 @@ from test_absorb import absorb, post
 from test_deletes import delete
 from test_replace import replace as replace_rows
 
+from cartpulse.cli import tinybird_import
 from cartpulse.cli.event_generator import EventGenerator
 from cartpulse.config import PROJECT_DIR
 from cartpulse.ops.derive import derive
 from support import copy_project, dbt_ok, project_database
 
+#: The seed's own Tinybird datafiles, imported as tb_*: endpoints over another data source,
+#: top_products through its intermediate node (a WITH query).
+DATAFILES = Path(__file__).parent / "fixtures" / "tinybird" / "seed"
+IMPORTED = "tb_ecommerce_events"
 START = datetime(2026, 9, 1, tzinfo=timezone.utc)
 SPAN = timedelta(days=3)
 README = (PROJECT_DIR / "README.md").read_text()
@@ -92,6 +99,17 @@ limit {{ param('limit') }}
          "min_units": {"type": "Int", "default": 0}, "limit": {"type": "Int", "default": 5}},
         [("category", "text"), ("units", "bigint"), ("cheapest", "double precision"), ("with_user", "bigint"),
          ("avg_quantity", "numeric")])),
+    "hourly_views": ("""
+select date_trunc('hour', event_time) as hour, count(*)::bigint as views
+from {{ ref('stg_raw__ecommerce_events') }}
+where event_type = 'view'
+  and ({{ param('start_date') }} is null or event_time >= {{ param('start_date') }})
+  and ({{ param('end_date') }} is null or event_time < {{ param('end_date') }})
+group by 1
+order by 1
+""", endpoint_yml("hourly_views", "Views per UTC hour (date_trunc).", {"start_date": {"type": "DateTime"},
+                                                                      "end_date": {"type": "DateTime"}},
+                 [("hour", "timestamptz"), ("views", "bigint")])),
     "totals": ("""
 select count(*)::bigint as events, sum(price) as price_sum, min(event_time) as first_event
 from {{ ref('stg_raw__ecommerce_events') }}
@@ -106,7 +124,10 @@ def derived(built, server_url, tmp_path_factory):
     """The project copy with the endpoints above and the README's, derived and built in a
     database of its own; its settings."""
     folder = tmp_path_factory.mktemp("derived")
-    with project_database(built, server_url, copy_project(folder), folder, "cartpulse_derived") as settings:
+    project = copy_project(folder)
+    lines: list[str] = []
+    assert tinybird_import.run(project, DATAFILES, prefix="tb_", out=lines.append) == 0, lines
+    with project_database(built, server_url, project, folder, "cartpulse_derived") as settings:
         marts = settings.project_dir / "models" / "marts"
         for path in ("models/marts/events_by_type.sql", "models/marts/events_by_type.yml"):
             (settings.project_dir / path).write_text(readme_file(path))
@@ -171,6 +192,7 @@ def calls(rng: random.Random) -> list[tuple[str, dict]]:
             ("top_categories", {"start_date": start, "end_date": end, "country": rng.choice([None, "Spain"]),
                                 "min_units": rng.choice([None, 0, 3]), "limit": rng.choice([None, 2, 10])}),
             ("totals", {"event_type": rng.choice([None, "purchase", "view"])}),
+            ("hourly_views", {"start_date": start, "end_date": end}),
         ]
     return out
 
@@ -301,11 +323,57 @@ def test_the_seed_endpoints_answer_what_their_sql_answers(derived, client, auth)
     post(client, auth, events(rng, 400))
     absorb(derived.database_url)
     post(client, auth, events(rng, 200))
+    assert derived_equal_scanning(derived, seed_calls(rng)) > 10
+
+
+def derived_equal_scanning(settings, calls: list[tuple[str, dict]]) -> int:
+    """Each call answers the same through the derived answer and the endpoint's SQL
+    scanning the events (top products in any order: revenues are floats, and equal ones
+    may sort either way); returns how many calls answered rows."""
     compared = 0
-    with psycopg.connect(derived.database_url) as conn:
-        for endpoint, params in seed_calls(rng):
+    with psycopg.connect(settings.database_url) as conn:
+        for endpoint, params in calls:
             scanning = _call(conn, endpoint, params)
             assert _same(_call(conn, f"{endpoint}__derived", params), scanning,
-                         ordered=endpoint != "top_products"), (endpoint, params)
+                         ordered=not endpoint.endswith("top_products")), (endpoint, params)
             compared += bool(scanning)
-    assert compared > 10
+    return compared
+
+
+def imported_calls(rng: random.Random) -> list[tuple[str, dict]]:
+    """The seed's pipes as imported (tb_*), with the seed's own endpoints' parameters."""
+    return [("tb_" + endpoint, {k: v for k, v in params.items() if k != "interval"}) for endpoint, params in seed_calls(rng)]
+
+
+def test_an_imported_tinybird_project_answers_what_its_sql_answers(derived, client, auth):
+    """The seed's datafiles imported (tb_*: another data source, top_products through its
+    intermediate node) are derived, and answer what their SQL answers scanning the
+    events: absorbed, pending, late, deleted and replaced."""
+    def post_imported(rows):
+        r = client.post(f"/v0/events?name={IMPORTED}", data="".join(json.dumps(e) + "\n" for e in rows), headers=auth)
+        assert r.status_code == 202 and r.get_json()["successful_rows"] == len(rows), r.get_json()
+
+    def compare() -> int:
+        return derived_equal_scanning(derived, imported_calls(rng))
+
+    for name in ("tb_top_products", "tb_events_by_country", "tb_total_revenue"):
+        said = client.get(f"/v0/pipes/{name}", headers=auth).get_json()["derivation"]
+        assert said["answered_from"] == "derived", said
+    rng = random.Random(5)
+    post_imported(events(rng, 500))
+    absorb(derived.database_url)
+    post_imported(events(rng, 300))
+    late = events(rng, 40)
+    for event in late:
+        event["event_time"] = (START - timedelta(hours=rng.randrange(1, 40))).strftime("%Y-%m-%d %H:%M:%S")
+    post_imported(late)
+    assert compare() > 10
+    gone = delete(client, auth, "country = 'France' and event_type = 'purchase'", path=f"/v0/datasources/{IMPORTED}/delete")
+    assert gone["rows_affected"] > 0
+    assert compare() > 10
+    r = client.post("/v0/datasources", query_string={"name": IMPORTED, "mode": "replace", "format": "ndjson",
+                                                      "replace_condition": "country = 'Spain'"},
+                    data="".join(json.dumps(e) + "\n" for e in events(rng, 60)), headers=auth)
+    assert r.status_code == 200, r.get_json()
+    absorb(derived.database_url)
+    assert compare() > 10

@@ -186,6 +186,16 @@ def test_imported_seed_answers_as_python_and_as_the_seed(imported, pipe, python,
     assert _answer(client, auth, pipe, **params) == expected
 
 
+@pytest.mark.parametrize("pipe", ["tb_top_products", "tb_events_by_country", "tb_total_revenue"])
+def test_the_imported_seed_endpoints_are_derived(imported, pipe):
+    """Over the imported data source (its staging model's pending twin is imported too),
+    through top_products' intermediate node (a WITH query) and the typed parameters' casts."""
+    _, client, auth, _ = imported
+    said = client.get(f"/v0/pipes/{pipe}", headers=auth).get_json()["derivation"]
+    assert said["derivable"] is True and said["answered_from"] == "derived", said
+    assert all(r["data_source"] == "tb_ecommerce_events" for r in said["rollups"]), said
+
+
 @pytest.mark.parametrize("pipe, python, given", MATERIALIZED_CASES)
 def test_endpoints_over_a_materialized_pipe_answer_as_python(imported, pipe, python, given):
     _, client, auth, _ = imported

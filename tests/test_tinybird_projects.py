@@ -209,3 +209,24 @@ def test_what_does_not_import_is_refused_one_line_each(imported):
     assert "made: pipes/mat_player_stats.pipe: materialized pipe into mv_player_stats: an endpoint reading " \
            "mv_player_stats aggregates fla_events_api itself (-State/-Merge as plain aggregates)" in lines["fla_"]
     assert any(line.startswith("note: datasources/logs.datasource: TOKEN app APPEND not imported") for line in lines["log_"])
+
+
+#: Each imported endpoint's derivation (docs/realtime.md, "Derived endpoints"): derived,
+#: or the construct that keeps it out of the class, as `GET /v0/pipes/<name>` says.
+DERIVATIONS = {
+    # Its hours bucket by date_trunc (derivable), but its range is on that bucket, cast to dates.
+    "log_log_level_frequency_api": "WHERE date_trunc('HOUR', event_ts) BETWEEN CAST($1 AS DATE)",
+    "fla_api_last_played_games": "count(*) FILTER (...)",
+    "fla_api_player_stats": "the WITH query agg: GROUP BY",
+    "fla_api_personalization": "the WITH query stats: GROUP BY",
+}
+
+
+@pytest.mark.parametrize("pipe, says", DERIVATIONS.items())
+def test_each_imported_endpoint_says_whether_it_is_derived(imported, pipe, says):
+    client, auth, _ = imported
+    said = client.get(f"/v0/pipes/{pipe}", headers=auth).get_json()["derivation"]
+    if says == "derived":
+        assert said["derivable"] is True and said["answered_from"] == "derived", said
+    else:
+        assert said["derivable"] is False and said["reason"].startswith(says), said

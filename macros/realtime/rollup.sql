@@ -1,8 +1,8 @@
 {#-
   The `rollup` materialization: pre-aggregated state that stays exact in real time.
 
-  A rollup model is one aggregate query over `{{ rollup_input() }}` (the events, with
-  the columns of stg_raw__ecommerce_events and `sign`), grouped by the columns listed in
+  A rollup model is one aggregate query over `{{ rollup_input('<staging model>') }}` (the
+  events of a data source, with its staging model's columns and `sign`), grouped by the columns listed in
   its `grain` config; every other column is an additive measure, weighted by `sign`:
   `sum(sign)` counts, `sum(sign * x)` sums. `sign` is 1 for an event and -1 for the
   retraction of a deleted one (a pending row written by a delete, docs/realtime.md), so
@@ -27,17 +27,40 @@
   the rollup's state row, which the service also runs every second for every rollup.
 -#}
 
-{% macro rollup_input() -%}
-  {#- Register the dependencies here so that a rollup model only names its input (and the
-      pending table the materialization locks for a full build). A unit test gives the
-      events as fixture rows (macros/unit_testing.sql). -#}
+{% macro rollup_input(staging) -%}
+  {#- The events of the data source whose staging model is `staging` (with `sign`). The
+      model's refs (its staging model and that model's `_pending` twin) are what the
+      materialization reads (`rollup_sources()`), so a rollup names its input once, here.
+      A unit test gives the events as fixture rows (macros/unit_testing.sql). -#}
   {%- if unit_testing() -%}
-    {{ return("(select *, 1::smallint as sign from " ~ ref('stg_raw__ecommerce_events') ~ ") as __rollup_input") }}
+    {{ return("(select *, 1::smallint as sign from " ~ ref(staging) ~ ") as __rollup_input") }}
   {%- endif -%}
-  {%- do ref('stg_raw__ecommerce_events') -%}
-  {%- do ref('stg_raw__ecommerce_events_pending') -%}
-  {%- do source('raw', 'ecommerce_events_pending') -%}
+  {%- do ref(staging) -%}
+  {%- do ref(staging ~ '_pending') -%}
   __rollup_input
+{%- endmacro %}
+
+{#- What the rollup being built reads: (its staging model, that model's pending twin, the
+    data source's `_pending` table): the model's one ref whose `_pending` twin it also refs
+    (rollup_input() made both). -#}
+{% macro rollup_sources() -%}
+  {%- set names = model.refs | map(attribute='name') | list -%}
+  {%- set inputs = [] -%}
+  {%- for name in names if name ~ '_pending' in names -%}
+    {%- do inputs.append(name) -%}
+  {%- endfor -%}
+  {%- if inputs | length != 1 -%}
+    {{ exceptions.raise_compiler_error(model.name ~ ": a rollup reads one data source, through {{ rollup_input('<its staging model>') }}") }}
+  {%- endif -%}
+  {%- set staging = graph.nodes.values() | selectattr('name', 'equalto', inputs[0]) | first -%}
+  {%- set sources = [] -%}
+  {%- for node in datasources() if node.unique_id in staging.depends_on.nodes -%}
+    {%- do sources.append(node) -%}
+  {%- endfor -%}
+  {%- if sources | length != 1 -%}
+    {{ exceptions.raise_compiler_error(model.name ~ ": " ~ inputs[0] ~ " reads no data source (meta.datasource), or several") }}
+  {%- endif -%}
+  {{ return((ref(inputs[0]), ref(inputs[0] ~ '_pending'), pending_relation(sources[0]))) }}
 {%- endmacro %}
 
 {#- A rollup's live rows: its `_live` view. Given `bounds` ([lo, hi) of its time column,
@@ -91,9 +114,7 @@ select * from (
   {%- set live_rows = adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier ~ '_live_rows') -%}
   {%- set live_in = adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier ~ '_live_in') -%}
   {%- set build = this.incorporate(path={"identifier": this.identifier ~ "__build"}, type='table') -%}
-  {%- set events = ref('stg_raw__ecommerce_events') -%}
-  {%- set pending = ref('stg_raw__ecommerce_events_pending') -%}
-  {%- set pending_table = source('raw', 'ecommerce_events_pending') -%}
+  {%- set events, pending, pending_table = rollup_sources() -%}
   {%- set key = this.render() -%}
   {%- set input_columns = adapter.get_columns_in_relation(events) | map(attribute='name') | join(', ') -%}
 

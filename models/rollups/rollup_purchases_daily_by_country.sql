@@ -6,6 +6,6 @@ select
     product_id,
     category,
     {{ purchase_measures() }}
-from {{ rollup_input() }}
+from {{ rollup_input('stg_raw__ecommerce_events') }}
 where event_type = 'purchase'
 group by country, 2, product_id, category

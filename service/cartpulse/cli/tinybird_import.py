@@ -218,21 +218,16 @@ def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[
             refused.append(f"refused: {path.relative_to(folder)}: {err}")
             unkept.add(path.name.split(".")[0])
             continue
-        tables.append(table)
+        tables += [table, {"name": f"{name}_pending", "description": f"Rows of {name} not yet absorbed by every rollup."}]
         sources[name] = dict(columns)
         staging.pop(name, None)
-        body = ",\n    ".join(f'"{c}"' for c, _ in columns)
-        files[FOLDER / f"stg_{name}.sql"] = (HEADER.format(src=path.name) + "{{ config(materialized='stable_view') }}\n"
-                                             f"select\n    {body}\nfrom {{{{ source('tinybird', '{name}') }}}}\n")
-        files[FOLDER / f"stg_{name}.yml"] = _yml({"version": 2, "models": [{"name": f"stg_{name}", "description":
-                                                 f"The data source {name}, as stored.", "columns": [
-                                                     {"name": c, "data_type": t} for c, t in columns]}]})
-        made.append(f"{path.relative_to(folder)}: data source {name}, staging model stg_{name}")
+        files.update(_staging(name, columns, path.name))
+        made.append(f"{path.relative_to(folder)}: data source {name}, staging models stg_{name} and stg_{name}_pending")
     if tables:
         files[FOLDER / "_tinybird__sources.yml"] = _yml({"version": 2, "sources": [{
             "name": "tinybird", "schema": "{{ env_var('RAW_SCHEMA', 'raw') }}",
             "description": "Data sources imported from Tinybird datafiles.", "tables": tables}]})
-    renamed = {t["name"][len(prefix):]: t["name"] for t in tables}
+    renamed = {t["name"][len(prefix):]: t["name"] for t in tables if t["name"] in sources}
     views = _materialized(pipes, {name: renamed.get(name, name) for name in [*sources, *renamed]}, refused, made,
                           folder, unkept)
     imported = {}
@@ -249,6 +244,25 @@ def plan(folder: Path, prefix: str, existing: dict | None = None) -> tuple[dict[
         made.append(f"{path.relative_to(folder)}: endpoint {name} ({len(params)} parameters)")
     tinybird_tests.plan(folder, imported, renamed, files, made, refused)
     return files, made, refused
+
+
+def _staging(name: str, columns: list[tuple[str, str]], src: str) -> dict[Path, str]:
+    """The data source's staging model and its pending twin (the same columns over the
+    ``_pending`` table, with ``ingest_xid`` and ``sign``): what derived rollups read and
+    absorb (docs/realtime.md)."""
+    files = {}
+    for model, table, extra, what in (
+            (f"stg_{name}", name, [], f"The data source {name}, as stored."),
+            (f"stg_{name}_pending", f"{name}_pending", [("ingest_xid", "xid8"), ("sign", "smallint")],
+             f"The rows of {name} some rollup has not absorbed yet, with the transaction that wrote each and its sign "
+             "(-1: the retraction of a deleted row)."),
+    ):
+        body = ",\n    ".join([f'"{c}"' for c, _ in columns] + [c for c, _ in extra])
+        files[FOLDER / f"{model}.sql"] = (HEADER.format(src=src) + "{{ config(materialized='stable_view') }}\n"
+                                          f"select\n    {body}\nfrom {{{{ source('tinybird', '{table}') }}}}\n")
+        files[FOLDER / f"{model}.yml"] = _yml({"version": 2, "models": [{"name": model, "description": what, "columns": [
+            {"name": c, "data_type": t} for c, t in [*columns, *extra]]}]})
+    return files
 
 
 def _tokens(df, rel: Path, made: list):

@@ -75,12 +75,26 @@ def _write(folder: Path, files: dict[str, str]) -> list[str]:
     return changed
 
 
+def _forget_other_forms(folder: Path) -> None:
+    """Delete the files an older CartPulse generated in another form: dbt parses every
+    model, excluded or not, so one that no longer parses would stop the compile that
+    derives their replacements. Until that build, the endpoints are served as written."""
+    if not folder.is_dir():
+        return
+    ours = [p for p in folder.iterdir() if p.is_file() and derived_models.MARK in p.read_text()[:300]]
+    if any(derived_models.HEADER.lstrip("- ") not in p.read_text()[:300] for p in ours):
+        for path in ours:
+            path.unlink()
+        log.info("derived models of an older form removed from %s", folder)
+
+
 def derive(settings, url: str, dbt=None) -> dict[str, str]:
     """Compile, recognize and write the derived models; return, per derivable endpoint
     that could not be derived after all, why (its types could not be described). ``dbt``
     runs dbt (``cartpulse run`` passes its Ctrl-C-proof runner, cli/stopping.py)."""
     args = ["compile", "--quiet", "--select", "+config.materialized:endpoint"]
     for folder in FOLDERS:
+        _forget_other_forms(settings.project_dir / folder)
         if (settings.project_dir / folder).is_dir():
             args += ["--exclude", f"path:{folder}"]
     (dbt or run_dbt)(settings, url, *args)

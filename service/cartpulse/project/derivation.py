@@ -10,10 +10,13 @@ and the ``Refusal`` says why in one line, naming the construct, so that the buil
 
 The class (``recognize``):
 
-- ``FROM`` one staging model of a data source, no join, no subquery, no ``WITH``;
+- ``FROM`` one staging model of a data source that has a pending twin (the model over
+  its ``_pending`` table that rollups absorb), directly or through ``WITH`` queries that
+  only pick its columns and filter them without parameters; no join, no subquery;
 - ``GROUP BY`` columns, and at most one time bucket of the data source's time column:
   ``date_bin(width, t, origin)`` or ``time_bucket(width, t)`` (what ``time_bin()``
-  compiles to), the width a fixed interval or a declared parameter with an ``enum``;
+  compiles to), the width a fixed interval or a declared parameter with an ``enum``; or
+  ``date_trunc`` to the second, minute, hour or day (in UTC, as the service reads);
 - aggregates ``sum``, ``count(*)``, ``count(x)``, ``avg``, ``min``, ``max`` over columns
   or expressions of them (no ``DISTINCT``, ``FILTER`` or parameter inside);
 - ``WHERE`` conjuncts that are fixed predicates of the row (kept in the rollup's own
@@ -33,26 +36,20 @@ hence the min over the remaining rows is the min over the remaining events.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 import sqlglot
 from sqlglot import exp
 
+from cartpulse.project import types
 from cartpulse.project.derivation_spec import Bucket, Derivation, Measure, ParamFilter, Refused, StagingModel, width_seconds
+from cartpulse.project.derivation_sql import (SQL_OPTIONS, conjuncts, construct_name, optional_test, origin_offset,
+                                              plain_select, refuse_volatile, unqualified, with_queries)
 
-__all__ = ["Bucket", "Derivation", "Measure", "ParamFilter", "Refused", "StagingModel", "recognize", "width_seconds"]
+__all__ = ["AGGREGATES", "SQL_OPTIONS", "Bucket", "Derivation", "Measure", "ParamFilter", "Refused", "StagingModel",
+           "recognize", "unqualified", "width_seconds"]
 
-#: Functions whose value changes between two calls with the same arguments: a rollup
-#: filtered by one would hold what was true when each event was absorbed.
-_VOLATILE = {"now", "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime",
-             "clock_timestamp", "statement_timestamp", "transaction_timestamp", "random", "timeofday",
-             "currenttimestamp", "currentdate", "currenttime", "rand"}
-#: The one staging model the rollup machinery reads (``rollup_input()`` and the ``rollup``
-#: materialization name it, with its pending twin): rollups of another data source would
-#: be built from these events, so endpoints over another are served as written.
-ROLLUP_INPUT = "stg_raw__ecommerce_events"
-#: How SQL is written back (messages, the rollups' filter): functions as PostgreSQL spells them.
-SQL_OPTIONS = {"dialect": "postgres", "normalize_functions": "lower"}
+#: date_trunc's units that are buckets of a fixed width on UTC midnights (the service's
+#: sessions are UTC, and a derived answer's function is pinned to it: macros/endpoint.sql).
+_TRUNCATED = {"second": "1 second", "minute": "1 minute", "hour": "1 hour", "day": "1 day"}
 AGGREGATES = (exp.Sum, exp.Count, exp.Avg, exp.Min, exp.Max)
 
 
@@ -77,16 +74,12 @@ class _Recognizer:
 
     def select(self, tree: exp.Expression) -> Derivation:
         if not isinstance(tree, exp.Select):
-            raise Refused(f"a {_name(tree)} statement (only a SELECT with GROUP BY is derived)")
-        for key, construct in (("with", "a WITH clause"), ("with_", "a WITH clause"), ("joins", "a JOIN"), ("distinct", "SELECT DISTINCT"),
-                               ("qualify", "QUALIFY"), ("windows", "a WINDOW clause"), ("laterals", "LATERAL"),
-                               ("locks", "FOR UPDATE")):
-            if tree.args.get(key):
-                raise Refused(construct)
+            raise Refused(f"a {construct_name(tree)} statement (only a SELECT with GROUP BY is derived)")
+        plain_select(tree)
         if tree.find(exp.Window):
             raise Refused("a window function (OVER)")
-        self.staging = self._from(tree)
-        self.columns = set(self.staging.columns)
+        self.qualifiers: set[str] = set()
+        self.staging, self.columns, self.view_filter = self._from(tree, with_queries(tree), ())
         outputs = {(e.alias_or_name if isinstance(e, exp.Alias) else None): e for e in tree.expressions}
         group = self._group(tree, outputs)
         if not group[0] and group[1] is None and not any(e.find(*AGGREGATES) for e in tree.expressions):
@@ -113,22 +106,55 @@ class _Recognizer:
                           range_optional=(ranges["start"][1], ranges["end"][1]), param_filters=tuple(filters),
                           fixed_filter=fixed, measures=tuple(measures.values()), extrema=tuple(extrema), post=post)
 
-    def _from(self, tree: exp.Select) -> StagingModel:
+    def _from(self, tree: exp.Select, ctes: dict[str, exp.Select], seen: tuple[str, ...]):
+        """The staging model ``tree`` reads, the columns it sees, and the fixed predicates
+        on the way: a WITH query (an intermediate node of a Tinybird pipe, a dbt-style
+        ``with source as (…)``) that only picks columns of the staging model and filters
+        them without parameters is the staging model with that filter."""
         source = tree.args.get("from_") or tree.args.get("from")
         if source is None:
             raise Refused("no FROM")
         table = source.this
         if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
-            raise Refused(f"FROM {_name(table)} (only a data source's staging model is derived)")
+            raise Refused(f"FROM {construct_name(table)} (only a data source's staging model is derived)")
+        self.qualifiers |= {table.name, table.alias} - {""}
+        if not table.db and table.name in ctes and table.name not in seen:
+            return self._view(table.name, ctes, seen + (table.name,))
         model = self.staging_models.get(table.name)
         if model is None:
             raise Refused(f"FROM {table.name}, which is not a data source's staging model")
-        if model.name != ROLLUP_INPUT:
-            raise Refused(f"FROM {table.name}: derived rollups read only {ROLLUP_INPUT} so far"
-                          " (rollup_input(), macros/realtime/rollup.sql)")
-        if table.alias:
-            self.alias = table.alias
-        return model
+        if model.pending is None:
+            raise Refused(f"FROM {table.name}, which has no pending twin {table.name}_pending (the model of the same "
+                          f"columns over the data source's _pending table that rollups absorb: docs/realtime.md)")
+        return model, set(model.columns), ()
+
+    def _view(self, name: str, ctes: dict[str, exp.Select], seen: tuple[str, ...]):
+        body = ctes[name]
+        if not isinstance(body, exp.Select):
+            raise Refused(f"the WITH query {name}: a {construct_name(body)} statement (only a filter of columns is read through)")
+        plain_select(body)
+        for key, construct in (("group", "GROUP BY"), ("having", "HAVING"), ("order", "ORDER BY"), ("limit", "LIMIT"),
+                               ("offset", "OFFSET")):
+            if body.args.get(key):
+                raise Refused(f"the WITH query {name}: {construct} (only a filter of columns is read through)")
+        self.staging, columns, fixed = self._from(body, ctes, seen)
+        self.columns = columns
+        picked: set[str] = set()
+        for item in body.expressions:
+            if isinstance(item, exp.Star) or isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+                picked |= columns
+                continue
+            inner = item.this if isinstance(item, exp.Alias) else item
+            if not isinstance(inner, exp.Column) or item.alias_or_name != inner.name:
+                raise Refused(f"the WITH query {name}: the computed column {item.sql(**SQL_OPTIONS)}"
+                              " (only columns, under their own names, are read through)")
+            picked.add(self._column(inner))
+        where = body.args.get("where")
+        if where is not None:
+            if where.find(exp.Parameter):
+                raise Refused(f"the WITH query {name}: a parameter in its WHERE (parameters filter the endpoint's own WHERE)")
+            fixed += tuple(self._fixed(c) for c in conjuncts(where.this))
+        return self.staging, picked, fixed
 
     # -- GROUP BY and the time bucket --------------------------------------------------
 
@@ -160,7 +186,14 @@ class _Recognizer:
     def _bucket(self, node: exp.Expression) -> Bucket | None:
         if isinstance(node, exp.Cast):
             node = node.this
-        if isinstance(node, exp.DateBin):
+        if isinstance(node, exp.TimestampTrunc | exp.DateTrunc):
+            unit = node.args.get("unit")
+            unit = (unit.name if isinstance(unit, exp.Var | exp.Literal) else "").lower()
+            if unit not in _TRUNCATED:
+                raise Refused(f"{node.sql(**SQL_OPTIONS)} (date_trunc derives by second, minute, hour or day; "
+                              "date_bin takes any width)")
+            width, column, origin = exp.Literal.string(_TRUNCATED[unit]), node.this, None
+        elif isinstance(node, exp.DateBin):
             width, column, origin = node.this, node.expression, node.args.get("unit")
         elif isinstance(node, exp.Anonymous) and node.name.lower() == "time_bucket" and len(node.expressions) == 2:
             (width, column), origin = node.expressions, None
@@ -182,7 +215,7 @@ class _Recognizer:
             name, widths = None, (width.this,)
         else:
             raise Refused(f"a time bucket of width {width.sql(**SQL_OPTIONS)} (a constant or an enum parameter)")
-        offset = _origin_offset(origin)
+        offset = origin_offset(origin)
         for each in widths:
             seconds = width_seconds(each)  # a fixed length
             if 86400 % seconds:
@@ -210,7 +243,7 @@ class _Recognizer:
         if isinstance(node, (exp.Anonymous, exp.AggFunc)) and node.name.lower() not in ("coalesce", "round", "abs"):
             if isinstance(node, exp.AggFunc) or node.name.lower() in ("string_agg", "array_agg", "percentile_cont"):
                 raise Refused(f"the aggregate {node.sql(**SQL_OPTIONS)} (only sum, count, avg, min and max)")
-            self._volatile(node)
+            refuse_volatile(node)
         for child in node.iter_expressions():
             self._output(child, measures, extrema, clause)
 
@@ -240,7 +273,7 @@ class _Recognizer:
             raise Refused(f"{call} (a parameter inside an aggregate)")
         for column in argument.find_all(exp.Column):
             self._column(column)
-        self._volatile(argument)
+        refuse_volatile(argument)
         expression = unqualified(argument).sql(**SQL_OPTIONS)
         if isinstance(node, (exp.Min, exp.Max)):
             if not isinstance(argument, exp.Column):
@@ -254,7 +287,7 @@ class _Recognizer:
     def _count_or_param(self, node, clause: str) -> None:
         if isinstance(node, exp.Literal) and not node.is_string:
             return
-        if isinstance(node, exp.Parameter):
+        if isinstance(self._uncast(node), exp.Parameter):
             self._param(node)
             return
         raise Refused(f"{clause} {node.sql(**SQL_OPTIONS)} (a number or a parameter)")
@@ -264,17 +297,12 @@ class _Recognizer:
     def _where(self, where):
         ranges = {"start": (None, False), "end": (None, False)}
         filters: list[ParamFilter] = []
-        fixed: list[str] = []
-        for conjunct in _conjuncts(where.this) if where is not None else ():
+        fixed: list[str] = list(self.view_filter)
+        for conjunct in conjuncts(where.this) if where is not None else ():
             if not conjunct.find(exp.Parameter):
-                for column in conjunct.find_all(exp.Column):
-                    self._column(column)
-                if conjunct.find(exp.Subquery, exp.Select, exp.Exists):
-                    raise Refused("a subquery in WHERE")
-                self._volatile(conjunct)
-                fixed.append(unqualified(conjunct).sql(**SQL_OPTIONS))
+                fixed.append(self._fixed(conjunct))
                 continue
-            optional, predicate = _optional(conjunct)
+            optional, predicate = optional_test(conjunct)
             kind, column, name = self._param_predicate(predicate, conjunct)
             if optional is not None and self._param(optional)[0] != name:
                 raise Refused(f"WHERE {conjunct.sql(**SQL_OPTIONS)} (the IS NULL test names another parameter)")
@@ -287,6 +315,15 @@ class _Recognizer:
         fixed_sql = " and ".join(f"({f})" for f in fixed) if fixed else None
         return ranges, filters, fixed_sql
 
+    def _fixed(self, conjunct: exp.Expression) -> str:
+        """A predicate without parameters, as the rollups keep it."""
+        for column in conjunct.find_all(exp.Column):
+            self._column(column)
+        if conjunct.find(exp.Subquery, exp.Select, exp.Exists):
+            raise Refused("a subquery in WHERE")
+        refuse_volatile(conjunct)
+        return unqualified(conjunct).sql(**SQL_OPTIONS)
+
     def _param_predicate(self, node, conjunct) -> tuple[str, str, str]:
         """(kind, column, parameter) of ``t >= $p``, ``t < $p``, ``c = $p``, ``c = any($p)``."""
         flipped = {exp.LT: exp.GT, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.GTE: exp.LTE, exp.EQ: exp.EQ}
@@ -294,7 +331,7 @@ class _Recognizer:
             node = flipped[type(node)](this=node.expression, expression=node.this)
         if type(node) in flipped and isinstance(node.this, exp.Column):
             column = self._column(node.this)
-            value = node.expression
+            value = self._uncast(node.expression)
             if isinstance(node, exp.EQ) and isinstance(value, exp.Any):
                 name, param = self._param(value.this)
                 if not getattr(param, "is_array", False):
@@ -317,8 +354,25 @@ class _Recognizer:
 
     # -- names -------------------------------------------------------------------------
 
+    def _uncast(self, node: exp.Expression) -> exp.Expression:
+        """``$p::t`` (and ``cast($p as t)``) as ``$p`` where t is the parameter's own type
+        (what a Tinybird template's typed parameter translates to): the cast changes nothing."""
+        inner = node
+        while isinstance(inner, exp.Paren):
+            inner = inner.this
+        if isinstance(inner, exp.Cast):
+            bare = inner.this
+            while isinstance(bare, exp.Paren):
+                bare = bare.this
+            if isinstance(bare, exp.Parameter):
+                param = self._param(bare)[1]
+                kind = getattr(param, "kind", None)
+                if kind is not None and types.of_sql(inner.to.sql(dialect="postgres")) == kind:
+                    return bare
+        return node
+
     def _column(self, column: exp.Column) -> str:
-        if column.table and column.table not in (self.staging.name, getattr(self, "alias", None)):
+        if column.table and column.table not in self.qualifiers | {self.staging.name}:
             raise Refused(f"the column {column.sql(**SQL_OPTIONS)} of another relation")
         if column.name not in self.columns:
             raise Refused(f"the column {column.name}, which {self.staging.name} does not have")
@@ -333,64 +387,3 @@ class _Recognizer:
         if not 0 <= index < len(self.params):
             raise Refused(f"${index + 1}, which no declared parameter is")
         return self.params[index]
-
-    def _volatile(self, node: exp.Expression) -> None:
-        for call in node.find_all(exp.Func):
-            name = (call.name if isinstance(call, exp.Anonymous) else call.key).lower()
-            if name in _VOLATILE or isinstance(call, exp.CurrentTimestamp | exp.CurrentDate | exp.Rand):
-                written = "now()" if isinstance(call, exp.CurrentTimestamp) else call.sql(**SQL_OPTIONS)
-                raise Refused(f"{written}, whose value changes from one call to the next")
-
-
-def _origin_offset(origin: exp.Expression | None) -> int:
-    """Seconds from a UTC midnight of date_bin's origin (time_bucket's is a midnight)."""
-    if origin is None:
-        return 0
-    literal = origin.this if isinstance(origin, exp.Cast) else origin
-    try:
-        when = datetime.fromisoformat(literal.this) if isinstance(literal, exp.Literal) and literal.is_string else None
-    except ValueError:
-        when = None
-    if when is None or when.utcoffset() not in (None, timedelta(0)):
-        raise Refused(f"a time bucket whose origin {origin.sql(**SQL_OPTIONS)} is not a UTC timestamp literal")
-    return when.hour * 3600 + when.minute * 60 + when.second
-
-
-def _conjuncts(node: exp.Expression):
-    while isinstance(node, exp.Paren):
-        node = node.this
-    if isinstance(node, exp.And):
-        yield from _conjuncts(node.this)
-        yield from _conjuncts(node.expression)
-    else:
-        yield node
-
-
-def _optional(node: exp.Expression) -> tuple[exp.Parameter | None, exp.Expression]:
-    """``$p is null or <predicate>`` → (``$p``, the predicate); else (None, the node)."""
-    while isinstance(node, exp.Paren):
-        node = node.this
-    if isinstance(node, exp.Or):
-        left, right = node.this, node.expression
-        for test, predicate in ((left, right), (right, left)):
-            inner = test.this if isinstance(test, exp.Paren) else test
-            if isinstance(inner, exp.Is) and isinstance(inner.expression, exp.Null):
-                target = inner.this
-                while isinstance(target, exp.Paren | exp.Cast):
-                    target = target.this
-                if isinstance(target, exp.Parameter):
-                    while isinstance(predicate, exp.Paren):
-                        predicate = predicate.this
-                    return target, predicate
-    return None, node
-
-
-def unqualified(node: exp.Expression) -> exp.Expression:
-    node = node.copy()
-    for column in node.find_all(exp.Column):
-        column.set("table", None)
-    return node
-
-
-def _name(node) -> str:
-    return type(node).__name__.upper() if node is not None else "nothing"

@@ -26,6 +26,10 @@ class StagingModel:
     datasource: str
     time_column: str  # the data source's partition key
     columns: tuple[str, ...]
+    #: The model of the same columns over the data source's ``_pending`` twin, plus
+    #: ``ingest_xid`` and ``sign`` (``<name>_pending``): what rollups absorb. None: the
+    #: project has none, and endpoints over this model are served as written.
+    pending: str | None = None
 
 
 @dataclass(frozen=True)

@@ -66,12 +66,15 @@ def staging_models(manifest: dict) -> dict[str, StagingModel]:
         if isinstance(declared, dict) and declared.get("partition_key"):
             datasources[unique_id] = (source["name"], declared["partition_key"],
                                       tuple(source.get("columns", {})))
+    names = {node["name"] for node in manifest.get("nodes", {}).values() if node.get("resource_type") == "model"}
     models = {}
     for node in manifest.get("nodes", {}).values():
         reads = [datasources[d] for d in node.get("depends_on", {}).get("nodes", []) if d in datasources]
         if node.get("resource_type") == "model" and len(reads) == 1:
             name, time_column, columns = reads[0]
-            models[node["name"]] = StagingModel(node["name"], name, time_column, tuple(node.get("columns", {})) or columns)
+            pending = node["name"] + "_pending"
+            models[node["name"]] = StagingModel(node["name"], name, time_column, tuple(node.get("columns", {})) or columns,
+                                                pending if pending in names else None)
     return models
 
 

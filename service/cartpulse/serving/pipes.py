@@ -81,11 +81,13 @@ class ReadCounters:
     #: scans returned, plus the entries its indexes returned (index, bitmap and index-only
     #: scans alike; an index-only scan of an all-visible table fetches no row from the
     #: table, so the table's own fetch counter missed it).
-    READ = ("select array_agg(c.oid order by c.oid), array_agg(pg_stat_get_xact_tuples_returned(c.oid)"
-            " + coalesce((select sum(pg_stat_get_xact_tuples_returned(x.indexrelid)) from pg_index x"
-            " where x.indrelid = c.oid), 0)::int8 order by c.oid)"
-            " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-            " where c.relkind in ('r', 'm') and n.nspname = any(%s)")
+    #: One pass over the tables and their indexes (an index lives in its table's schema),
+    #: each counted under its table: a quarter cheaper than a subquery per table.
+    READ = ("select array_agg(r order by r), array_agg(n order by r) from ("
+            " select coalesce(x.indrelid, c.oid) as r, sum(pg_stat_get_xact_tuples_returned(c.oid))::int8 as n"
+            " from pg_class c join pg_namespace ns on ns.oid = c.relnamespace"
+            " left join pg_index x on x.indexrelid = c.oid"
+            " where c.relkind in ('r', 'm', 'i') and ns.nspname = any(%s) group by 1) s")
 
     def __init__(self):
         self._tables: dict[tuple, Watched] = {}
@@ -188,26 +190,32 @@ def _query(state, target, endpoint, values: dict):
     (result_cache.py), otherwise the endpoint's query, whose answer is then kept."""
     cache = state.results
     if cache is None:
-        return _run(state, target, endpoint, values)
+        return _run(state, target, endpoint, values)[:4]
     key = answer_key(target.name, endpoint, values)
-    with timed("query"), target.db.psycopg() as conn:
-        with conn.pipeline():
-            position = conn.execute(REPLAY_POSITION) if target.replica is not None else None
-            current = conn.execute(VERSION, [state.settings.raw_schema])
-        version = current.fetchone()[0]
-        replay = position.fetchone()[0] if position is not None else None
-    # ``Cache-Control: no-cache`` asks for the query itself (its answer is kept all the same).
-    kept = None if "no-cache" in request.headers.get("Cache-Control", "") else cache.get(key, version)
-    request_state().cache = "hit" if kept else "miss"
-    if kept is not None:
-        return kept.meta, kept.rows, (0, 0), replay
-    meta, rows, counts, replay = _run(state, target, endpoint, values)
+    request_state().cache = "miss"
+    # ``Cache-Control: no-cache`` asks for the query itself (its answer is kept all the
+    # same): the version is then read in the query's own round trip, just before it.
+    if "no-cache" not in request.headers.get("Cache-Control", ""):
+        with timed("query"), target.db.psycopg() as conn:
+            with conn.pipeline():
+                position = conn.execute(REPLAY_POSITION) if target.replica is not None else None
+                current = conn.execute(VERSION, [state.settings.raw_schema])
+            version = current.fetchone()[0]
+            replay = position.fetchone()[0] if position is not None else None
+        kept = cache.get(key, version)
+        if kept is not None:
+            request_state().cache = "hit"
+            return kept.meta, kept.rows, (0, 0), replay
+    meta, rows, counts, replay, version = _run(state, target, endpoint, values, versioned=True)
     cache.put(key, Answer(version, meta, rows))
     return meta, rows, counts, replay
 
 
-def _run(state, target, endpoint, values: dict):
-    """Run the endpoint's query on ``target``, with the read counters around it."""
+def _run(state, target, endpoint, values: dict, versioned: bool = False):
+    """Run the endpoint's query on ``target``, with the read counters around it; with
+    ``versioned``, the data version is read first in the same round trip (autocommit:
+    the query sees at least that version, so the answer may be kept under it). Returns
+    (meta, rows, counts, replay position, version or None)."""
     with timed("statistics"):
         watched = state.read_counters.tables(target.db, (state.settings.raw_schema, endpoint.schema))
     with timed("query"), target.db.psycopg() as conn:
@@ -215,6 +223,7 @@ def _run(state, target, endpoint, values: dict):
         cur.adapters.register_loader("timestamptz", UtcDateTimeText)
         with conn.pipeline():
             position = conn.execute(REPLAY_POSITION) if target.replica is not None else None
+            current = conn.execute(VERSION, [state.settings.raw_schema]) if versioned else None
             before = conn.execute(ReadCounters.READ, [watched.schemas])
             cur.execute(endpoint_query(endpoint, values), values)
             after = conn.execute(ReadCounters.READ, [watched.schemas])
@@ -222,9 +231,10 @@ def _run(state, target, endpoint, values: dict):
         rows = cur.fetchall()
         readings = before.fetchone(), after.fetchone()
         replay = position.fetchone()[0] if position is not None else None
+        version = current.fetchone()[0] if current is not None else None
     with timed("statistics"):
         counts = state.read_counters.counts(target.db, watched, *readings)
-    return meta, rows, counts, replay
+    return meta, rows, counts, replay, version
 
 
 @bp.route("/v0/pipes/<string:filename>", methods=["GET", "POST"])
