@@ -243,9 +243,11 @@ class MemoryWatch(threading.Thread):
 # --------------------------------------------------------------------------- the run
 
 
-def sql_median(url: str, query: str, params=None, runs: int = 5) -> float:
+def sql_median(url: str, query: str, params=None, runs: int = 5, options: str = "") -> float:
+    """Median seconds of ``runs`` executions after a warm-up, in a session opened with
+    ``options`` (libpq's: ``-c name=value``…)."""
     times = []
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, options=options) as conn:
         conn.execute(query, params).fetchall()  # warm-up
         for _ in range(runs):
             t = time.perf_counter()

@@ -34,7 +34,7 @@ import bench  # noqa: E402
 import psycopg  # noqa: E402
 import reads  # noqa: E402
 import writes  # noqa: E402
-from bench import HERE, WEEK, Client, ingest, make_data, serve, service_env  # noqa: E402
+from bench import HERE, WEEK, Client, ingest, make_data, serve, service_env, sql_median  # noqa: E402
 
 from cartpulse.cli import tinybird_import  # noqa: E402
 from cartpulse.ops.dbt_runner import run_dbt  # noqa: E402
@@ -63,14 +63,10 @@ def in_db_ms(url: str, function: str, params: dict) -> float:
     SQL as written (scanning the events), ``<pipe>__derived`` the answer from its rollups."""
     args = ", ".join(f"{k} => %({k})s::timestamptz" for k in params)
     given = {k: datetime.fromisoformat(v).replace(tzinfo=timezone.utc) for k, v in params.items()}
-    times = []
-    # The session the service's pool opens (storage/db.py): UTC, no parallel workers.
-    with psycopg.connect(url, options="-c TimeZone=UTC -c max_parallel_workers_per_gather=0") as conn:
-        for run in range(6):  # the first plans the function's queries: not counted
-            t = time.perf_counter()
-            conn.execute(f"select * from analytics.{function}({args})", given).fetchall()
-            times.append(time.perf_counter() - t) if run else None
-    return statistics.median(times) * 1000
+    # The session the service's pool opens (storage/db.py): UTC, no parallel workers; the
+    # warm-up plans the function's queries.
+    return sql_median(url, f"select * from analytics.{function}({args})", given,
+                      options="-c TimeZone=UTC -c max_parallel_workers_per_gather=0") * 1000
 
 
 def table(title: str, query: dict, in_db: dict) -> list[str]:

@@ -64,7 +64,7 @@ def _write(folder: Path, files: dict[str, str]) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     changed = []
     for path in folder.iterdir():
-        if path.name not in files and path.is_file() and derived_models.MARK in path.read_text()[:200]:
+        if path.name not in files and derived_models.MARK in _head(path):
             path.unlink()
             changed.append(path.name)
     for name, text in files.items():
@@ -81,11 +81,16 @@ def _forget_other_forms(folder: Path) -> None:
     derives their replacements. Until that build, the endpoints are served as written."""
     if not folder.is_dir():
         return
-    ours = [p for p in folder.iterdir() if p.is_file() and derived_models.MARK in p.read_text()[:300]]
-    if any(derived_models.HEADER.lstrip("- ") not in p.read_text()[:300] for p in ours):
+    ours = {path: head for path in folder.iterdir() if derived_models.MARK in (head := _head(path))}
+    if any(derived_models.HEADER.lstrip("- ") not in head for head in ours.values()):
         for path in ours:
             path.unlink()
         log.info("derived models of an older form removed from %s", folder)
+
+
+def _head(path: Path) -> str:
+    """The start of a file, where a generated one carries its mark and header ('' for a folder)."""
+    return path.read_text()[:300] if path.is_file() else ""
 
 
 def derive(settings, url: str, dbt=None) -> dict[str, str]:

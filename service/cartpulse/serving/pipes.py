@@ -193,6 +193,7 @@ def _query(state, target, endpoint, values: dict):
         return _run(state, target, endpoint, values)[:4]
     key = answer_key(target.name, endpoint, values)
     request_state().cache = "miss"
+    version = None
     # ``Cache-Control: no-cache`` asks for the query itself (its answer is kept all the
     # same): the version is then read in the query's own round trip, just before it.
     if "no-cache" not in request.headers.get("Cache-Control", ""):
@@ -206,16 +207,17 @@ def _query(state, target, endpoint, values: dict):
         if kept is not None:
             request_state().cache = "hit"
             return kept.meta, kept.rows, (0, 0), replay
-    meta, rows, counts, replay, version = _run(state, target, endpoint, values, versioned=True)
-    cache.put(key, Answer(version, meta, rows))
+    meta, rows, counts, replay, read_then = _run(state, target, endpoint, values, versioned=version is None)
+    cache.put(key, Answer(version if version is not None else read_then, meta, rows))
     return meta, rows, counts, replay
 
 
 def _run(state, target, endpoint, values: dict, versioned: bool = False):
     """Run the endpoint's query on ``target``, with the read counters around it; with
-    ``versioned``, the data version is read first in the same round trip (autocommit:
-    the query sees at least that version, so the answer may be kept under it). Returns
-    (meta, rows, counts, replay position, version or None)."""
+    ``versioned``, the data version is read first in the same round trip (each statement
+    takes its own snapshot, read committed: the query sees at least that version, so its
+    answer may be kept under it). Returns (meta, rows, counts, replay position, version
+    or None)."""
     with timed("statistics"):
         watched = state.read_counters.tables(target.db, (state.settings.raw_schema, endpoint.schema))
     with timed("query"), target.db.psycopg() as conn:
