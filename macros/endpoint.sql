@@ -85,7 +85,10 @@
   {%- set ddl -%}
     drop view if exists {{ target }};
     drop function if exists {{ target }};
-    {%- set generic = config.get('meta', {}).get('derived_of') is not none and cartpulse_engine() != 'citus' -%}
+    {%- set meta = config.get('meta', {}) -%}
+    {%- set derived = meta.get('derived_of') is not none or meta.get('merged_of') is not none -%}
+    {%- set generic = derived and cartpulse_engine() != 'citus' -%}
+    {%- set fast_paths = meta.get('fast_paths', []) if generic else [] -%}
     {% if cartpulse_engine() == 'citus' or generic -%}
     {#- Citus plans no parameterized SQL function over a distributed table; PL/pgSQL's
         RETURN QUERY it does (docs/citus.md). The SQL function keeps the named
@@ -101,7 +104,7 @@
     returns table ({{ columns | join(', ') }})
     language plpgsql stable parallel safe
     set plan_cache_mode = {{ 'force_generic_plan' if generic else 'force_custom_plan' }}
-    {%- if config.get('meta', {}).get('derived_of') is not none %}
+    {%- if derived %}
     {#- A derived answer sums rollup buckets on UTC midnights, so the endpoint's own
         date_trunc must cut in UTC too: what the service's sessions use (docs/realtime.md). #}
     set timezone = 'UTC'
@@ -109,6 +112,14 @@
     as $endpoint$
     #variable_conflict use_column
     begin
+    {%- for fast in fast_paths %}
+    {#- The requests a fast path answers row for row (project/merged_answers.py): a
+        statement of its own, so each keeps its generic plan. #}
+    if {{ fast.when }} then
+    return query select * from {{ adapter.quote(this.schema) }}.{{ adapter.quote(fast.model ~ '__generic') }}({% for name in endpoint_params() %}${{ loop.index }}{{ ", " if not loop.last }}{% endfor %});
+    return;
+    end if;
+    {%- endfor %}
     return query
 {{ contract_columns(sql) }}
     ;

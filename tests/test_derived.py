@@ -110,6 +110,22 @@ order by 1
 """, endpoint_yml("hourly_views", "Views per UTC hour (date_trunc).", {"start_date": {"type": "DateTime"},
                                                                       "end_date": {"type": "DateTime"}},
                  [("hour", "timestamptz"), ("views", "bigint")])),
+    # Answered row for row from its all-time rollup when no range is given (the fast path,
+    # project/merged_answers.py), with a HAVING.
+    "units_by_category": ("""
+select category, count(*)::bigint as events, sum(quantity)::bigint as units, avg(quantity) as avg_quantity
+from {{ ref('stg_raw__ecommerce_events') }}
+where ({{ param('start_date') }} is null or event_time >= {{ param('start_date') }})
+  and ({{ param('end_date') }} is null or event_time < {{ param('end_date') }})
+  and ({{ param('event_type') }} is null or event_type = {{ param('event_type') }})
+group by category
+having count(*) > {{ param('min_events') }}
+order by units desc nulls first, category collate "C" nulls first
+""", endpoint_yml(
+        "units_by_category", "One row per category.",
+        {"start_date": {"type": "DateTime"}, "end_date": {"type": "DateTime"}, "event_type": {"type": "String"},
+         "min_events": {"type": "Int", "default": 0}},
+        [("category", "text"), ("events", "bigint"), ("units", "bigint"), ("avg_quantity", "numeric")])),
     "totals": ("""
 select count(*)::bigint as events, sum(price) as price_sum, min(event_time) as first_event
 from {{ ref('stg_raw__ecommerce_events') }}
@@ -193,6 +209,9 @@ def calls(rng: random.Random) -> list[tuple[str, dict]]:
                                 "min_units": rng.choice([None, 0, 3]), "limit": rng.choice([None, 2, 10])}),
             ("totals", {"event_type": rng.choice([None, "purchase", "view"])}),
             ("hourly_views", {"start_date": start, "end_date": end}),
+            ("units_by_category", {"start_date": rng.choice([None, start]), "end_date": rng.choice([None, end]),
+                                   "event_type": rng.choice([None, None, "purchase"]),
+                                   "min_events": rng.choice([None, 2])}),
         ]
     return out
 
@@ -237,6 +256,14 @@ def test_the_readmes_endpoint_and_the_others_are_served_from_their_rollups(deriv
     # The README's endpoint and revenue_by_bucket share no grain; top_categories' filter is its own.
     generated = sorted(p.name for p in (Path(derived.project_dir) / "models" / "rollups" / "derived").glob("derived_*.sql"))
     assert "derived_ecommerce_events__country_event_type__all.sql" in generated
+    # The endpoints answered row for row from one rollup when no range is given (one fast
+    # path per bucket width); min/max (top_categories, revenue_by_bucket), no GROUP BY
+    # (totals) and a required range have none.
+    answers = Path(derived.project_dir) / "models" / "marts" / "derived"
+    fast = {p.stem.split("__derived_merged")[0] for p in answers.glob("*__derived_merged*.sql")}
+    assert {"events_by_type", "units_by_category", "hourly_views", "top_products", "total_revenue",
+            "events_by_country"} <= fast
+    assert not fast & {"top_categories", "revenue_by_bucket", "totals"}
 
 
 def test_derived_answers_equal_the_plain_sql_in_every_state(derived, client, auth):

@@ -6,11 +6,7 @@ calls skips a rollup that a ``dbt run`` holds (``storage/absorb.py``,
 ``macros/realtime/absorb.sql``).
 
 At most every ``VACUUM_SECONDS`` it also vacuums the pending tables and the rollups that
-hold many dead rows (``DEAD_ROWS``, or a tenth of their live rows): every read scans a
-pending table, dead rows included, and a rollup's upserts leave the old versions behind.
-Whoever absorbed them (this thread, a ``dbt run``, or the request of a bulk load, which
-left a million dead pending rows and slowed every read after it, as the benchmark found),
-they are cleared here, not whenever autovacuum comes by.
+hold many dead rows (``storage/absorb.vacuum_dead``), whoever absorbed them.
 """
 
 from __future__ import annotations
@@ -20,24 +16,14 @@ import threading
 import time
 
 import psycopg
-from psycopg import sql
 
 from cartpulse.errors import first_line
-from cartpulse.storage.absorb import absorb
+from cartpulse.storage.absorb import absorb, vacuum_dead
 
 log = logging.getLogger("cartpulse.absorber")
 
 #: Least seconds between two looks for tables to vacuum.
 VACUUM_SECONDS = 5.0
-#: Dead rows past which a pending table or rollup is vacuumed (or a tenth of its live rows).
-DEAD_ROWS = 1000
-#: The pending tables and rollups holding many dead rows.
-_DEAD = """
-    select s.relid::regclass::text from pg_stat_user_tables s
-    where s.relid in (select to_regclass(pending) from cartpulse.rollup_state
-                      union select to_regclass(rollup) from cartpulse.rollup_state)
-      and s.n_dead_tup > greatest(%s, s.n_live_tup / 10)
-"""
 
 
 class Absorber(threading.Thread):
@@ -62,8 +48,7 @@ class Absorber(threading.Thread):
                 self.conn = psycopg.connect(self.url, autocommit=True, application_name="cartpulse-absorber")
             freed = absorb(self.conn)
             if freed is not None and time.monotonic() - self.vacuumed_at >= VACUUM_SECONDS:
-                for (table,) in self.conn.execute(_DEAD, [DEAD_ROWS]).fetchall():
-                    self.conn.execute(sql.SQL("vacuum (analyze) {}").format(sql.SQL(table)))  # a regclass's own text
+                vacuum_dead(self.conn)
                 self.vacuumed_at = time.monotonic()
         except psycopg.Error as err:
             if not self.failing:  # once per outage, not every second

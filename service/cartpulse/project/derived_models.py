@@ -107,7 +107,7 @@ def rollup_yml(plan: RollupPlan, time_column: str, column_types: dict[str, str],
 
 # -- answers ---------------------------------------------------------------------------
 
-class _Pieces:
+class Pieces:
     """The Jinja text of ``pieces`` for one derived endpoint."""
 
     def __init__(self, derivation: Derivation, rollups: dict[str, RollupPlan], positions: dict[str, int]):
@@ -235,23 +235,25 @@ class _Pieces:
         return "".join(out)
 
 
-def _merge(node: exp.Expression, types: dict[str, str]) -> exp.Expression:
-    """An aggregate of the endpoint's SQL as the merge of its rollup measures."""
+def merge(node: exp.Expression, types: dict[str, str], total=lambda column: f"sum({column})") -> exp.Expression:
+    """An aggregate of the endpoint's SQL as the merge of its rollup measures, each
+    measure's ``total`` over the rows of a group (their sum; the column itself where one
+    row is the group: project/merged_answers.py)."""
     from cartpulse.project.derivation_spec import Measure
 
     if isinstance(node, (exp.Min, exp.Max)):
         return node
     if isinstance(node, exp.Count) and (node.this is None or isinstance(node.this, exp.Star)):
-        return sqlglot.parse_one("coalesce(sum(events), 0)::bigint", read="postgres")
+        return sqlglot.parse_one(f"coalesce({total('events')}, 0)::bigint", read="postgres")
     expression = unqualified(node.this).sql(**SQL_OPTIONS)
-    count = Measure("count", expression).column
+    count = total(Measure("count", expression).column)
     if isinstance(node, exp.Count):
-        return sqlglot.parse_one(f"coalesce(sum({count}), 0)::bigint", read="postgres")
-    total = Measure("sum", expression).column
+        return sqlglot.parse_one(f"coalesce({count}, 0)::bigint", read="postgres")
+    summed = total(Measure("sum", expression).column)
     kind = types[node.sql(**SQL_OPTIONS)]
     if isinstance(node, exp.Avg):
-        return sqlglot.parse_one(f"(sum({total}) / nullif(sum({count}), 0))::{kind}", read="postgres")
-    return sqlglot.parse_one(f"(case when sum({count}) > 0 then sum({total}) end)::{kind}", read="postgres")
+        return sqlglot.parse_one(f"({summed} / nullif({count}, 0))::{kind}", read="postgres")
+    return sqlglot.parse_one(f"(case when {count} > 0 then {summed} end)::{kind}", read="postgres")
 
 
 def aggregates(sql: str) -> list[str]:
@@ -268,13 +270,13 @@ def answer_model(sql: str, derivation: Derivation, rollups: dict[str, RollupPlan
     tree.set("where", None)
     tree.set("with_" if "with_" in tree.args else "with", None)  # read through into the pieces (derivation.py)
     tree.set("from_" if "from_" in tree.args else "from", exp.From(this=exp.to_table("pieces")))
-    tree = tree.transform(lambda n: _merge(n, types) if isinstance(n, AGGREGATES) else n)
+    tree = tree.transform(lambda n: merge(n, types) if isinstance(n, AGGREGATES) else n)
     if tree.args.get("group") and not derivation.extrema:
         # The pieces are not merged by grain (rollup_piece): a group whose events were all
         # deleted, their retractions still pending, sums to no event and is no group.
         having = tree.args.get("having")
         kept = sqlglot.parse_one("sum(events) <> 0", read="postgres")
         tree.set("having", exp.Having(this=exp.and_(having.this, kept) if having else kept))
-    pieces = _Pieces(derivation, rollups, positions).text()
+    pieces = Pieces(derivation, rollups, positions).text()
     return (f"{HEADER}\n"
             f"with pieces as ({pieces}\n)\n\n{tree.sql(**SQL_OPTIONS, pretty=True)}\n")

@@ -129,7 +129,7 @@ def endpoints_from_manifest(manifest: dict, target_dir: Path | None = None) -> d
             continue
         meta = {**node.get("meta", {}), **node.get("config", {}).get("meta", {})}
         declared = meta.get("endpoint")
-        if declared is None or declared is False or meta.get("derived_of"):
+        if declared is None or declared is False or meta.get("derived_of") or meta.get("merged_of"):
             continue
         params = tuple(Param.declared(name, spec or {})
                        for name, spec in (declared.get("params") or {}).items()) if isinstance(declared, dict) else ()

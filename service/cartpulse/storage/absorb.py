@@ -14,10 +14,22 @@ from __future__ import annotations
 import logging
 
 import psycopg
+from psycopg import sql
 
 from cartpulse.errors import first_line
 
 log = logging.getLogger(__name__)
+
+#: Dead rows past which a pending table or rollup is vacuumed (or a tenth of its live rows).
+DEAD_ROWS = 1000
+#: The pending tables and rollups holding many dead rows.
+_DEAD = """
+    select s.relid::regclass::text from pg_stat_user_tables s
+    where s.relid in (select to_regclass(pending) from cartpulse.rollup_state
+                      union select to_regclass(rollup) from cartpulse.rollup_state)
+      and s.n_dead_tup > greatest(%s, s.n_live_tup / 10)
+"""
+_PENDING = "select distinct to_regclass(pending)::text from cartpulse.rollup_state where to_regclass(pending) is not null"
 
 
 def absorb(conn: psycopg.Connection) -> int | None:
@@ -30,6 +42,21 @@ def absorb(conn: psycopg.Connection) -> int | None:
     return conn.execute("select cartpulse.absorb()").fetchone()[0]
 
 
+def vacuum_dead(conn: psycopg.Connection, pending: bool = False) -> None:
+    """VACUUM the pending tables and rollups that hold many dead rows (``conn`` in
+    autocommit); with ``pending``, every pending table. Every read scans a pending table,
+    dead rows included, and a rollup's upserts leave the old versions behind: whoever
+    absorbed them (the absorber, a ``dbt run``, a large batch's request), they are
+    cleared then, not whenever autovacuum comes by. The statistics lag their backends
+    by up to a second, so a caller that has just absorbed a large batch says so
+    (``pending``) instead of waiting for them to show its dead rows."""
+    tables = [t for (t,) in conn.execute(_DEAD, [DEAD_ROWS]).fetchall()]
+    if pending:
+        tables += [t for (t,) in conn.execute(_PENDING).fetchall() if t not in tables]
+    for table in tables:
+        conn.execute(sql.SQL("vacuum (analyze) {}").format(sql.SQL(table)))  # a regclass's own text
+
+
 def absorb_after_batch(db, rows: int, threshold: int) -> None:
     """After a committed batch of ``rows`` rows: absorb now when it is large, so that the
     reads that follow do not each aggregate it. The batch is durable and counted either
@@ -37,8 +64,16 @@ def absorb_after_batch(db, rows: int, threshold: int) -> None:
     if threshold <= 0 or rows < threshold:
         return
     try:
-        with db.psycopg() as conn:  # committed on exit: one transaction
+        with db.psycopg() as conn:
             conn.execute("set local statement_timeout = 0")  # a large batch may take a while
             absorb(conn)
+            conn.commit()  # one transaction; then its dead pending rows go before this answers
+            conn.autocommit = True
+            try:
+                conn.execute("set statement_timeout = 0")
+                vacuum_dead(conn, pending=True)
+            finally:
+                conn.execute("reset statement_timeout")
+                conn.autocommit = False
     except psycopg.Error as err:
         log.warning("absorbing a batch of %d rows failed (the scheduler will): %s", rows, first_line(err))
