@@ -104,6 +104,15 @@
     returns table ({{ columns | join(', ') }})
     language plpgsql stable parallel safe
     set plan_cache_mode = {{ 'force_generic_plan' if generic else 'force_custom_plan' }}
+    {%- if generic %}
+    {#- A generic plan estimates each piece's rows from default selectivities (a range of
+        parameters: a few hundred rows where a 7-day range reads 27,000 at 10M events),
+        and on those sorts the pieces to group them. Hashing is the faster way at every
+        size a rollup has; without sorts to choose, the plan keeps only those it cannot do
+        without (ORDER BY). Measured at 10M events: top_products for 7 days 25.2 → 18.6
+        ms, the other answers unchanged (docs/realtime.md). #}
+    set enable_sort = off
+    {%- endif %}
     {%- if derived %}
     {#- A derived answer sums rollup buckets on UTC midnights, so the endpoint's own
         date_trunc must cut in UTC too: what the service's sessions use (docs/realtime.md). #}

@@ -33,6 +33,7 @@ from cartpulse.serving.pipe_metadata import pipe_metadata
 from cartpulse.serving.render import PIPE_FORMATS, render, type_name
 from cartpulse.serving.request_values import request_values
 from cartpulse.serving.result_cache import VERSION, Answer, answer_key
+from cartpulse.storage.db import PREPARED
 from cartpulse.storage.wal import LSN_HEADER, REPLAY_POSITION, parse_lsn
 
 bp = Blueprint("pipes", __name__)
@@ -199,8 +200,8 @@ def _query(state, target, endpoint, values: dict):
     if "no-cache" not in request.headers.get("Cache-Control", ""):
         with timed("query"), target.db.psycopg() as conn:
             with conn.pipeline():
-                position = conn.execute(REPLAY_POSITION) if target.replica is not None else None
-                current = conn.execute(VERSION, [state.settings.raw_schema])
+                position = conn.execute(REPLAY_POSITION, prepare=PREPARED) if target.replica is not None else None
+                current = conn.execute(VERSION, [state.settings.raw_schema], prepare=PREPARED)
             version = current.fetchone()[0]
             replay = position.fetchone()[0] if position is not None else None
         kept = cache.get(key, version)
@@ -224,11 +225,11 @@ def _run(state, target, endpoint, values: dict, versioned: bool = False):
         cur = conn.cursor()
         cur.adapters.register_loader("timestamptz", UtcDateTimeText)
         with conn.pipeline():
-            position = conn.execute(REPLAY_POSITION) if target.replica is not None else None
-            current = conn.execute(VERSION, [state.settings.raw_schema]) if versioned else None
-            before = conn.execute(ReadCounters.READ, [watched.schemas])
+            position = conn.execute(REPLAY_POSITION, prepare=PREPARED) if target.replica is not None else None
+            current = conn.execute(VERSION, [state.settings.raw_schema], prepare=PREPARED) if versioned else None
+            before = conn.execute(ReadCounters.READ, [watched.schemas], prepare=PREPARED)
             cur.execute(endpoint_query(endpoint, values), values)
-            after = conn.execute(ReadCounters.READ, [watched.schemas])
+            after = conn.execute(ReadCounters.READ, [watched.schemas], prepare=PREPARED)
         meta = [{"name": d.name, "type": type_name(d.type_code)} for d in cur.description]
         rows = cur.fetchall()
         readings = before.fetchone(), after.fetchone()
