@@ -29,6 +29,10 @@ _DEAD = """
                       union select to_regclass(rollup) from cartpulse.rollup_state)
       and s.n_dead_tup > greatest(%s, s.n_live_tup / 10)
 """
+#: This backend's counts (the rollups' dead rows it just made) in the statistics before
+#: they are read; a superuser's function unless granted, which is then left to the absorber.
+_FLUSH = ("select pg_stat_force_next_flush()"
+          " where has_function_privilege('pg_stat_force_next_flush()', 'execute')")
 _PENDING = "select distinct to_regclass(pending)::text from cartpulse.rollup_state where to_regclass(pending) is not null"
 
 
@@ -47,9 +51,9 @@ def vacuum_dead(conn: psycopg.Connection, pending: bool = False) -> None:
     autocommit); with ``pending``, every pending table. Every read scans a pending table,
     dead rows included, and a rollup's upserts leave the old versions behind: whoever
     absorbed them (the absorber, a ``dbt run``, a large batch's request), they are
-    cleared then, not whenever autovacuum comes by. The statistics lag their backends
-    by up to a second, so a caller that has just absorbed a large batch says so
-    (``pending``) instead of waiting for them to show its dead rows."""
+    cleared then, not whenever autovacuum comes by. A pending table emptied by one
+    absorption may hold fewer dead rows than the threshold yet be read by every request,
+    so a caller that has just absorbed a large batch asks for all of them (``pending``)."""
     tables = [t for (t,) in conn.execute(_DEAD, [DEAD_ROWS]).fetchall()]
     if pending:
         tables += [t for (t,) in conn.execute(_PENDING).fetchall() if t not in tables]
@@ -71,6 +75,7 @@ def absorb_after_batch(db, rows: int, threshold: int) -> None:
             conn.autocommit = True
             try:
                 conn.execute("set statement_timeout = 0")
+                conn.execute(_FLUSH)
                 vacuum_dead(conn, pending=True)
             finally:
                 conn.execute("reset statement_timeout")
