@@ -58,7 +58,9 @@ def vacuum_dead(conn: psycopg.Connection, pending: bool = False) -> None:
     if pending:
         tables += [t for (t,) in conn.execute(_PENDING).fetchall() if t not in tables]
     for table in tables:
-        conn.execute(sql.SQL("vacuum (analyze) {}").format(sql.SQL(table)))  # a regclass's own text
+        # SKIP_LOCKED: never wait behind another VACUUM of the table (a concurrent batch's,
+        # or autovacuum's, which yields only after deadlock_timeout); it clears the same rows.
+        conn.execute(sql.SQL("vacuum (analyze, skip_locked) {}").format(sql.SQL(table)))  # a regclass's own text
 
 
 def absorb_after_batch(db, rows: int, threshold: int) -> None:
