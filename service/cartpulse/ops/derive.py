@@ -129,16 +129,16 @@ def derive(settings, url: str, dbt=None) -> dict[str, str]:
     for name, derivation in derivations.items():
         node, sql = nodes[name], compiled_sql(nodes[name], target)
         answer, param_names = f"{name}__derived", [p.name for p in endpoints[name].params]
-        params = {"params": node["config"]["meta"]["endpoint"].get("params") or {}}
+        declared = {"params": node["config"]["meta"]["endpoint"].get("params") or {}}
         columns = [{"name": c["name"], "data_type": c["data_type"]} for c in node["columns"].values()]
         files[ANSWERS][f"{answer}.sql"] = derived_models.answer_model(sql, derivation, rollups, param_names, types[name][1])
-        meta = {"endpoint": params, "derived_of": name, "sql_sha": derived_models.sql_sha(sql)}
+        meta = {"endpoint": declared, "derived_of": name, "sql_sha": derived_models.sql_sha(sql)}
         fast = merged_answers.fast_answers(sql, derivation, rollups, param_names, types[name][1])
         for i, (when, text) in enumerate(fast):
             merged = f"{name}{merged_answers.SUFFIX}{i or ''}"
             files[ANSWERS][f"{merged}.sql"] = text
             yml[ANSWERS].append({"name": merged, "description": f"A fast path of {answer}.",
-                                 "config": {"meta": {"endpoint": params, "merged_of": name}}, "columns": columns})
+                                 "config": {"meta": {"endpoint": declared, "merged_of": name}}, "columns": columns})
             meta.setdefault("fast_paths", []).append({"when": when, "model": merged})
         yml[ANSWERS].append({"name": answer, "description": f"The answer of {name} from its derived rollups.",
                              "config": {"meta": meta}, "columns": columns})

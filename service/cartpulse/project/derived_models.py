@@ -71,12 +71,18 @@ def rollup_grain(plan: RollupPlan, time_column: str) -> list[str]:
     return grain or [TOTAL]
 
 
+def binned(width: int, time_column: str) -> str:
+    """The time column at a rollup's width, as its model selects it; whatever sums pending
+    rows into that rollup's grain must bin them with this same text."""
+    return f"{{{{ time_bin(\"{interval(width)}\", '{time_column}') }}}} as {time_column}"
+
+
 def rollup_model(plan: RollupPlan, time_column: str) -> str:
     """The rollup's model file."""
     grain = rollup_grain(plan, time_column)
     selected = []
     if plan.width is not None:
-        selected.append(f"{{{{ time_bin(\"{interval(plan.width)}\", '{time_column}') }}}} as {time_column}")
+        selected.append(binned(plan.width, time_column))
     selected += list(plan.dimensions) or ([f"true as {TOTAL}"] if grain == [TOTAL] else [])
     for measure in plan.measures:
         if measure.kind == "events":
@@ -262,15 +268,21 @@ def aggregates(sql: str) -> list[str]:
     return list(dict.fromkeys(unqualified(n).sql(**SQL_OPTIONS) for n in tree.find_all(exp.Sum, exp.Avg)))
 
 
+def over_pieces(sql: str, types: dict[str, str], total=lambda column: f"sum({column})") -> exp.Expression:
+    """The endpoint's SQL reading ``pieces``: its WHERE and WITH gone (moved into the
+    pieces, or read through: derivation.py), each aggregate the merge of its measures."""
+    tree = unqualified(sqlglot.parse_one(sql, read="postgres"))
+    tree.set("where", None)
+    tree.set("with_" if "with_" in tree.args else "with", None)
+    tree.set("from_" if "from_" in tree.args else "from", exp.From(this=exp.to_table("pieces")))
+    return tree.transform(lambda n: merge(n, types, total) if isinstance(n, AGGREGATES) else n)
+
+
 def answer_model(sql: str, derivation: Derivation, rollups: dict[str, RollupPlan], param_names: list[str],
                  types: dict[str, str]) -> str:
     """The answer model's file: ``with pieces as (…)`` and the endpoint's rewritten SQL."""
     positions = {name: i + 1 for i, name in enumerate(param_names)}
-    tree = unqualified(sqlglot.parse_one(sql, read="postgres"))
-    tree.set("where", None)
-    tree.set("with_" if "with_" in tree.args else "with", None)  # read through into the pieces (derivation.py)
-    tree.set("from_" if "from_" in tree.args else "from", exp.From(this=exp.to_table("pieces")))
-    tree = tree.transform(lambda n: merge(n, types) if isinstance(n, AGGREGATES) else n)
+    tree = over_pieces(sql, types)
     if tree.args.get("group") and not derivation.extrema:
         # The pieces are not merged by grain (rollup_piece): a group whose events were all
         # deleted, their retractions still pending, sums to no event and is no group.

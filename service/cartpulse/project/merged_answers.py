@@ -28,11 +28,8 @@ reads the rollup's live view so that it still builds.
 
 from __future__ import annotations
 
-import sqlglot
-from sqlglot import exp
-
 from cartpulse.project import rollup_plans
-from cartpulse.project.derivation import AGGREGATES, SQL_OPTIONS, Derivation, unqualified
+from cartpulse.project.derivation import SQL_OPTIONS, Derivation
 from cartpulse.project.rollup_plans import RollupPlan
 
 SUFFIX = "__derived_merged"
@@ -66,10 +63,6 @@ def fast_paths(derivation: Derivation, rollups: dict[str, RollupPlan], pieces) -
     return found
 
 
-def _grain(rollup: RollupPlan, time_column: str) -> list[str]:
-    return ([time_column] if rollup.width is not None else []) + list(rollup.dimensions)
-
-
 def fast_answers(sql: str, derivation: Derivation, rollups: dict[str, RollupPlan], param_names: list[str],
                  types: dict[str, str]) -> list[tuple[str, str]]:
     """Each fast path: (its guard, in the answer's positional parameters; its model file)."""
@@ -83,14 +76,13 @@ def fast_answers(sql: str, derivation: Derivation, rollups: dict[str, RollupPlan
 def _model(sql: str, derivation: Derivation, rollup: RollupPlan, guard: list[str], pieces,
            types: dict[str, str]) -> str:
     """The fast path's model file."""
-    from cartpulse.project.derived_models import HEADER, interval, merge, per_event
+    from cartpulse.project.derived_models import HEADER, binned, over_pieces, per_event, rollup_grain
 
     d = derivation
     time = d.staging.time_column
-    grain = _grain(rollup, time)
+    grain = rollup_grain(rollup, time)  # never the one-row grain: the endpoint groups
     measures = [m.column for m in d.measures]
-    binned = [f"{{{{ time_bin(\"{interval(rollup.width)}\", '{time}') }}}} as {time}" if g == time and rollup.width
-              else g for g in grain]
+    keys = [binned(rollup.width, time) if g == time and rollup.width else g for g in grain]
     fixed = [f"({d.fixed_filter})"] if d.fixed_filter else []
     unabsorbed = f"{{{{ unabsorbed(ref('{rollup.name}')) }}}}"
     some_null = "(" + " or ".join(f"{g} is null" for g in grain) + ")"
@@ -100,7 +92,7 @@ def _model(sql: str, derivation: Derivation, rollup: RollupPlan, guard: list[str
     group = ", ".join(str(i + 1) for i in range(len(grain)))
 
     def pending_rows(where: list[str]) -> str:
-        return f"select {', '.join(binned + signed)}\n        from {pending}\n        where {' and '.join(fixed + [unabsorbed] + where)}"
+        return f"select {', '.join(keys + signed)}\n        from {pending}\n        where {' and '.join(fixed + [unabsorbed] + where)}"
 
     keyed = (f"select {', '.join(f'coalesce(r.{g}, p.{g}) as {g}' for g in grain)}, "
              f"{', '.join(f'coalesce(r.{m}, 0) + coalesce(p.{m}, 0) as {m}' for m in measures)}\n"
@@ -117,16 +109,12 @@ def _model(sql: str, derivation: Derivation, rollup: RollupPlan, guard: list[str
     merged = (f"    {{%- if cartpulse_engine() == 'citus' %}}\n    select {', '.join(grain + measures)} from {live}\n"
               f"    {{%- else %}}\n    {keyed}\n    union all\n    {nulls}\n    {{%- endif %}}")
 
-    tree = unqualified(sqlglot.parse_one(sql, read="postgres"))
-    tree.set("where", None)
-    tree.set("with_" if "with_" in tree.args else "with", None)
-    tree.set("from_" if "from_" in tree.args else "from", exp.From(this=exp.to_table("pieces")))
-    tree.set("group", None)
+    tree = over_pieces(sql, types, total=lambda column: column)  # one merged row is one group
     having = tree.args.get("having")
+    tree.set("group", None)
     tree.set("having", None)
-    tree = tree.transform(lambda n: merge(n, types, lambda c: c) if isinstance(n, AGGREGATES) else n)
     if having is not None:
-        tree = tree.where(having.this.transform(lambda n: merge(n, types, lambda c: c) if isinstance(n, AGGREGATES) else n))
+        tree = tree.where(having.this)
     return (f"{HEADER}\n-- The derived answer's fast path (project/merged_answers.py).\n"
             f"with pieces as (\n    select * from (\n{merged}\n    ) as merged\n    where {where}\n)\n\n"
             f"{tree.sql(**SQL_OPTIONS, pretty=True)}\n")

@@ -22,18 +22,19 @@ log = logging.getLogger(__name__)
 
 #: Dead rows past which a pending table or rollup is vacuumed (or a tenth of its live rows).
 DEAD_ROWS = 1000
-#: The pending tables and rollups holding many dead rows.
+#: The pending tables and rollups holding many dead rows (with the second parameter
+#: true, every pending table too).
 _DEAD = """
     select s.relid::regclass::text from pg_stat_user_tables s
     where s.relid in (select to_regclass(pending) from cartpulse.rollup_state
                       union select to_regclass(rollup) from cartpulse.rollup_state)
-      and s.n_dead_tup > greatest(%s, s.n_live_tup / 10)
+      and (s.n_dead_tup > greatest(%s, s.n_live_tup / 10)
+           or %s and s.relid in (select to_regclass(pending) from cartpulse.rollup_state))
 """
 #: This backend's counts (the rollups' dead rows it just made) in the statistics before
 #: they are read; a superuser's function unless granted, which is then left to the absorber.
 _FLUSH = ("select pg_stat_force_next_flush()"
           " where has_function_privilege('pg_stat_force_next_flush()', 'execute')")
-_PENDING = "select distinct to_regclass(pending)::text from cartpulse.rollup_state where to_regclass(pending) is not null"
 
 
 def absorb(conn: psycopg.Connection) -> int | None:
@@ -54,10 +55,7 @@ def vacuum_dead(conn: psycopg.Connection, pending: bool = False) -> None:
     cleared then, not whenever autovacuum comes by. A pending table emptied by one
     absorption may hold fewer dead rows than the threshold yet be read by every request,
     so a caller that has just absorbed a large batch asks for all of them (``pending``)."""
-    tables = [t for (t,) in conn.execute(_DEAD, [DEAD_ROWS]).fetchall()]
-    if pending:
-        tables += [t for (t,) in conn.execute(_PENDING).fetchall() if t not in tables]
-    for table in tables:
+    for (table,) in conn.execute(_DEAD, [DEAD_ROWS, pending]).fetchall():
         # SKIP_LOCKED: never wait behind another VACUUM of the table (a concurrent batch's,
         # or autovacuum's, which yields only after deadlock_timeout); it clears the same rows.
         conn.execute(sql.SQL("vacuum (analyze, skip_locked) {}").format(sql.SQL(table)))  # a regclass's own text
